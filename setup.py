@@ -1,0 +1,32 @@
+"""tfprune: Keras 3 pruning with criteria, sensitivity analysis, structure removal and LiteRT export."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tfprune",
+    version="0.1.0",
+    description="Keras 3 pruning: criteria, granularities, sensitivity analysis, "
+                "structural pruning and sparse LiteRT export",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tfprune", "tfprune.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.3",
+        "ai-edge-litert>=1.0",
+        "absl-py",
+        "numpy",
+    ],
+    extras_require={
+        "plots": ["matplotlib"],
+        "data": ["mlxtend", "tensorflow-datasets"],
+        "compare": ["tensorflow-model-optimization", "tf_keras"],
+        "dev": ["pytest", "pytest-xdist", "mlxtend", "matplotlib", "scikit-learn"],
+    },
+    entry_points={"console_scripts": []},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

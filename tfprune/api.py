@@ -1,0 +1,365 @@
+"""User-facing entry points: ``prune``, ``prune_layer``, ``strip``, ``sparsity``, ``summary``."""
+
+import difflib
+import os
+import warnings
+
+import keras
+import numpy as np
+
+from tfprune import registry
+from tfprune import schedules as schedules_lib
+from tfprune.wrappers import PruneWrapper
+
+__all__ = ["prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary",
+           "walk_layers", "find_wrappers"]
+
+
+def walk_layers(model, prefix=""):
+    """Yields ``(path, layer)`` for every layer, recursing into nested models.
+
+    Wrappers are yielded, not their inner layers. ``path`` is the layer's
+    name prefixed by the names of enclosing nested models (``"block/conv"``).
+    """
+    for layer in getattr(model, "layers", []):
+        path = prefix + layer.name
+        yield path, layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer, path + "/")
+
+
+def find_wrappers(model):
+    """All :class:`PruneWrapper` layers of ``model`` (recursing), deduplicated.
+
+    Also finds wrappers held as attributes of subclassed models.
+    """
+    if isinstance(model, PruneWrapper):
+        return [model]
+    found, seen = [], set()
+    candidates = [l for _, l in walk_layers(model)] if isinstance(
+        model, (keras.Sequential, keras.Model)) else []
+    if hasattr(model, "_flatten_layers"):
+        candidates += list(model._flatten_layers(include_self=False, recursive=True))
+    for layer in candidates:
+        if isinstance(layer, PruneWrapper) and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
+def _is_graph_model(model):
+    return isinstance(model, keras.Sequential) or (
+        isinstance(model, keras.Model) and hasattr(model, "_operations")
+        and type(model).__name__ in ("Functional", "Sequential"))
+
+
+def _load_if_path(model):
+    if isinstance(model, (str, os.PathLike)):
+        return keras.saving.load_model(model)
+    return model
+
+
+def _suggest(name, names):
+    close = difflib.get_close_matches(name, names, n=3)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _validate_names(model, sparsity, skip):
+    paths = dict(walk_layers(model))
+    by_name = {}
+    for path, layer in paths.items():
+        by_name.setdefault(layer.name, []).append(path)
+    all_names = sorted(set(paths) | set(by_name))
+
+    def resolve(name, what):
+        if not isinstance(name, str):
+            raise TypeError(f"`{what}` keys must be layer names (str); got {name!r}.")
+        if name in paths:
+            return paths[name]
+        if name in by_name:
+            if len(by_name[name]) > 1:
+                raise ValueError(
+                    f"`{what}` names layer '{name}', which is ambiguous in this "
+                    f"model: use one of {by_name[name]}.")
+            return paths[by_name[name][0]]
+        raise ValueError(
+            f"`{what}` names layer '{name}', which is not in model "
+            f"'{model.name}'.{_suggest(name, all_names)}")
+
+    per_layer = {}
+    if sparsity is not None:
+        if isinstance(sparsity, dict):
+            items = sparsity.items()
+        else:
+            raise TypeError(
+                "`sparsity` must be a dict {layer name: final sparsity}; got "
+                f"{type(sparsity).__name__}. For one target for every layer, "
+                "set it in the schedule.")
+        for name, value in items:
+            layer = resolve(name, "sparsity")
+            if not registry.is_prunable(layer):
+                raise ValueError(
+                    f"`sparsity` names layer '{name}' ({type(layer).__name__}), "
+                    "which has no prunable weights (only kernels of Dense, Conv, "
+                    "Embedding, RNN and attention layers, or layers with "
+                    "get_prunable_weights(), are pruned).")
+            per_layer[id(layer)] = schedules_lib._check_sparsity(
+                f"sparsity['{name}']", value, "tfprune.prune")
+    skipped = set()
+    for name in (skip or ()):
+        skipped.add(id(resolve(name, "skip")))
+    return per_layer, skipped
+
+
+def _clone_layer(layer):
+    new = layer.__class__.from_config(layer.get_config())
+    if layer.built:
+        build_config = layer.get_build_config()
+        if build_config:
+            new.build_from_config(build_config)
+    return new
+
+
+def _copy_weights(pairs):
+    for src, dst in pairs:
+        if src.weights:
+            dst.set_weights(src.get_weights())
+
+
+def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
+          sparsity=None, skip=None):
+    """Returns a copy of ``model`` whose prunable layers are wrapped for pruning.
+
+    The original model is left untouched (weights are copied). Works on
+    Sequential and Functional models, nested models and shared layers; for
+    subclassed models wrap layers with :func:`prune_layer` instead.
+
+    Args:
+        model: a built ``keras.Model`` (or the path of a ``.keras`` file).
+        schedule: a ``tfprune`` schedule (``PolynomialDecay``,
+            ``ConstantSparsity``, ``OneShot``) or a number (one-shot target).
+        criterion: name or ``tfprune.criteria.Criterion`` (default magnitude).
+        granularity: name or ``tfprune.granularity.Granularity``.
+        sparsity: optional ``{layer name: final sparsity}`` overriding the
+            schedule's final value per layer (keeps its timing).
+        skip: layer names to leave dense.
+
+    Returns:
+        A new ``keras.Model``; compile it and train with
+        ``callbacks=[tfprune.PruningCallback()]``.
+
+    Example:
+
+    >>> import keras, numpy as np, tfprune as tp
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
+    ...                           keras.layers.Dense(2, name="out")])
+    >>> pruned = tp.prune(model, schedule=tp.OneShot(0.5), skip=["out"])
+    >>> pruned.compile("adam", "mse")
+    >>> _ = pruned.fit(np.ones((4, 8)), np.ones((4, 2)), verbose=0,
+    ...                callbacks=[tp.PruningCallback()])
+    >>> tp.sparsity(pruned)["dense/kernel"]
+    0.5
+    """
+    model = _load_if_path(model)
+    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
+        raise TypeError(
+            f"tfprune.prune expects a keras.Model; got layer '{model.name}'. "
+            "Use tfprune.prune_layer(layer, ...) for a single layer.")
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"tfprune.prune expects a keras.Model; got {type(model).__name__}.")
+    if find_wrappers(model):
+        raise ValueError(
+            f"Model '{model.name}' is already pruned (it contains PruneWrapper "
+            "layers). Continue training it with tfprune.PruningCallback, or call "
+            "tfprune.strip(model) first to prune the stripped model again.")
+    if not _is_graph_model(model):
+        raise ValueError(
+            f"Model '{model.name}' is a subclassed model ({type(model).__name__}); "
+            "tfprune.prune can only rebuild Sequential and Functional models. Wrap "
+            "the layers inside your model with tfprune.prune_layer(...) instead.")
+    if not model.built:
+        raise ValueError(
+            f"Model '{model.name}' is not built: give it an Input or call it on "
+            "data once before pruning.")
+    schedule = schedules_lib.get(schedule)
+    if schedule is None:
+        raise ValueError("tfprune.prune: `schedule` is required.")
+    per_layer, skipped = _validate_names(model, sparsity, skip)
+
+    pairs = []
+
+    def clone_fn(layer):
+        new = _clone_layer(layer)
+        pairs.append((layer, new))
+        if id(layer) in skipped or not registry.is_prunable(layer):
+            return new
+        if not registry.prunable_weights(layer):
+            return new
+        layer_schedule = schedule
+        if id(layer) in per_layer:
+            layer_schedule = schedule.with_final(per_layer[id(layer)])
+        return PruneWrapper(new, layer_schedule, criterion=criterion,
+                            granularity=granularity)
+
+    pruned = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    _copy_weights(pairs)
+    if not find_wrappers(pruned):
+        warnings.warn(f"tfprune.prune: model '{model.name}' has no prunable layer.")
+    return pruned
+
+
+def prune_layer(layer, *, schedule, criterion="magnitude", granularity="unstructured"):
+    """Wraps one layer for pruning, for use inside subclassed models.
+
+    Example:
+
+    >>> import keras, tfprune as tp
+    >>> class Net(keras.Model):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.hidden = tp.prune_layer(keras.layers.Dense(32, activation="relu"),
+    ...                                      schedule=tp.OneShot(0.8))
+    ...         self.out = keras.layers.Dense(10)
+    ...     def call(self, x):
+    ...         return self.out(self.hidden(x))
+    """
+    return PruneWrapper(layer, schedule, criterion=criterion, granularity=granularity)
+
+
+def strip_layer(wrapper):
+    """Returns a plain copy of a wrapped layer with its masks folded in."""
+    if not isinstance(wrapper, PruneWrapper):
+        return wrapper
+    inner = wrapper.layer
+    new = _clone_layer(inner)
+    masked = {id(info.variable): m for info, m in zip(
+        wrapper.prunable_weights, wrapper.masks)}
+    values = []
+    for v in inner.weights:
+        value = keras.ops.convert_to_numpy(v)
+        if id(v) in masked:
+            value = value * keras.ops.convert_to_numpy(masked[id(v)]).astype(value.dtype)
+        values.append(value)
+    if values:
+        new.set_weights(values)
+    return new
+
+
+def strip(model):
+    """Returns a plain Keras model with masks folded in and wrappers removed.
+
+    The result has no tfprune classes, so it loads with plain Keras. The
+    compile state is not copied (as with ``clone_model``).
+
+    Example:
+
+    >>> import keras, tfprune as tp
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> plain = tp.strip(tp.prune(model, schedule=tp.OneShot(0.5)))
+    >>> type(plain.layers[0]).__name__
+    'Dense'
+    """
+    model = _load_if_path(model)
+    if isinstance(model, PruneWrapper):
+        return strip_layer(model)
+    wrappers = find_wrappers(model)
+    if not wrappers:
+        return model
+    if not _is_graph_model(model):
+        raise ValueError(
+            f"Model '{model.name}' is a subclassed model; tfprune.strip cannot "
+            "rebuild it. Replace each pruned layer with "
+            "tfprune.strip_layer(wrapper) in your model's code.")
+    never = [w.name for w in wrappers if w.step < 0]
+    if never:
+        warnings.warn(
+            f"Layers {never} were never pruned (pruning step is -1): was the model "
+            "trained with tfprune.PruningCallback?", stacklevel=2)
+    pairs = []
+
+    def clone_fn(layer):
+        if isinstance(layer, PruneWrapper):
+            return strip_layer(layer)
+        new = _clone_layer(layer)
+        pairs.append((layer, new))
+        return new
+
+    stripped = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    _copy_weights(pairs)
+    return stripped
+
+
+def _enumerate(model):
+    """``(path, layer)`` pairs to report on: wrappers, not their inner layers."""
+    if not isinstance(model, keras.Model):
+        return [(model.name, model)]
+    if _is_graph_model(model):
+        return list(walk_layers(model))
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    inner = {id(l.layer) for l in layers if isinstance(l, PruneWrapper)}
+    return [(l.name, l) for l in layers if id(l) not in inner]
+
+
+def _layer_weights(layer):
+    if isinstance(layer, PruneWrapper):
+        return layer.prunable_weights, layer
+    if registry.is_prunable(layer) and layer.built:
+        return registry.prunable_weights(layer), None
+    return [], None
+
+
+def sparsity(model):
+    """Fraction of exact zeros of each prunable weight.
+
+    Works on pruned models, stripped models and plain models alike. Keys are
+    ``"<layer path>/<weight>"``, e.g. ``"dense/kernel"`` or
+    ``"mha/query/kernel"``.
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="d")])
+    >>> m.layers[0].kernel.assign([[0., 1.], [2., 3.]])
+    >>> tp.sparsity(m)
+    {'d/kernel': 0.25}
+    """
+    layers = _enumerate(model)
+    result = {}
+    for path, layer in layers:
+        infos, _ = _layer_weights(layer)
+        for info in infos:
+            value = keras.ops.convert_to_numpy(info.variable)
+            result[f"{path}/{info.key}"] = float(np.mean(value == 0))
+    return result
+
+
+def summary(model, print_fn=print):
+    """Prints (and returns) a per-layer table of pruning targets and results.
+
+    Columns: layer/weight, shape, target (the schedule's value at the current
+    step, ``-`` for unwrapped layers), achieved sparsity, nonzeros / total.
+    """
+    rows = []
+    layers = _enumerate(model)
+    total = nonzero = 0
+    for path, layer in layers:
+        infos, wrapper = _layer_weights(layer)
+        target = wrapper.target_sparsity() if wrapper is not None else None
+        for info in infos:
+            value = keras.ops.convert_to_numpy(info.variable)
+            nz = int(np.count_nonzero(value))
+            total += value.size
+            nonzero += nz
+            rows.append({
+                "weight": f"{path}/{info.key}", "shape": tuple(value.shape),
+                "target": target, "achieved": 1.0 - nz / max(value.size, 1),
+                "nonzeros": nz, "size": int(value.size)})
+    header = f"{'weight':<40} {'shape':<18} {'target':>7} {'achieved':>9} {'nonzeros':>19}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        tgt = "-" if r["target"] is None else f"{r['target']:.3f}"
+        lines.append(f"{r['weight']:<40} {str(r['shape']):<18} {tgt:>7} "
+                     f"{r['achieved']:>9.3f} {r['nonzeros']:>9}/{r['size']:<9}")
+    overall = 1.0 - nonzero / max(total, 1)
+    lines.append("-" * len(header))
+    lines.append(f"{'total':<40} {'':<18} {'':>7} {overall:>9.3f} {nonzero:>9}/{total:<9}")
+    print_fn("\n".join(lines))
+    return rows

@@ -1,0 +1,146 @@
+"""Keras callbacks that drive pruning during ``model.fit``.
+
+``PruningCallback`` advances the pruning step once per training batch and
+updates masks on the schedule's update steps. ``PruningLogger`` writes
+per-layer sparsity and targets to TensorBoard.
+
+In a custom training loop, two calls are needed::
+
+    pruner = tfprune.PruningCallback()
+    pruner.set_model(model)                       # once
+    for batch, (x, y) in enumerate(dataset):
+        pruner.on_train_batch_begin(batch)        # before each optimizer step
+        ...                                       # forward, grads, optimizer.apply
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from tfprune import api
+
+__all__ = ["PruningCallback", "PruningLogger"]
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Advances the pruning step and updates masks during training.
+
+    The step is stored in every wrapper's ``pruning_step`` variable (saved
+    with the model and in checkpoints), so resuming a checkpoint continues
+    the schedule exactly. Each call of ``on_train_batch_begin`` is one step;
+    with ``steps_per_execution = k`` the step advances by ``k``.
+
+    Example:
+
+    >>> import keras, numpy as np, tfprune as tp
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+    >>> pruned = tp.prune(model, schedule=tp.PolynomialDecay(0, 0.5, 0, 3, frequency=1))
+    >>> pruned.compile("sgd", "mse")
+    >>> _ = pruned.fit(np.ones((8, 4)), np.ones((8, 8)), batch_size=2, verbose=0,
+    ...                callbacks=[tp.PruningCallback()])
+    >>> tp.sparsity(pruned)["dense/kernel"]
+    0.5
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._wrappers = None
+        self._step = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._wrappers = api.find_wrappers(model)
+        if not self._wrappers:
+            raise ValueError(
+                f"PruningCallback: model '{model.name}' has no pruned layers; "
+                "create it with tfprune.prune(...) or tfprune.prune_layer(...).")
+        for w in self._wrappers:
+            w._driven = True
+        self._step = None
+
+    def _ensure_ready(self):
+        if self._wrappers is None:
+            raise ValueError("PruningCallback: call set_model(model) first.")
+        unbuilt = [w.name for w in self._wrappers if not w.built]
+        if unbuilt:
+            raise ValueError(
+                f"PruningCallback: layers {unbuilt} are not built yet; call the "
+                "model on a batch once before training.")
+        if self._step is None:
+            self._step = max(w.step for w in self._wrappers)
+
+    def on_train_begin(self, logs=None):
+        self._ensure_ready()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._ensure_ready()
+        self._step += int(getattr(self.model, "steps_per_execution", 1) or 1)
+        step = self._step
+        for w in self._wrappers:
+            if w.schedule.should_update(step):
+                w.update_masks(step=step)
+            else:
+                w.pruning_step.assign(step)
+
+    def on_train_end(self, logs=None):
+        for w in self._wrappers or ():
+            w._driven = False
+
+
+class PruningLogger(keras.callbacks.Callback):
+    """Writes per-layer sparsity and target sparsity to TensorBoard.
+
+    Scalars ``pruning/<layer>/<weight>/sparsity`` and
+    ``pruning/<layer>/target`` are written at the end of every epoch (and
+    every ``update_freq`` batches if it is an int).
+
+    Args:
+        log_dir: directory of the TensorBoard event files (a ``pruning``
+            subdirectory is used, next to ``keras.callbacks.TensorBoard``'s).
+        update_freq: ``"epoch"`` or a number of batches.
+
+    Example:
+
+    >>> import tfprune as tp
+    >>> cb = tp.PruningLogger("/tmp/logs")
+    """
+
+    def __init__(self, log_dir, update_freq="epoch"):
+        super().__init__()
+        if update_freq != "epoch" and (not isinstance(update_freq, int) or update_freq < 1):
+            raise ValueError(
+                f"PruningLogger: update_freq must be 'epoch' or an int >= 1; got {update_freq!r}.")
+        self.log_dir = os.fspath(log_dir)
+        self.update_freq = update_freq
+        self._writer = None
+        self._batches = 0
+
+    def _write(self, step):
+        import tensorflow as tf  # TensorBoard event files
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
+        wrappers = api.find_wrappers(self.model)
+        values = api.sparsity(self.model)
+        with self._writer.as_default(step=step):
+            for key, value in values.items():
+                tf.summary.scalar(f"pruning/{key}/sparsity", value)
+            for w in wrappers:
+                tf.summary.scalar(f"pruning/{w.name}/target", w.target_sparsity())
+            if values:
+                tf.summary.scalar("pruning/mean_sparsity", float(np.mean(list(values.values()))))
+        self._writer.flush()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if isinstance(self.update_freq, int) and self._batches % self.update_freq == 0:
+            self._write(self._batches)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write(epoch)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,167 @@
+"""Which weights of which layers are prunable, and how they are laid out.
+
+Built-in Keras layers are described by a small table (layer class -> weight
+names). A custom layer opts in by implementing the :class:`PrunableLayer`
+protocol: a ``get_prunable_weights()`` method returning its variables.
+
+Every prunable weight comes with its *layout*: which kernel axes index the
+layer's output units (``out_axes``) and, for attention, which axis indexes
+heads. Granularities use it to build the TFLite-style ``(out, in)`` matrix
+view of a kernel, so ``Block(1, 4)`` and ``Channels()`` mean the same thing
+on a Dense, a Conv2D or an EinsumDense.
+"""
+
+import dataclasses
+import re
+
+import keras
+
+__all__ = ["PrunableLayer", "PrunableWeight", "prunable_weights", "is_prunable"]
+
+
+class PrunableLayer:
+    """Protocol for custom layers that want their weights pruned.
+
+    Implement ``get_prunable_weights()`` returning a list of the layer's
+    variables to prune (kernels, never biases). Inheriting from this class is
+    optional: any layer with the method is accepted (as in TFMOT).
+
+    Example:
+
+    >>> import keras, tfprune as tp
+    >>> class MyDense(keras.layers.Dense, tp.PrunableLayer):
+    ...     def get_prunable_weights(self):
+    ...         return [self.kernel]
+    >>> layer = MyDense(4); layer.build((None, 3))
+    >>> [w.key for w in tp.registry.prunable_weights(layer)]
+    ['kernel']
+    """
+
+    def get_prunable_weights(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement get_prunable_weights()."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunableWeight:
+    """A prunable variable and its layout.
+
+    Attributes:
+        variable: the ``keras.Variable``.
+        key: name of the weight relative to its layer (``"kernel"``,
+            ``"query/kernel"``, ``"lstm_cell/recurrent_kernel"``).
+        out_axes: kernel axes that index output units / filters.
+        head_axis: the axis that indexes attention heads, or ``None``.
+    """
+
+    variable: object
+    key: str
+    out_axes: tuple = (-1,)
+    head_axis: object = None
+
+    @property
+    def shape(self):
+        return tuple(self.variable.shape)
+
+
+L = keras.layers
+# (layer classes, {weight name: out_axes}); order matters: first match wins.
+_TABLE = (
+    ((L.SeparableConv1D, L.SeparableConv2D), {"pointwise_kernel": (-1,)}),
+    ((L.DepthwiseConv1D, L.DepthwiseConv2D), {"kernel": (-2, -1)}),
+    ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), {"kernel": (-2,)}),
+    ((L.Conv1D, L.Conv2D, L.Conv3D), {"kernel": (-1,)}),
+    ((L.Dense,), {"kernel": (-1,)}),
+    ((L.Embedding,), {"embeddings": (-1,)}),
+    ((L.LSTM, L.GRU, L.SimpleRNN), {"kernel": (-1,), "recurrent_kernel": (-1,)}),
+)
+
+
+def _relative_key(layer, variable):
+    path = getattr(variable, "path", variable.name)
+    parts = path.split("/")
+    # The path starts with the name scopes of the layer (and of any wrapper);
+    # keep what comes after the layer's own name.
+    if layer.name in parts:
+        idx = len(parts) - 1 - parts[::-1].index(layer.name)
+        rest = parts[idx + 1:]
+        if rest:
+            return "/".join(rest)
+    return variable.name
+
+
+def _einsum_out_axes(equation):
+    """Kernel axes whose index letter appears in the output of an einsum."""
+    m = re.match(r"^\s*([\w.]+)\s*,\s*([\w.]+)\s*->\s*([\w.]+)\s*$", equation or "")
+    if not m:
+        return (-1,)
+    kernel, out = m.group(2), m.group(3)
+    axes = tuple(i for i, c in enumerate(kernel) if c in out)
+    return axes or (-1,)
+
+
+def _mha_weights(layer):
+    out = []
+    for sub_name in ("_query_dense", "_key_dense", "_value_dense", "_output_dense"):
+        sub = getattr(layer, sub_name, None)
+        if sub is None or not sub.built:
+            continue
+        out_axes = _einsum_out_axes(sub.equation)
+        # q/k/v kernels are (dim, heads, head_dim): heads on axis 1; the output
+        # projection is (heads, head_dim, dim): heads on axis 0.
+        head_axis = 0 if sub_name == "_output_dense" else 1
+        out.append(PrunableWeight(sub.kernel, f"{sub.name}/kernel", out_axes, head_axis))
+    return out
+
+
+def is_prunable(layer):
+    """True if ``layer`` has weights tfprune knows how to prune."""
+    if hasattr(layer, "get_prunable_weights"):
+        return True
+    if isinstance(layer, (L.MultiHeadAttention, L.EinsumDense)):
+        return True
+    return any(isinstance(layer, classes) for classes, _ in _TABLE)
+
+
+def prunable_weights(layer):
+    """Returns the :class:`PrunableWeight` list of a built ``layer``.
+
+    Biases and normalisation weights are never included. Returns ``[]`` for
+    layers with nothing to prune.
+
+    Example:
+
+    >>> import keras
+    >>> conv = keras.layers.Conv2D(8, 3); conv.build((None, 28, 28, 1))
+    >>> [(w.key, w.shape, w.out_axes) for w in prunable_weights(conv)]
+    [('kernel', (3, 3, 1, 8), (-1,))]
+    """
+    if hasattr(layer, "get_prunable_weights"):
+        variables = layer.get_prunable_weights()
+        if variables is None or isinstance(variables, (str, bytes)):
+            raise TypeError(
+                f"Layer '{layer.name}': get_prunable_weights() must return a list "
+                f"of variables; got {variables!r}."
+            )
+        result = []
+        for v in variables:
+            if not hasattr(v, "assign") or not hasattr(v, "shape"):
+                raise TypeError(
+                    f"Layer '{layer.name}': get_prunable_weights() returned "
+                    f"{v!r}, which is not a variable."
+                )
+            result.append(PrunableWeight(v, _relative_key(layer, v)))
+        return result
+    if isinstance(layer, L.MultiHeadAttention):
+        return _mha_weights(layer)
+    if isinstance(layer, L.EinsumDense):
+        return [PrunableWeight(layer.kernel, "kernel", _einsum_out_axes(layer.equation))]
+    for classes, names in _TABLE:
+        if isinstance(layer, classes):
+            found = []
+            for v in layer.trainable_weights + layer.non_trainable_weights:
+                if v.name in names and len(v.shape) >= 2:
+                    found.append(PrunableWeight(v, _relative_key(layer, v), names[v.name]))
+            return found
+    return []

@@ -1,0 +1,245 @@
+"""``PruneWrapper``: a Keras layer wrapper holding pruning masks.
+
+How masks are enforced (and why it costs almost nothing per step): each
+prunable variable gets a :class:`MaskConstraint`. Keras optimizers apply
+variable constraints right after every update, inside the compiled train
+step, so a pruned weight is set back to exactly 0 after each optimizer step
+and the forward pass never needs an extra multiply. Masks themselves change
+only on the schedule's update steps, driven by ``tfprune.PruningCallback``,
+which then also zeroes the newly pruned weights.
+"""
+
+import inspect
+import warnings
+
+import keras
+
+from tfprune import criteria as criteria_lib
+from tfprune import granularity as granularity_lib
+from tfprune import registry
+from tfprune import schedules as schedules_lib
+
+__all__ = ["PruneWrapper", "MaskConstraint"]
+
+_warned_no_callback = False
+
+
+class MaskConstraint:
+    """Variable constraint ``w -> inner(w) * mask`` (``inner`` optional).
+
+    Installed on each pruned variable by :class:`PruneWrapper`; not meant to
+    be used directly.
+    """
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return w * keras.ops.cast(self.mask, w.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PruneWrapper(keras.layers.Wrapper):
+    """Wraps a layer so its prunable weights follow a pruning schedule.
+
+    Usually created by :func:`tfprune.prune` or :func:`tfprune.prune_layer`.
+
+    Args:
+        layer: the Keras layer to prune (see ``tfprune.registry`` for the
+            supported types, or implement ``get_prunable_weights()``).
+        schedule: a ``tfprune.schedules.Schedule`` (or a number: one-shot).
+        criterion: name or ``tfprune.criteria.Criterion``.
+        granularity: name or ``tfprune.granularity.Granularity``.
+        **kwargs: base ``Layer`` arguments (``name`` defaults to the wrapped
+            layer's name, so ``model.get_layer("dense")`` still finds it).
+
+    Example:
+
+    >>> import keras, tfprune as tp
+    >>> w = tp.PruneWrapper(keras.layers.Dense(4), tp.OneShot(0.5))
+    >>> w.build((None, 8))
+    >>> w.update_masks(step=0)
+    >>> float((keras.ops.convert_to_numpy(w.layer.kernel) == 0).mean())
+    0.5
+    """
+
+    def __init__(self, layer, schedule, criterion="magnitude",
+                 granularity="unstructured", **kwargs):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"PruneWrapper expects a keras.layers.Layer; got {type(layer).__name__}."
+            )
+        if isinstance(layer, PruneWrapper):
+            raise ValueError(f"Layer '{layer.name}' is already pruned (wrapped twice).")
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                f"'{layer.name}' is a model, not a layer: use tfprune.prune(model)."
+            )
+        if not registry.is_prunable(layer):
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) has no prunable "
+                "weights. Prunable: Dense, EinsumDense, Conv*, Conv*Transpose, "
+                "SeparableConv*, DepthwiseConv*, Embedding, LSTM/GRU/SimpleRNN, "
+                "MultiHeadAttention, or a layer implementing get_prunable_weights()."
+            )
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.schedule = schedules_lib.get(schedule)
+        if self.schedule is None:
+            raise ValueError(f"Layer '{layer.name}': a pruning schedule is required.")
+        self.criterion = criteria_lib.get(criterion)
+        self.granularity = granularity_lib.get(granularity)
+        self.supports_masking = getattr(layer, "supports_masking", False)
+        self._weights_info = []
+        self._masks = []
+        self._driven = False  # set by PruningCallback.set_model
+        call_params = inspect.signature(layer.call).parameters
+        self._pass_training = "training" in call_params
+        self._pass_mask = "mask" in call_params
+
+    # -- building ---------------------------------------------------------
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            if isinstance(self.layer, keras.layers.MultiHeadAttention):
+                # Self-attention by default; for cross-attention build the
+                # layer (or call it once) before wrapping it.
+                self.layer.build(input_shape, input_shape)
+            else:
+                self.layer.build(input_shape)
+        self._create_pruning_state()
+        self.built = True
+
+    def get_build_config(self):
+        return self.layer.get_build_config()
+
+    def build_from_config(self, config):
+        if config and not self.layer.built:
+            self.layer.build_from_config(config)
+        if self.layer.built and not self.built:
+            self._create_pruning_state()
+            self.built = True
+
+    def _create_pruning_state(self):
+        if self._masks:
+            return
+        infos = registry.prunable_weights(self.layer)
+        if not infos:
+            raise ValueError(
+                f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no "
+                "prunable weights once built."
+            )
+        for info in infos:
+            self.granularity.check(info, self.layer.name)
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64",
+            initializer=keras.initializers.Constant(-1), trainable=False)
+        for info in infos:
+            mask = self.add_weight(
+                name=info.key.replace("/", "_") + "_mask", shape=info.shape,
+                dtype="float32", initializer="ones", trainable=False)
+            self._masks.append(mask)
+            previous = info.variable.constraint
+            if isinstance(previous, MaskConstraint):
+                previous = previous.inner
+            info.variable.constraint = MaskConstraint(mask, previous)
+        self._weights_info = infos
+
+    # -- forward ----------------------------------------------------------
+
+    def call(self, inputs, *args, training=None, mask=None, **kwargs):
+        global _warned_no_callback
+        if training and not self._driven and not _warned_no_callback:
+            _warned_no_callback = True
+            warnings.warn(
+                f"Training pruned layer '{self.name}' without "
+                "tfprune.PruningCallback: the pruning step never advances, so "
+                "no mask is ever updated and the model is not pruned. Pass "
+                "callbacks=[tfprune.PruningCallback()] to fit().",
+                stacklevel=2,
+            )
+        if self._pass_training and training is not None:
+            kwargs["training"] = training
+        if self._pass_mask and mask is not None:
+            kwargs["mask"] = mask
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    # -- pruning ----------------------------------------------------------
+
+    @property
+    def prunable_weights(self):
+        """The :class:`tfprune.registry.PrunableWeight` list of the wrapped layer."""
+        return list(self._weights_info)
+
+    @property
+    def masks(self):
+        """The mask variables, one per prunable weight (1 = kept)."""
+        return list(self._masks)
+
+    @property
+    def step(self):
+        """The current pruning step (-1 before the first training batch)."""
+        return int(keras.ops.convert_to_numpy(self.pruning_step)) if self._masks else -1
+
+    def target_sparsity(self, step=None):
+        """The schedule's target at ``step`` (default: the current step)."""
+        step = self.step if step is None else step
+        return float(self.schedule(step)) if step >= 0 else 0.0
+
+    def collect_stats(self, info_index):
+        """Statistics a data-dependent criterion needs (empty for data-free ones)."""
+        return {}
+
+    def compute_masks(self, sparsity):
+        """Returns the new masks (NumPy) for ``sparsity`` without applying them."""
+        out = []
+        for i, info in enumerate(self._weights_info):
+            w = keras.ops.convert_to_numpy(info.variable)
+            scores = self.criterion.score(w, self.collect_stats(i))
+            out.append(self.granularity.mask(scores, sparsity, info).astype("float32"))
+        return out
+
+    def apply_masks(self, masks):
+        """Assigns ``masks`` and zeroes the weights they prune."""
+        for info, mask_var, m in zip(self._weights_info, self._masks, masks):
+            mask_var.assign(m)
+            w = keras.ops.convert_to_numpy(info.variable)
+            info.variable.assign((w * m).astype(w.dtype))
+
+    def update_masks(self, step=None, sparsity=None):
+        """Recomputes and applies the masks at ``step`` (or to ``sparsity``)."""
+        if not self.built:
+            raise ValueError(f"Layer '{self.name}' must be built before pruning.")
+        if sparsity is None:
+            sparsity = self.schedule(self.step if step is None else step)
+        if step is not None:
+            self.pruning_step.assign(step)
+        self.apply_masks(self.compute_masks(sparsity))
+
+    # -- serialisation ----------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "criterion": keras.saving.serialize_keras_object(self.criterion),
+            "granularity": keras.saving.serialize_keras_object(self.granularity),
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects)
+        for key in ("schedule", "criterion", "granularity"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects)
+        return cls(layer, **config)
