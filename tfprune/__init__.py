@@ -17,6 +17,7 @@ from tfprune.granularity import Granularity, Unstructured
 from tfprune.registry import PrunableLayer
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedule
 from tfprune.wrappers import PruneWrapper
+from tfprune import compat  # noqa: E402  (imports the API above)
 
 __version__ = "0.1.0"
 
@@ -25,5 +26,5 @@ __all__ = [
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot",
     "Criterion", "Granularity", "Unstructured",
-    "criteria", "granularity", "registry", "schedules",
+    "compat", "criteria", "granularity", "registry", "schedules",
 ]

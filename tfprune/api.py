@@ -151,7 +151,7 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
     Example:
 
     >>> import keras, numpy as np, tfprune as tp
-    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="dense"),
     ...                           keras.layers.Dense(2, name="out")])
     >>> pruned = tp.prune(model, schedule=tp.OneShot(0.5), skip=["out"])
     >>> pruned.compile("adam", "mse")
@@ -254,10 +254,12 @@ def strip(model):
     Example:
 
     >>> import keras, tfprune as tp
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> plain = tp.strip(tp.prune(model, schedule=tp.OneShot(0.5)))
-    >>> type(plain.layers[0]).__name__
-    'Dense'
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    >>> pruned = tp.prune(model, schedule=tp.OneShot(0.5))
+    >>> pruned.get_layer("d").update_masks(step=0)   # what PruningCallback does
+    >>> plain = tp.strip(pruned)
+    >>> type(plain.get_layer("d")).__name__, tp.sparsity(plain)["d/kernel"]
+    ('Dense', 0.5)
     """
     model = _load_if_path(model)
     if isinstance(model, PruneWrapper):
@@ -317,7 +319,7 @@ def sparsity(model):
 
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="d")])
-    >>> m.layers[0].kernel.assign([[0., 1.], [2., 3.]])
+    >>> _ = m.layers[0].kernel.assign([[0., 1.], [2., 3.]])
     >>> tp.sparsity(m)
     {'d/kernel': 0.25}
     """

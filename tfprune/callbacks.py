@@ -34,12 +34,12 @@ class PruningCallback(keras.callbacks.Callback):
     Example:
 
     >>> import keras, numpy as np, tfprune as tp
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d")])
     >>> pruned = tp.prune(model, schedule=tp.PolynomialDecay(0, 0.5, 0, 3, frequency=1))
     >>> pruned.compile("sgd", "mse")
     >>> _ = pruned.fit(np.ones((8, 4)), np.ones((8, 8)), batch_size=2, verbose=0,
     ...                callbacks=[tp.PruningCallback()])
-    >>> tp.sparsity(pruned)["dense/kernel"]
+    >>> tp.sparsity(pruned)["d/kernel"]
     0.5
     """
 

@@ -59,7 +59,7 @@ class PruneWrapper(keras.layers.Wrapper):
     Example:
 
     >>> import keras, tfprune as tp
-    >>> w = tp.PruneWrapper(keras.layers.Dense(4), tp.OneShot(0.5))
+    >>> w = tp.PruneWrapper(keras.layers.Dense(4, name="d"), tp.OneShot(0.5))
     >>> w.build((None, 8))
     >>> w.update_masks(step=0)
     >>> float((keras.ops.convert_to_numpy(w.layer.kernel) == 0).mean())
@@ -98,7 +98,6 @@ class PruneWrapper(keras.layers.Wrapper):
         self._driven = False  # set by PruningCallback.set_model
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
-        self._pass_mask = "mask" in call_params
 
     # -- building ---------------------------------------------------------
 
@@ -150,7 +149,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     # -- forward ----------------------------------------------------------
 
-    def call(self, inputs, *args, training=None, mask=None, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
         global _warned_no_callback
         if training and not self._driven and not _warned_no_callback:
             _warned_no_callback = True
@@ -163,8 +162,6 @@ class PruneWrapper(keras.layers.Wrapper):
             )
         if self._pass_training and training is not None:
             kwargs["training"] = training
-        if self._pass_mask and mask is not None:
-            kwargs["mask"] = mask
         return self.layer(inputs, *args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
