@@ -113,7 +113,7 @@ def _validate_names(model, sparsity, skip):
 
 def _clone_layer(layer):
     new = layer.__class__.from_config(layer.get_config())
-    if layer.built:
+    if getattr(layer, "built", False):
         build_config = layer.get_build_config()
         if build_config:
             new.build_from_config(build_config)
@@ -122,7 +122,7 @@ def _clone_layer(layer):
 
 def _copy_weights(pairs):
     for src, dst in pairs:
-        if src.weights:
+        if getattr(src, "weights", None):
             dst.set_weights(src.get_weights())
 
 

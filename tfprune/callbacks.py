@@ -75,17 +75,29 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._ensure_ready()
-        self._step += int(getattr(self.model, "steps_per_execution", 1) or 1)
-        step = self._step
+        # With steps_per_execution = k, Keras calls this once per k steps; the
+        # coming execution runs steps first..last, and masks due at any of them
+        # are computed now with the latest due step's target.
+        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        first, last = self._step + 1, self._step + k
+        self._step = last
         for w in self._wrappers:
-            if w.schedule.should_update(step):
-                w.update_masks(step=step)
-            else:
-                w.pruning_step.assign(step)
+            due = [s for s in range(first, last + 1) if w.schedule.should_update(s)]
+            if due:
+                w.update_masks(step=due[-1])
+            w.pruning_step.assign(last)
 
     def on_train_end(self, logs=None):
         for w in self._wrappers or ():
             w._driven = False
+
+
+def _scalar_metadata():
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = "scalars"
+    return meta
 
 
 class PruningLogger(keras.callbacks.Callback):
@@ -123,13 +135,17 @@ class PruningLogger(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
         wrappers = api.find_wrappers(self.model)
         values = api.sparsity(self.model)
+        scalars = {f"pruning/{key}/sparsity": value for key, value in values.items()}
+        scalars.update({f"pruning/{w.name}/target": w.target_sparsity() for w in wrappers})
+        if values:
+            scalars["pruning/mean_sparsity"] = float(np.mean(list(values.values())))
         with self._writer.as_default(step=step):
-            for key, value in values.items():
-                tf.summary.scalar(f"pruning/{key}/sparsity", value)
-            for w in wrappers:
-                tf.summary.scalar(f"pruning/{w.name}/target", w.target_sparsity())
-            if values:
-                tf.summary.scalar("pruning/mean_sparsity", float(np.mean(list(values.values()))))
+            for tag, value in scalars.items():
+                # tf.summary.write with the scalars plugin's metadata: the same
+                # event TensorBoard's tf.summary.scalar writes, without needing
+                # the tensorboard package installed to *write* logs.
+                tf.summary.write(tag, tf.constant(float(value), tf.float32),
+                                 metadata=_scalar_metadata())
         self._writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):
