@@ -75,3 +75,27 @@ def test_custom_layer_protocol_bad_return():
 
     with pytest.raises(TypeError, match="Bad.*not a variable|not a variable"):
         registry.prunable_weights(Bad(name="bad"))
+
+
+def test_time_distributed_and_bidirectional():
+    td = L.TimeDistributed(L.Dense(4))
+    td.build((None, 5, 3))
+    assert [(w.key, w.shape) for w in registry.prunable_weights(td)] == [("kernel", (3, 4))]
+    bi = L.Bidirectional(L.LSTM(3))
+    bi(np.zeros((1, 2, 4), "float32"))
+    keys = [w.key for w in registry.prunable_weights(bi)]
+    assert len(keys) == 4 and keys[0].endswith("lstm_cell/kernel")
+    assert keys[0].startswith(bi.forward_layer.name) and keys[2].startswith(bi.backward_layer.name)
+    assert registry.is_prunable(bi) and not registry.is_prunable(L.TimeDistributed(L.Flatten()))
+
+
+def test_prune_model_with_wrapped_layers():
+    model = keras.Sequential([keras.Input((5, 3)), L.Bidirectional(L.GRU(4, return_sequences=True), name="bi"),
+                              L.TimeDistributed(L.Dense(2), name="td")])
+    pruned = tp.prune(model, schedule=tp.OneShot(0.5))
+    for w in tp.api.find_wrappers(pruned):
+        w.update_masks(step=0)
+    s = tp.sparsity(pruned)
+    assert len(s) == 5 and all(v == 0.5 for v in s.values())
+    x = np.random.rand(4, 5, 3).astype("float32")
+    np.testing.assert_allclose(tp.strip(pruned).predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6)

@@ -115,10 +115,21 @@ def _mha_weights(layer):
     return out
 
 
+def _wrapped_layers(layer):
+    """Inner layers of TimeDistributed / Bidirectional (whose kernels they own)."""
+    if isinstance(layer, L.Bidirectional):
+        return [layer.forward_layer, layer.backward_layer]
+    if isinstance(layer, L.TimeDistributed):
+        return [layer.layer]
+    return []
+
+
 def is_prunable(layer):
     """True if ``layer`` has weights tfprune knows how to prune."""
     if hasattr(layer, "get_prunable_weights"):
         return True
+    if _wrapped_layers(layer):
+        return any(is_prunable(inner) for inner in _wrapped_layers(layer))
     if isinstance(layer, (L.MultiHeadAttention, L.EinsumDense)):
         return True
     return any(isinstance(layer, classes) for classes, _ in _TABLE)
@@ -153,6 +164,13 @@ def prunable_weights(layer):
                 )
             result.append(PrunableWeight(v, _relative_key(layer, v)))
         return result
+    if _wrapped_layers(layer):
+        out = []
+        for inner in _wrapped_layers(layer):
+            for w in prunable_weights(inner):
+                key = w.key if isinstance(layer, L.TimeDistributed) else f"{inner.name}/{w.key}"
+                out.append(dataclasses.replace(w, key=key))
+        return out
     if isinstance(layer, L.MultiHeadAttention):
         return _mha_weights(layer)
     if isinstance(layer, L.EinsumDense):

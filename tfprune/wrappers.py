@@ -83,7 +83,8 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no prunable "
                 "weights. Prunable: Dense, EinsumDense, Conv*, Conv*Transpose, "
                 "SeparableConv*, DepthwiseConv*, Embedding, LSTM/GRU/SimpleRNN, "
-                "MultiHeadAttention, or a layer implementing get_prunable_weights()."
+                "MultiHeadAttention, TimeDistributed/Bidirectional of those, or a layer "
+                "implementing get_prunable_weights()."
             )
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
