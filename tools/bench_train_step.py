@@ -3,7 +3,8 @@
 Both models are trained alternately in one process (interleaved rounds, so
 machine noise hits both alike); the figure is the ratio of median step times.
 
-    python tools/bench_train_step.py --rounds 7 --steps 100
+    python tools/bench_train_step.py --model cnn
+    python tools/bench_train_step.py --model mlp
 """
 
 import os
@@ -19,8 +20,8 @@ import tensorflow as tf  # noqa: E402
 
 import tfprune as tp  # noqa: E402
 
-FLAGS = flags.DEFINE_integer("rounds", 7, "interleaved timing rounds")
-flags.DEFINE_integer("steps", 100, "training steps per round")
+FLAGS = flags.DEFINE_integer("rounds", 20, "interleaved timing rounds")
+flags.DEFINE_integer("steps", 50, "training steps per round")
 flags.DEFINE_integer("batch_size", 64, "batch size")
 flags.DEFINE_string("model", "cnn", "cnn (MNIST-sized small CNN) or mlp (784-512-512-10)")
 F = flags.FLAGS
@@ -59,9 +60,14 @@ def main(argv):
     timed_fit(dense, x[:F.batch_size * 5], y[:F.batch_size * 5], [])  # warm up / trace
     timed_fit(pruned, x[:F.batch_size * 5], y[:F.batch_size * 5], [cb])
     d, p = [], []
-    for _ in range(F.rounds):
-        d.append(timed_fit(dense, x, y, []))
-        p.append(timed_fit(pruned, x, y, [cb]))
+    for r in range(F.rounds):
+        # Alternate which model goes first so drift and caching favour neither.
+        if r % 2:
+            p.append(timed_fit(pruned, x, y, [cb]))
+            d.append(timed_fit(dense, x, y, []))
+        else:
+            d.append(timed_fit(dense, x, y, []))
+            p.append(timed_fit(pruned, x, y, [cb]))
     dm, pm = np.median(d), np.median(p)
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
