@@ -18,6 +18,7 @@ from tfprune.registry import PrunableLayer
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedule
 from tfprune.wrappers import PruneWrapper
 from tfprune import compat  # noqa: E402  (imports the API above)
+from tfprune import structure  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,5 @@ __all__ = [
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot",
     "Criterion", "Granularity", "Unstructured",
-    "compat", "criteria", "granularity", "registry", "schedules",
+    "compat", "criteria", "granularity", "registry", "schedules", "structure",
 ]

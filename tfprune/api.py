@@ -245,8 +245,13 @@ def strip_layer(wrapper):
     return new
 
 
-def strip(model):
+def strip(model, shrink=False):
     """Returns a plain Keras model with masks folded in and wrappers removed.
+
+    With ``shrink=True`` channels that are zero across their whole dependency
+    group (e.g. pruned with a channel/filter granularity) are then physically
+    removed by ``tfprune.structure.remove_dead_channels``: a smaller model with
+    the same predictions.
 
     The result has no tfprune classes, so it loads with plain Keras. The
     compile state is not copied (as with ``clone_model``).
@@ -264,6 +269,9 @@ def strip(model):
     model = _load_if_path(model)
     if isinstance(model, PruneWrapper):
         return strip_layer(model)
+    if shrink:
+        from tfprune.structure import remove_dead_channels
+        return remove_dead_channels(strip(model))
     wrappers = find_wrappers(model)
     if not wrappers:
         return model

@@ -1,0 +1,15 @@
+"""Structural pruning: dependency groups, physical channel removal, cost counts.
+
+>>> import keras, tfprune as tp
+>>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"),
+...                       keras.layers.Dense(2, name="o")])
+>>> tp.structure.count(tp.structure.prune_channels(m, 0.25))["flops"]
+120
+"""
+
+from tfprune.structure.count import count
+from tfprune.structure.graph import DependencyGraph, Group, Member, graph
+from tfprune.structure.surgery import prune_channels, remove_dead_channels
+
+__all__ = ["graph", "DependencyGraph", "Group", "Member", "prune_channels",
+           "remove_dead_channels", "count"]

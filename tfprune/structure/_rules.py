@@ -1,0 +1,236 @@
+"""Per-layer-type channel rules: a table, not an if-chain.
+
+Each rule gets the graph builder and one layer call and states how the call's
+output layout follows from its inputs, and which weight slices the channels
+index. ``RESIZE`` says which config field holds a producer's width (for the
+surgery). Layers absent from the table are skipped with a reason.
+"""
+
+import keras
+import numpy as np
+
+from tfprune.structure.graph import Struct
+
+L = keras.layers
+_last = lambda call: int(call.out_shapes[0][-1])  # noqa: E731
+
+
+def _channels_last(call):
+    fmt = getattr(call.layer, "data_format", "channels_last")
+    if fmt not in (None, "channels_last"):
+        call_skip = f"data_format={fmt} (only channels_last is supported)"
+        return call_skip
+    return None
+
+
+def _producer_out(b, call, key, axis):
+    out = b.fresh(_last(call))
+    b.member(out, call, key, axis, "producer")
+    if getattr(call.layer, "use_bias", False):
+        b.member(out, call, "bias", 0, "producer")
+    b.set(call.outputs[0], out)
+
+
+def conv(b, call):
+    layer = call.layer
+    if getattr(layer, "groups", 1) != 1:
+        return b.skip(call, f"grouped convolution (groups={layer.groups})")
+    bad = _channels_last(call)
+    if bad:
+        return b.skip(call, bad)
+    src = b.get(call.inputs[0])
+    if src.repeat != 1:
+        return b.skip(call, "convolution over a flattened tensor")
+    nd = len(layer.kernel.shape)
+    b.member(src, call, "kernel", nd - 2, "consumer")
+    _producer_out(b, call, "kernel", nd - 1)
+
+
+def conv_transpose(b, call):
+    bad = _channels_last(call)
+    if bad:
+        return b.skip(call, bad)
+    src = b.get(call.inputs[0])
+    if src.repeat != 1:
+        return b.skip(call, "convolution over a flattened tensor")
+    nd = len(call.layer.kernel.shape)  # (..., out, in)
+    b.member(src, call, "kernel", nd - 1, "consumer")
+    _producer_out(b, call, "kernel", nd - 2)
+
+
+def separable(b, call):
+    bad = _channels_last(call)
+    if bad:
+        return b.skip(call, bad)
+    src = b.get(call.inputs[0])
+    if src.repeat != 1:
+        return b.skip(call, "convolution over a flattened tensor")
+    nd = len(call.layer.pointwise_kernel.shape)
+    b.member(src, call, "depthwise_kernel", nd - 2, "consumer")
+    # pointwise input row c*mult + m comes from input channel c
+    b.member(src, call, "pointwise_kernel", nd - 2, "consumer",
+             inner=call.layer.depth_multiplier)
+    _producer_out(b, call, "pointwise_kernel", nd - 1)
+
+
+def dense(b, call):
+    src = b.get(call.inputs[0])
+    b.member(src, call, "kernel", 0, "consumer")
+    _producer_out(b, call, "kernel", 1)
+
+
+def embedding(b, call):
+    _producer_out(b, call, "embeddings", 1)
+
+
+def depthwise(b, call):
+    layer = call.layer
+    bad = _channels_last(call)
+    if bad:
+        return b.skip(call, bad)
+    if layer.depth_multiplier != 1:
+        return b.skip(call, f"depth_multiplier={layer.depth_multiplier} (only 1 is supported)")
+    src = b.get(call.inputs[0])
+    if src.repeat != 1:
+        return b.skip(call, "convolution over a flattened tensor")
+    b.member(src, call, "kernel", len(layer.kernel.shape) - 2, "param")
+    if layer.use_bias:
+        b.member(src, call, "bias", 0, "bias")
+    b.set(call.outputs[0], src)
+
+
+def batchnorm(b, call):
+    layer = call.layer
+    axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
+    ndim = len(call.in_shapes[0])
+    if axis not in (-1, ndim - 1, [ndim - 1], [-1]):
+        return b.skip(call, f"normalises axis {axis}, not the channel axis")
+    src = b.get(call.inputs[0])
+    for w in layer.weights:
+        b.member(src, call, w.name, 0, "param")
+    b.member(src, call, None, -1, "op")  # f(0) = beta - gamma*mean/std: checked
+    b.set(call.outputs[0], src)
+
+
+def prelu(b, call):
+    src = b.get(call.inputs[0])
+    alpha = call.layer.alpha
+    if alpha.shape[-1] == src.channels * src.repeat and alpha.shape[-1] > 1:
+        b.member(src, call, "alpha", len(alpha.shape) - 1, "param")
+    b.set(call.outputs[0], src)
+
+
+def elementwise(b, call):
+    """Activations: per-channel, but f(0) may be non-zero (checked on shrink)."""
+    activation = getattr(call.layer, "activation", None)
+    name = getattr(activation, "__name__", str(activation))
+    if isinstance(call.layer, L.Softmax) or name in ("softmax", "log_softmax"):
+        axis = getattr(call.layer, "axis", -1)
+        if axis in (-1, len(call.in_shapes[0]) - 1) or not isinstance(call.layer, L.Softmax):
+            return b.skip(call, "softmax couples the channels")
+    src = b.get(call.inputs[0])
+    b.member(src, call, None, -1, "op")
+    b.set(call.outputs[0], src)
+
+
+def passthrough(b, call):
+    """Layers mapping zero channels to zero channels, channel by channel."""
+    bad = _channels_last(call)
+    if bad:
+        return b.skip(call, bad)
+    b.set(call.outputs[0], b.get(call.inputs[0]))
+
+
+def rescaling(b, call):
+    if np.ndim(call.layer.scale) or np.ndim(call.layer.offset):
+        return b.skip(call, "per-channel rescaling")
+    elementwise(b, call)
+
+
+def merge(b, call):
+    """Add/Multiply/...: the inputs' channels are one and the same."""
+    structs = [b.get(k) for k in call.inputs]
+    full = [s for s, shape in zip(structs, call.in_shapes) if _dim(shape) != 1] or structs
+    for other in full[1:]:
+        if not b.union(full[0], other):
+            return b.skip(call, "merges tensors with different channel layouts")
+    b.set(call.outputs[0], full[0])
+
+
+def concatenate(b, call):
+    ndim = len(call.out_shapes[0])
+    if call.layer.axis not in (-1, ndim - 1):
+        return merge(b, call)
+    structs = [b.get(k) for k in call.inputs]
+    if any(s.repeat != 1 for s in structs):
+        return b.skip(call, "concatenates flattened tensors")
+    b.set(call.outputs[0], Struct(tuple(seg for s in structs for seg in s.segs)))
+
+
+def flatten(b, call):
+    src = b.get(call.inputs[0])
+    spatial = call.in_shapes[0][1:-1]
+    if any(d is None for d in spatial):
+        return b.skip(call, "flattens a tensor of unknown spatial size")
+    b.set(call.outputs[0], Struct(src.segs, src.repeat * int(np.prod(spatial, dtype=int))))
+
+
+def reshape(b, call):
+    src = b.get(call.inputs[0])
+    ins, outs = call.in_shapes[0], call.out_shapes[0]
+    if ins[-1] == outs[-1] and src.repeat == 1:
+        return b.set(call.outputs[0], src)
+    if len(outs) == 2 and None not in ins[1:-1]:
+        return flatten(b, call)
+    return b.skip(call, f"reshape {ins[1:]} -> {outs[1:]} mixes the channel axis")
+
+
+def _dim(shape):
+    return shape[-1] if len(shape) > 1 else None
+
+
+_POOL = tuple(getattr(L, n) for n in dir(L) if "Pooling" in n)
+_SHAPE_ONLY = tuple(getattr(L, n) for n in (
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+    "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Dropout",
+    "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
+    if hasattr(L, n))
+
+# (classes, rule, config field holding the output width or None); first match wins.
+TABLE = (
+    ((L.SeparableConv1D, L.SeparableConv2D), separable, "filters"),
+    ((L.DepthwiseConv1D, L.DepthwiseConv2D), depthwise, None),
+    ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), conv_transpose, "filters"),
+    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, "filters"),
+    ((L.Dense,), dense, "units"),
+    ((L.Embedding,), embedding, "output_dim"),
+    ((L.BatchNormalization,), batchnorm, None),
+    ((L.PReLU,), prelu, None),
+    ((L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax), elementwise, None),
+    ((L.Rescaling,), rescaling, None),
+    (_POOL + _SHAPE_ONLY, passthrough, None),
+    ((L.Add, L.Subtract, L.Multiply, L.Maximum, L.Minimum, L.Average), merge, None),
+    ((L.Concatenate,), concatenate, None),
+    ((L.Flatten,), flatten, None),
+    ((L.Reshape,), reshape, None),
+)
+
+
+def lookup(layer):
+    """``(rule, width field)`` for ``layer``, or ``(None, None)``."""
+    for classes, rule, field in TABLE:
+        if type(layer) in classes or (classes and isinstance(layer, classes)
+                                      and type(layer).__module__.startswith("keras")):
+            return rule, field
+    return None, None
+
+
+def apply(b, call):
+    """Runs the rule of ``call.layer`` (or skips it with a reason)."""
+    rule, _ = lookup(call.layer)
+    if rule is None:
+        return b.skip(call, f"unsupported layer type {type(call.layer).__name__}")
+    if len(call.outputs) != 1:
+        return b.skip(call, "layer with several outputs")
+    rule(b, call)

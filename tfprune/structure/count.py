@@ -1,0 +1,85 @@
+"""Parameter and FLOP counts, to see what a structural cut buys.
+
+``flops`` are multiply-adds per sample of the layers that dominate inference
+cost: Conv (all kinds), Dense, EinsumDense and MultiHeadAttention. Element-wise
+ops, BatchNorm (folded into the conv on export) and pooling are not counted.
+"""
+
+import keras
+import numpy as np
+
+from tfprune.registry import _einsum_out_axes
+from tfprune.structure import _walk
+
+__all__ = ["count", "layer_flops"]
+
+L = keras.layers
+
+
+def _spatial(shape, what):
+    dims = shape[1:-1]
+    if any(d is None for d in dims):
+        raise ValueError(f"count needs static spatial sizes; {what} has shape "
+                         f"{shape}. Build the model with a fixed input shape.")
+    return int(np.prod(dims, dtype=np.int64))
+
+
+def _einsum_macs(kernel_shape, equation, out_shape):
+    out_axes = _einsum_out_axes(equation)
+    contracted = int(np.prod([d for i, d in enumerate(kernel_shape) if i not in out_axes]))
+    return _spatial((None,) + tuple(out_shape[1:]) + (1,), "einsum output") * contracted
+
+
+def layer_flops(layer, in_shapes, out_shapes):
+    """Multiply-adds per sample of one call of ``layer``.
+
+    >>> import keras
+    >>> conv = keras.layers.Conv2D(8, 3); conv.build((None, 10, 10, 4))
+    >>> layer_flops(conv, [(None, 10, 10, 4)], [(None, 8, 8, 8)])
+    18432
+    """
+    ins, outs = in_shapes[0], out_shapes[0]
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        dw = np.prod(layer.depthwise_kernel.shape)
+        pw = np.prod(layer.pointwise_kernel.shape)
+        return int(_spatial(outs, layer.name) * (dw + pw))
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        return int(_spatial(outs, layer.name) * np.prod(layer.kernel.shape))
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        return int(_spatial(ins, layer.name) * np.prod(layer.kernel.shape))
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
+        return int(_spatial(outs, layer.name) * np.prod(layer.kernel.shape))
+    if isinstance(layer, L.Dense):
+        return int(_spatial(outs, layer.name) * np.prod(layer.kernel.shape))
+    if isinstance(layer, L.EinsumDense):
+        return int(_einsum_macs(layer.kernel.shape, layer.equation, outs))
+    if isinstance(layer, L.MultiHeadAttention):
+        q_tokens = _spatial(ins, layer.name)
+        kv_shape = in_shapes[1] if len(in_shapes) > 1 else ins
+        kv_tokens = _spatial(kv_shape, layer.name)
+        heads, kdim = layer.num_heads, layer.key_dim
+        vdim = layer.value_dim or kdim
+        proj = 0
+        for sub, tokens in ((layer._query_dense, q_tokens), (layer._key_dense, kv_tokens),
+                            (layer._value_dense, kv_tokens), (layer._output_dense, q_tokens)):
+            proj += tokens * int(np.prod(sub.kernel.shape))
+        return int(proj + heads * q_tokens * kv_tokens * (kdim + vdim))
+    return 0
+
+
+def count(model):
+    """``{"params": ..., "flops": ...}`` of a Functional/Sequential model.
+
+    ``params`` counts every weight (trainable or not), like
+    ``model.count_params()``; ``flops`` is multiply-adds per sample (see the
+    module docstring for what is counted).
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> tp.structure.count(m)
+    {'params': 36, 'flops': 32}
+    """
+    _walk.check_graph_model(model, "tfprune.structure.count")
+    calls, _, _ = _walk.walk(model)
+    flops = sum(layer_flops(c.layer, c.in_shapes, c.out_shapes) for c in calls)
+    return {"params": int(model.count_params()), "flops": int(flops)}

@@ -1,0 +1,289 @@
+"""Dependency groups: which channels of which weights must be removed together.
+
+Removing output channel ``j`` of a Conv2D also removes input row ``j`` of every
+layer that reads it, the ``j``-th BatchNorm parameters on the way, channel
+``j`` of every branch added to it in a residual block, and so on. This module
+finds those couplings over a Functional/Sequential model (nested models
+inlined) and reports them as :class:`Group` objects.
+
+How (the idea of Torch-Pruning's DepGraph, written for Keras graphs): every
+tensor's last axis is described as a list of *channel spaces* (several after a
+``Concatenate``) optionally repeated (after ``Flatten``). Producers (Conv,
+Dense, ...) create a fresh space; pass-through layers (BatchNorm, activations,
+pooling, Depthwise, ...) forward it; element-wise merges (``Add``,
+``Multiply``...) unify the spaces of their inputs. A group is a set of unified
+spaces; its members are the weight slices indexed by it. Per-layer behaviour is
+a table in :mod:`tfprune.structure._rules`.
+
+A group is prunable unless it touches a model input or output, or a layer the
+rules cannot reason about; :attr:`DependencyGraph.skipped` says which layer and
+why.
+
+>>> import keras, tfprune as tp
+>>> inp = keras.Input((8, 8, 3))
+>>> x = keras.layers.Conv2D(4, 3, name="c1")(inp)
+>>> x = keras.layers.BatchNormalization(name="bn")(x)
+>>> out = keras.layers.Conv2D(2, 1, name="c2")(x)
+>>> g = tp.structure.graph(keras.Model(inp, out))
+>>> [(grp.size, sorted({m.layer for m in grp.members})) for grp in g.prunable_groups]
+[(4, ['bn', 'c1', 'c2'])]
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tfprune.structure import _walk
+
+__all__ = ["Member", "Group", "DependencyGraph", "graph"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """A slice of one weight indexed by a group's channels.
+
+    Attributes:
+        layer: layer path (``"block/conv"`` inside nested models).
+        key: weight name in the layer (``"kernel"``, ``"bias"``, ``"gamma"``...);
+            ``None`` for ``role="op"`` (a layer the channel flows through).
+        axis: axis of that weight indexed by the channels.
+        offset: first position of the group in that axis (``Concatenate``).
+        length: number of channels of the group.
+        role: ``"producer"`` (creates the channel: kernel out-slice, bias),
+            ``"consumer"`` (reads it: kernel in-slice), ``"param"``
+            (per-channel parameter of a pass-through layer, e.g. BN gamma),
+            ``"bias"`` (additive per-channel term of a pass-through layer), or
+            ``"op"`` (a parameter-free layer on the way, e.g. an activation).
+        repeat, stride: after ``Flatten`` each channel appears ``repeat`` times,
+            ``stride`` positions apart (spatial positions of the flattened map).
+        inner: each channel spans ``inner`` consecutive positions (a
+            SeparableConv pointwise kernel after ``depth_multiplier`` > 1).
+    """
+
+    layer: str
+    key: object
+    axis: int
+    offset: int
+    length: int
+    role: str
+    repeat: int = 1
+    stride: int = 0
+    inner: int = 1
+
+    def index_matrix(self):
+        """``(length, k)`` array: row ``j`` lists the :attr:`axis` indices of channel ``j``.
+
+        >>> Member("d", "kernel", 0, 2, 3, "consumer", repeat=2, stride=5).index_matrix().tolist()
+        [[2, 7], [3, 8], [4, 9]]
+        """
+        base = (self.offset + np.arange(self.length))[:, None] * self.inner + np.arange(self.inner)
+        rep = np.arange(self.repeat) * self.stride
+        return (base[:, None, :] + rep[None, :, None]).reshape(self.length, -1)
+
+
+@dataclasses.dataclass
+class Group:
+    """Coupled channels: channel ``j`` of every member goes or stays together.
+
+    Attributes:
+        id: index in :attr:`DependencyGraph.groups`.
+        size: number of channels.
+        members: the :class:`Member` slices.
+        reasons: why the group cannot be pruned (empty if it can).
+    """
+
+    id: int
+    size: int
+    members: list
+    reasons: list
+
+    @property
+    def prunable(self):
+        """True if the group can lose channels."""
+        return not self.reasons and any(m.role == "producer" for m in self.members)
+
+    @property
+    def layers(self):
+        """Sorted names of the layers with a weight in the group."""
+        return sorted({m.layer for m in self.members if m.key is not None})
+
+
+class DependencyGraph:
+    """The channel groups of a model, from :func:`graph`.
+
+    Attributes:
+        model: the analysed model.
+        groups: every :class:`Group`.
+        skipped: ``{layer path: reason}`` for layers whose channels are left
+            unpruned (unsupported, shared, model input/output).
+    """
+
+    def __init__(self, model, calls, structs, groups, skipped, root_of):
+        self.model = model
+        self.calls = calls
+        self.groups = groups
+        self.skipped = skipped
+        self._structs = structs
+        self._root_of = root_of
+
+    @property
+    def prunable_groups(self):
+        """The groups that can lose channels."""
+        return [g for g in self.groups if g.prunable]
+
+    def group_of(self, layer):
+        """The group of ``layer``'s output channels (a path or a layer name).
+
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
+        ...                       keras.layers.Dense(1, name="o")])
+        >>> graph(m).group_of("h").layers
+        ['h', 'o']
+        """
+        for g in self.groups:
+            for m in g.members:
+                if m.role == "producer" and (m.layer == layer or m.layer.split("/")[-1] == layer):
+                    return g
+        return None
+
+    def layout(self, key):
+        """``[(group id, length)], repeat`` of a tensor (used by the surgery)."""
+        struct = self._structs[key]
+        return [(self._root_of[s], n) for s, n in struct.segs], struct.repeat
+
+    def __repr__(self):
+        return (f"DependencyGraph({len(self.groups)} groups, "
+                f"{len(self.prunable_groups)} prunable, {len(self.skipped)} skipped)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Struct:
+    """Layout of a tensor's last axis: ``repeat`` copies of the ``segs`` spaces."""
+
+    segs: tuple  # ((space id, length), ...)
+    repeat: int = 1
+
+    @property
+    def channels(self):
+        return sum(n for _, n in self.segs)
+
+
+class _Builder:
+    """Union-find over channel spaces plus the members each space collects."""
+
+    def __init__(self):
+        self.parent, self.length, self.members, self.reasons = [], [], [], []
+        self.structs, self.skipped = {}, {}
+
+    # -- spaces ----------------------------------------------------------
+    def fresh(self, length, reason=None):
+        sid = len(self.parent)
+        self.parent.append(sid)
+        self.length.append(int(length))
+        self.members.append([])
+        self.reasons.append([reason] if reason else [])
+        return Struct(((sid, int(length)),))
+
+    def find(self, s):
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def union(self, a, b):
+        """Unifies two layouts channel by channel; False if they differ."""
+        if a.repeat != b.repeat or [n for _, n in a.segs] != [n for _, n in b.segs]:
+            return False
+        for (sa, _), (sb, _) in zip(a.segs, b.segs):
+            ra, rb = self.find(sa), self.find(sb)
+            if ra != rb:
+                self.parent[rb] = ra
+        return True
+
+    def block(self, struct, reason):
+        for s, _ in struct.segs:
+            self.reasons[s].append(reason)
+
+    # -- tensors and members ---------------------------------------------
+    def get(self, key):
+        return self.structs[key]
+
+    def set(self, key, struct):
+        self.structs[key] = struct
+
+    def member(self, struct, call, key, axis, role, inner=1):
+        """Adds the slices of ``struct``'s spaces along ``axis`` of weight ``key``."""
+        offset, total = 0, struct.channels
+        for s, n in struct.segs:
+            self.members[s].append(Member(
+                call.path, key, axis, offset, n, role, struct.repeat,
+                total if struct.repeat > 1 else 0, inner))
+            offset += n
+
+    def skip(self, call, reason):
+        """Leaves every channel ``call`` touches unpruned, recording why."""
+        self.skipped.setdefault(call.path, reason)
+        text = f"{call.path}: {reason}"
+        for k in call.inputs:
+            if k in self.structs:
+                self.block(self.structs[k], text)
+        for k, shape in zip(call.outputs, call.out_shapes):
+            self.set(k, self.fresh(_last_dim(shape), text))
+
+
+def _last_dim(shape):
+    return int(shape[-1]) if len(shape) > 1 and shape[-1] is not None else 1
+
+
+def graph(model):
+    """Returns the :class:`DependencyGraph` of a Functional or Sequential model.
+
+    Nested Functional/Sequential models are inlined (layer paths look like
+    ``"block/conv"``). Channels of model inputs and outputs are never prunable;
+    neither are channels touched by layers the rules do not know (custom
+    layers, ``Lambda``, shared layers...), reported in ``.skipped``.
+
+    >>> import keras, tfprune as tp
+    >>> inp = keras.Input((6, 6, 3))
+    >>> a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inp)
+    >>> b = keras.layers.Conv2D(4, 1, name="b")(a)
+    >>> y = keras.layers.Add(name="add")([a, b])
+    >>> y = keras.layers.Lambda(lambda t: t * 2, name="lam")(y)
+    >>> g = tp.structure.graph(keras.Model(inp, y))
+    >>> len(g.prunable_groups), g.skipped["lam"]
+    (0, 'unsupported layer type Lambda')
+    """
+    from tfprune.structure import _rules  # rules import Struct from here
+
+    _walk.check_graph_model(model, "tfprune.structure.graph")
+    calls, inputs, outputs = _walk.walk(model)
+    b = _Builder()
+    for k in inputs:
+        shape = next((s for c in calls for kk, s in zip(c.inputs, c.in_shapes) if kk == k), None)
+        b.set(k, b.fresh(_last_dim(shape) if shape else 1, "model input"))
+    n_calls = {}
+    for c in calls:
+        n_calls[id(c.layer)] = n_calls.get(id(c.layer), 0) + 1
+    for c in calls:
+        if n_calls[id(c.layer)] > 1:
+            b.skip(c, f"shared layer (called {n_calls[id(c.layer)]} times)")
+            continue
+        missing = [k for k in c.inputs if k not in b.structs]
+        if missing:
+            b.skip(c, "input tensor not produced by the graph")
+            continue
+        _rules.apply(b, c)
+    for k in outputs:
+        b.block(b.get(k), "model output")
+
+    roots, groups, root_of = {}, [], {}
+    for s in range(len(b.parent)):
+        r = b.find(s)
+        if r not in roots:
+            roots[r] = Group(len(groups), b.length[r], [], [])
+            groups.append(roots[r])
+        g = roots[r]
+        root_of[s] = g.id
+        g.members.extend(b.members[s])
+        g.reasons.extend(x for x in b.reasons[s] if x not in g.reasons)
+    return DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of)
