@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast bench bench-compare clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench_train_step.py
+
+bench-compare: $(STAMP)
+	$(PIP) install -q -e ".[compare]"
+	$(PY) tools/bench_vs_tfmot.py --repeats 2
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
