@@ -28,6 +28,9 @@ def _producer_out(b, call, key, axis):
     b.member(out, call, key, axis, "producer")
     if getattr(call.layer, "use_bias", False):
         b.member(out, call, "bias", 0, "producer")
+    activation = getattr(call.layer, "activation", None)
+    if activation is not None and activation is not keras.activations.linear:
+        b.member(out, call, None, -1, "act")  # fused f(0) != 0 keeps zero filters alive
     b.set(call.outputs[0], out)
 
 

@@ -58,15 +58,18 @@ def _is_nested_graph(op):
 
 
 def walk(model):
-    """Returns ``(calls, input_keys, output_keys)`` of ``model``.
+    """Returns ``(calls, input_keys, output_keys, nested)`` of ``model``.
+
+    ``nested`` maps ``id(nested model)`` to the keys of the tensors it was
+    called on.
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
-    >>> calls, ins, outs = walk(m)
+    >>> calls, ins, outs, nested = walk(m)
     >>> [c.path for c in calls], calls[0].out_shapes
     (['d'], [(None, 2)])
     """
-    alias, calls = {}, []
+    alias, calls, nested = {}, [], {}
 
     def key(t):
         return alias.get(id(t), id(t))
@@ -80,6 +83,7 @@ def walk(model):
                 op = node.operation
                 ins = [key(t) for t in node.input_tensors]
                 if _is_nested_graph(op):
+                    nested[id(op)] = ins
                     inner = _functional(op)
                     for t, k in zip(keras.tree.flatten(inner.inputs), ins):
                         alias[id(t)] = k
@@ -96,4 +100,4 @@ def walk(model):
     fm = _functional(model)
     visit(model, "")
     return (calls, [key(t) for t in keras.tree.flatten(fm.inputs)],
-            [key(t) for t in keras.tree.flatten(fm.outputs)])
+            [key(t) for t in keras.tree.flatten(fm.outputs)], nested)

@@ -80,6 +80,6 @@ def count(model):
     {'params': 36, 'flops': 32}
     """
     _walk.check_graph_model(model, "tfprune.structure.count")
-    calls, _, _ = _walk.walk(model)
+    calls = _walk.walk(model)[0]
     flops = sum(layer_flops(c.layer, c.in_shapes, c.out_shapes) for c in calls)
     return {"params": int(model.count_params()), "flops": int(flops)}

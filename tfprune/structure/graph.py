@@ -52,8 +52,9 @@ class Member:
         role: ``"producer"`` (creates the channel: kernel out-slice, bias),
             ``"consumer"`` (reads it: kernel in-slice), ``"param"``
             (per-channel parameter of a pass-through layer, e.g. BN gamma),
-            ``"bias"`` (additive per-channel term of a pass-through layer), or
-            ``"op"`` (a parameter-free layer on the way, e.g. an activation).
+            ``"bias"`` (additive per-channel term of a pass-through layer),
+            ``"op"`` (a layer on the way, e.g. an activation) or ``"act"`` (a
+            producer's fused activation).
         repeat, stride: after ``Flatten`` each channel appears ``repeat`` times,
             ``stride`` positions apart (spatial positions of the flattened map).
         inner: each channel spans ``inner`` consecutive positions (a
@@ -256,7 +257,7 @@ def graph(model):
     from tfprune.structure import _rules  # rules import Struct from here
 
     _walk.check_graph_model(model, "tfprune.structure.graph")
-    calls, inputs, outputs = _walk.walk(model)
+    calls, inputs, outputs, nested = _walk.walk(model)
     b = _Builder()
     for k in inputs:
         shape = next((s for c in calls for kk, s in zip(c.inputs, c.in_shapes) if kk == k), None)
@@ -286,4 +287,6 @@ def graph(model):
         root_of[s] = g.id
         g.members.extend(b.members[s])
         g.reasons.extend(x for x in b.reasons[s] if x not in g.reasons)
-    return DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of)
+    g = DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of)
+    g._nested = nested
+    return g

@@ -92,12 +92,20 @@ def rebuild(model, g, removed):
     pairs = []
 
     def clone_fn(layer):
+        if id(layer) in g._nested:
+            # clone_model would rebuild a nested model on its old input shape.
+            inputs = [keras.Input(batch_shape=tuple(t.shape[:-1]) + (width(k),),
+                                  dtype=t.dtype, name=t.name)
+                      for t, k in zip(keras.tree.flatten(layer.inputs), g._nested[id(layer)])]
+            return keras.models.clone_model(
+                layer, input_tensors=inputs if len(inputs) > 1 else inputs[0],
+                clone_function=clone_fn)
         config = new_configs.get(id(layer), layer.get_config())
         new = layer.__class__.from_config(config)
         pairs.append((layer, new))
         return new
 
-    new_model = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    new_model = keras.models.clone_model(model, clone_function=clone_fn)
     for old, new in pairs:
         values = sliced.get(id(old))
         if values:
@@ -256,6 +264,9 @@ def dead_channels(g, group):
     for m in group.members:
         if m.role == "op" and silent.any():
             silent &= _maps_zero_to_zero(calls[m.layer], m)
+        if m.role == "act" and silent.any():
+            f0 = keras.ops.convert_to_numpy(calls[m.layer].layer.activation(np.zeros(1, "float32")))
+            silent &= bool(f0[0] == 0)
     return unread | silent
 
 

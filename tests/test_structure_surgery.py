@@ -1,0 +1,114 @@
+"""Channel surgery: removing zeroed channels keeps predictions; pruning shrinks."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune as tp
+from tfprune.structure import _tflite
+
+import _structure_models as sm
+
+
+def _dead_half(model, side):
+    g = tp.structure.graph(model)
+    removed = 0
+    for group in g.prunable_groups:
+        chans = list(range(0, group.size, 2))
+        sm.zero_channels(g, group, chans, side)
+        removed += len(chans)
+    return removed
+
+
+@pytest.mark.parametrize("side", ["consumer", "producer"])
+@pytest.mark.parametrize("name", sorted(sm.PATTERNS))
+def test_removing_zeroed_channels_keeps_predictions(name, side):
+    model = sm.PATTERNS[name]()
+    sm.randomize(model)
+    _dead_half(model, side)
+    x = sm.sample_input(model)
+    before = model.predict(x, verbose=0)
+    small = tp.structure.remove_dead_channels(model)
+    after = small.predict(x, verbose=0)
+    np.testing.assert_allclose(after, before, atol=1e-5, rtol=0)
+    assert small.count_params() < model.count_params()
+    assert small.output_shape == model.output_shape
+
+
+def test_producer_zero_not_removed_when_activation_maps_zero_elsewhere():
+    # sigmoid(0) = 0.5: a zero filter still feeds a constant to the next layer.
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(4, activation="sigmoid", name="h")(inp)
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(h))
+    sm.randomize(model)
+    g = tp.structure.graph(model)
+    sm.zero_channels(g, g.group_of("h"), [0, 1], "producer")
+    assert tp.structure.remove_dead_channels(model).get_layer("h").units == 4
+
+
+def test_all_dead_keeps_one_channel():
+    model = sm.seq_cnn()
+    sm.randomize(model)
+    g = tp.structure.graph(model)
+    sm.zero_channels(g, g.group_of("c2"), range(6), "consumer")
+    small = tp.structure.remove_dead_channels(model)
+    assert small.get_layer("c2").filters == 1
+    x = sm.sample_input(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["residual", "concat", "mobilenet_block", "nested"])
+def test_prune_channels_shrinks_runs_saves_and_converts(name, tmp_path):
+    model = sm.PATTERNS[name]()
+    sm.randomize(model)
+    small = tp.structure.prune_channels(model, 0.5)
+    before, after = tp.structure.count(model), tp.structure.count(small)
+    assert after["params"] < before["params"] and after["flops"] < before["flops"]
+    x = sm.sample_input(model)
+    y = small.predict(x, verbose=0)
+    assert y.shape == model.predict(x, verbose=0).shape
+    path = str(tmp_path / "small.keras")
+    small.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), y, atol=1e-6)
+    interp = _tflite.interpreter(_tflite.to_tflite(small))
+    np.testing.assert_allclose(_tflite.run(interp, x), y, atol=1e-4)
+
+
+def test_prune_channels_removes_the_lowest_l1_filters():
+    model = sm.seq_cnn()
+    sm.randomize(model)
+    k = model.get_layer("c2").kernel.numpy()
+    k[..., [1, 4]] *= 1e-3  # two weak filters
+    model.get_layer("c2").kernel.assign(k)
+    small = tp.structure.prune_channels(model, {"c2": 2 / 6})
+    kept = small.get_layer("c2").kernel.numpy()
+    np.testing.assert_array_equal(kept, k[..., [0, 2, 3, 5]])
+    # only c2's group changed; fc lost the matching flattened rows
+    assert small.get_layer("c1").filters == 8
+    assert small.get_layer("fc").kernel.shape[0] == 3 * 3 * 4
+
+
+def test_round_to_keeps_multiples():
+    model = sm.residual()
+    small = tp.structure.prune_channels(model, 0.4, round_to=4)
+    assert small.get_layer("r1").filters % 4 == 0
+    assert small.get_layer("stem").filters == small.get_layer("r2").filters == 4
+
+
+def test_strip_shrink_removes_channels_zeroed_in_training():
+    model = sm.seq_cnn()
+    sm.randomize(model)
+    pruned = tp.prune(model, schedule=tp.OneShot(0.0), skip=["out"])
+    wrapper = pruned.get_layer("c2")
+    mask = np.ones(wrapper.masks[0].shape, "float32")
+    mask[:, :, [0, 3, 5], :] = 0  # input channels 0, 3, 5 of c2: c1 filters unread
+    wrapper.apply_masks([mask])
+    x = sm.sample_input(model)
+    plain = tp.strip(pruned)
+    small = tp.strip(pruned, shrink=True)
+    assert small.get_layer("c1").filters == 5
+    assert plain.get_layer("c1").filters == 8
+    np.testing.assert_allclose(small.predict(x, verbose=0), plain.predict(x, verbose=0),
+                               atol=1e-5)
