@@ -4,6 +4,9 @@ Stands in until ``tfprune.export.to_tflite`` lands; batch 1 and builtin ops
 because that is what edge runtimes run (see DESIGN.md).
 """
 
+import contextlib
+import io
+
 import numpy as np
 import tensorflow as tf
 
@@ -19,7 +22,9 @@ def to_tflite(model):
     static = keras.Model(inputs, model(inputs if len(inputs) > 1 else inputs[0]))
     converter = tf.lite.TFLiteConverter.from_keras_model(static)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    # from_keras_model goes through model.export, which prints its signature.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
 def interpreter(tflite_bytes, threads=1):
