@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from tfprune.registry import _relative_key
+
 L = keras.layers
 
 
@@ -151,10 +153,24 @@ def zero_channels(g, group, channels, side):
                                     or m.key in ("beta", "moving_mean")))
         if not zero:
             continue
-        w = {v.name: v for v in layer.weights}[m.key]
+        w = {_relative_key(layer, v): v for v in layer.weights}[m.key]
         arr = keras.ops.convert_to_numpy(w).copy()
         idx = m.index_matrix()[list(channels)].reshape(-1)
         index = [slice(None)] * arr.ndim
         index[m.axis] = idx
         arr[tuple(index)] = 0
         w.assign(arr)
+
+
+def attention():
+    inp = keras.Input((5, 6))
+    x = L.Dense(8, name="embed")(inp)
+    ctx = L.Dense(8, name="ctx")(inp)
+    y = L.MultiHeadAttention(4, 3, name="mha")(x, ctx)
+    x = L.Add()([x, y])
+    x = L.Dense(12, activation="relu", name="ff")(x)
+    x = L.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, L.Dense(2, name="out")(x), name="attention")
+
+
+PATTERNS["attention"] = attention

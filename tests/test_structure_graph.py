@@ -115,13 +115,15 @@ def test_shared_layer_is_skipped():
     assert not g.prunable_groups
 
 
-def test_attention_is_skipped_with_reason():
+def test_attention_with_mask_is_skipped_with_reason():
     inp = keras.Input((4, 8))
+    mask = keras.Input((4, 4), dtype="bool")
     x = L.Dense(8, name="d")(inp)
-    x = L.MultiHeadAttention(2, 4, name="mha")(x, x)
-    model = keras.Model(inp, L.Dense(2, name="out")(x))
+    x = L.MultiHeadAttention(2, 4, name="mha")(x, x, attention_mask=mask)
+    model = keras.Model([inp, mask], L.Dense(2, name="out")(x))
     g = tp.structure.graph(model)
-    assert "mha" in g.skipped
+    assert "mask" in g.skipped["mha"]
+    assert not g.group_of("d").prunable
 
 
 def test_subclassed_model_gets_a_clear_error():
@@ -180,3 +182,15 @@ def test_high_ratio_keeps_at_least_one_channel_or_round_to():
     assert tp.structure.prune_channels(mlp(hidden=32), 0.99).get_layer("hidden").units == 1
     small = tp.structure.prune_channels(mlp(hidden=32), 0.99, round_to=8)
     assert small.get_layer("hidden").units == 8
+
+
+def test_attention_heads_are_a_group():
+    g = tp.structure.graph(sm.attention())
+    heads = [grp for grp in g.groups if grp.size == 4 and grp.layers == ["mha"]]
+    assert len(heads) == 1 and heads[0].prunable
+    assert ("attention_output/kernel", 0, 0, "consumer") in _members(heads[0], "mha")
+    assert g.group_of("embed") is g.group_of("mha")  # residual Add
+    assert ("value/kernel", 0, 0, "consumer") in _members(g.group_of("ctx"), "mha")
+    small = tp.structure.prune_channels(sm.attention(), 0.5)
+    mha = small.get_layer("mha")
+    assert mha.num_heads == 2 and small.get_layer("embed").units == 4

@@ -2,7 +2,7 @@
 
 Each rule gets the graph builder and one layer call and states how the call's
 output layout follows from its inputs, and which weight slices the channels
-index. ``RESIZE`` says which config field holds a producer's width (for the
+index; a resize function rewrites the layer's config for new widths (for the
 surgery). Layers absent from the table are skipped with a reason.
 """
 
@@ -188,6 +188,56 @@ def reshape(b, call):
     return b.skip(call, f"reshape {ins[1:]} -> {outs[1:]} mixes the channel axis")
 
 
+def attention(b, call):
+    """MultiHeadAttention(query, value): heads are a group of their own."""
+    layer = call.layer
+    if len(call.inputs) != 2 or getattr(layer, "_use_gate", False):
+        return b.skip(call, "attention with a key/mask tensor or a gate is not supported")
+    q, v = b.get(call.inputs[0]), b.get(call.inputs[1])
+    if q.repeat != 1 or v.repeat != 1:
+        return b.skip(call, "attention over a flattened tensor")
+    bias = layer.use_bias
+    b.member(q, call, "query/kernel", 0, "consumer")
+    b.member(v, call, "key/kernel", 0, "consumer")
+    b.member(v, call, "value/kernel", 0, "consumer")
+    heads = b.fresh(layer.num_heads)
+    for name in ("query", "key", "value"):
+        b.member(heads, call, f"{name}/kernel", 1, "producer")
+        if bias:
+            b.member(heads, call, f"{name}/bias", 0, "producer")
+    b.member(heads, call, "attention_output/kernel", 0, "consumer")
+    b.set(("heads", call.path), heads)
+    out = b.fresh(_last(call))
+    b.member(out, call, "attention_output/kernel", 2, "producer")
+    if bias:
+        b.member(out, call, "attention_output/bias", 0, "producer")
+    b.set(call.outputs[0], out)
+
+
+# -- config rewriting: resize(config, call, width) where width(key) is the new
+# size of a tensor's last axis (or of a noted space such as attention heads).
+
+def _field(name):
+    def resize(config, call, width):
+        config[name] = width(call.outputs[0])
+    return resize
+
+
+def _resize_attention(config, call, width):
+    config["num_heads"] = width(("heads", call.path))
+    # output_shape=None would follow the (maybe pruned) query width instead
+    config["output_shape"] = width(call.outputs[0])
+
+
+def _resize_reshape(config, call, width):
+    new = width(call.outputs[0])
+    target = tuple(config["target_shape"])
+    if call.in_shapes[0][-1] == call.out_shapes[0][-1]:
+        config["target_shape"] = target[:-1] + (new,)
+    else:  # flatten-like
+        config["target_shape"] = (new,)
+
+
 def _dim(shape):
     return shape[-1] if len(shape) > 1 else None
 
@@ -200,14 +250,16 @@ _SHAPE_ONLY = tuple(getattr(L, n) for n in (
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
     if hasattr(L, n))
 
-# (classes, rule, config field holding the output width or None); first match wins.
+# (classes, rule, resize or None); first match wins.
 TABLE = (
-    ((L.SeparableConv1D, L.SeparableConv2D), separable, "filters"),
+    ((L.SeparableConv1D, L.SeparableConv2D), separable, _field("filters")),
     ((L.DepthwiseConv1D, L.DepthwiseConv2D), depthwise, None),
-    ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), conv_transpose, "filters"),
-    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, "filters"),
-    ((L.Dense,), dense, "units"),
-    ((L.Embedding,), embedding, "output_dim"),
+    ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), conv_transpose,
+     _field("filters")),
+    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, _field("filters")),
+    ((L.Dense,), dense, _field("units")),
+    ((L.Embedding,), embedding, _field("output_dim")),
+    ((L.MultiHeadAttention,), attention, _resize_attention),
     ((L.BatchNormalization,), batchnorm, None),
     ((L.PReLU,), prelu, None),
     ((L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax), elementwise, None),
@@ -216,12 +268,12 @@ TABLE = (
     ((L.Add, L.Subtract, L.Multiply, L.Maximum, L.Minimum, L.Average), merge, None),
     ((L.Concatenate,), concatenate, None),
     ((L.Flatten,), flatten, None),
-    ((L.Reshape,), reshape, None),
+    ((L.Reshape,), reshape, _resize_reshape),
 )
 
 
 def lookup(layer):
-    """``(rule, width field)`` for ``layer``, or ``(None, None)``."""
+    """``(rule, resize)`` for ``layer``, or ``(None, None)``."""
     for classes, rule, field in TABLE:
         if type(layer) in classes or (classes and isinstance(layer, classes)
                                       and type(layer).__module__.startswith("keras")):

@@ -44,7 +44,8 @@ class Member:
 
     Attributes:
         layer: layer path (``"block/conv"`` inside nested models).
-        key: weight name in the layer (``"kernel"``, ``"bias"``, ``"gamma"``...);
+        key: weight name relative to the layer (``"kernel"``, ``"gamma"``,
+            ``"query/kernel"``...);
             ``None`` for ``role="op"`` (a layer the channel flows through).
         axis: axis of that weight indexed by the channels.
         offset: first position of the group in that axis (``Concatenate``).

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from tfprune import criteria as criteria_lib
+from tfprune.registry import _relative_key
 from tfprune.structure import _rules
 from tfprune.structure.graph import graph as _graph
 
@@ -27,7 +28,7 @@ def _axis_rows(array, axis, fn):
 
 
 def _weights_by_key(layer):
-    return {w.name: w for w in layer.weights}
+    return {_relative_key(layer, w): w for w in layer.weights}
 
 
 def _layers(g):
@@ -63,27 +64,20 @@ def rebuild(model, g, removed):
 
     new_configs = {}
     for c in g.calls:
-        _, field = _rules.lookup(c.layer)
-        config = None
-        if field is not None:
+        _, resize = _rules.lookup(c.layer)
+        if resize is not None and c.outputs[0] in g._structs:
             config = c.layer.get_config()
-            config[field] = width(c.outputs[0])
-        elif isinstance(c.layer, keras.layers.Reshape) and c.outputs[0] in g._structs:
-            config = c.layer.get_config()
-            new = width(c.outputs[0])
-            target = tuple(config["target_shape"])
-            config["target_shape"] = (target[:-1] + (new,)) if len(c.out_shapes[0]) > 2 \
-                or c.in_shapes[0][-1] == c.out_shapes[0][-1] else (new,)
-        if config is not None:
+            resize(config, c, width)
             new_configs[id(c.layer)] = config
 
     sliced = {}
     for path, layer in layers.items():
         values = []
-        for w in layer.weights:
+        for w in layer.weights:  # set_weights order
+            key = _relative_key(layer, w)
             arr = keras.ops.convert_to_numpy(w)
             for axis in range(arr.ndim):
-                pos = cuts.get((path, w.name, axis))
+                pos = cuts.get((path, key, axis))
                 if pos:
                     arr = np.delete(arr, sorted(set(pos)), axis=axis)
             values.append(arr)
