@@ -174,3 +174,18 @@ def attention():
 
 
 PATTERNS["attention"] = attention
+
+
+def depth_multiplier():
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(5, 3, name="c1")(inp)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.PReLU(name="prelu")(x)
+    a = L.Conv2D(3, 1, name="a")(x)
+    x = L.SeparableConv2D(4, 1, depth_multiplier=3, name="sep")(x)
+    x = L.Concatenate()([L.Flatten()(x), L.Flatten()(a)])
+    return keras.Model(inp, L.Dense(2, name="out")(x), name="depth_multiplier")
+
+
+PATTERNS["depth_multiplier"] = depth_multiplier

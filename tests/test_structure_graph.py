@@ -194,3 +194,15 @@ def test_attention_heads_are_a_group():
     small = tp.structure.prune_channels(sm.attention(), 0.5)
     mha = small.get_layer("mha")
     assert mha.num_heads == 2 and small.get_layer("embed").units == 4
+
+
+def test_depth_multiplier_spreads_each_channel():
+    g = tp.structure.graph(sm.depth_multiplier())
+    group = g.group_of("c1")
+    assert group.size == 5 and "a" in group.layers
+    (bias,) = [m for m in group.members if m.layer == "dw" and m.key == "bias"]
+    assert bias.index_matrix()[1].tolist() == [2, 3]
+    (pw,) = [m for m in group.members if m.layer == "sep" and m.key == "pointwise_kernel"]
+    assert pw.index_matrix()[1].tolist() == [6, 7, 8, 9, 10, 11]
+    small = tp.structure.prune_channels(sm.depth_multiplier(), 0.4)
+    assert small.get_layer("c1").filters == 3 and small.get_layer("a").filters == 2

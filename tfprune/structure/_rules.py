@@ -9,7 +9,7 @@ surgery). Layers absent from the table are skipped with a reason.
 import keras
 import numpy as np
 
-from tfprune.structure.graph import Struct
+from tfprune.structure.graph import Part, Struct
 
 L = keras.layers
 _last = lambda call: int(call.out_shapes[0][-1])  # noqa: E731
@@ -91,15 +91,14 @@ def depthwise(b, call):
     bad = _channels_last(call)
     if bad:
         return b.skip(call, bad)
-    if layer.depth_multiplier != 1:
-        return b.skip(call, f"depth_multiplier={layer.depth_multiplier} (only 1 is supported)")
     src = b.get(call.inputs[0])
     if src.repeat != 1:
         return b.skip(call, "convolution over a flattened tensor")
+    mult = layer.depth_multiplier
     b.member(src, call, "kernel", len(layer.kernel.shape) - 2, "param")
-    if layer.use_bias:
-        b.member(src, call, "bias", 0, "bias")
-    b.set(call.outputs[0], src)
+    if layer.use_bias:  # output c*mult + m comes from input channel c
+        b.member(src, call, "bias", 0, "bias", inner=mult)
+    b.set(call.outputs[0], Struct(tuple(Part(p.segs, 1, p.inner * mult) for p in src.parts)))
 
 
 def batchnorm(b, call):
@@ -118,7 +117,7 @@ def batchnorm(b, call):
 def prelu(b, call):
     src = b.get(call.inputs[0])
     alpha = call.layer.alpha
-    if alpha.shape[-1] == src.channels * src.repeat and alpha.shape[-1] > 1:
+    if alpha.shape[-1] == src.size and alpha.shape[-1] > 1:
         b.member(src, call, "alpha", len(alpha.shape) - 1, "param")
     b.set(call.outputs[0], src)
 
@@ -165,9 +164,14 @@ def concatenate(b, call):
     if call.layer.axis not in (-1, ndim - 1):
         return merge(b, call)
     structs = [b.get(k) for k in call.inputs]
-    if any(s.repeat != 1 for s in structs):
-        return b.skip(call, "concatenates flattened tensors")
-    b.set(call.outputs[0], Struct(tuple(seg for s in structs for seg in s.segs)))
+    parts = []
+    for part in (p for s in structs for p in s.parts):
+        last = parts[-1] if parts else None
+        if last and last.repeat == part.repeat == 1 and last.inner == part.inner:
+            parts[-1] = Part(last.segs + part.segs, 1, part.inner)  # plain channel concat
+        else:
+            parts.append(part)
+    b.set(call.outputs[0], Struct(tuple(parts)))
 
 
 def flatten(b, call):
@@ -175,7 +179,11 @@ def flatten(b, call):
     spatial = call.in_shapes[0][1:-1]
     if any(d is None for d in spatial):
         return b.skip(call, "flattens a tensor of unknown spatial size")
-    b.set(call.outputs[0], Struct(src.segs, src.repeat * int(np.prod(spatial, dtype=int))))
+    if len(src.parts) != 1:
+        return b.skip(call, "flattens a concatenation of flattened/depth-multiplied tensors")
+    (p,) = src.parts
+    b.set(call.outputs[0], Struct.of(p.segs, p.repeat * int(np.prod(spatial, dtype=int)),
+                                     p.inner))
 
 
 def reshape(b, call):

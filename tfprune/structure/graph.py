@@ -8,7 +8,9 @@ inlined) and reports them as :class:`Group` objects.
 
 How (the idea of Torch-Pruning's DepGraph, written for Keras graphs): every
 tensor's last axis is described as a list of *channel spaces* (several after a
-``Concatenate``) optionally repeated (after ``Flatten``). Producers (Conv,
+``Concatenate``), each channel maybe spanning several positions (after a
+``DepthwiseConv`` with ``depth_multiplier`` > 1), the whole optionally
+repeated (after ``Flatten``). Producers (Conv,
 Dense, ...) create a fresh space; pass-through layers (BatchNorm, activations,
 pooling, Depthwise, ...) forward it; element-wise merges (``Add``,
 ``Multiply``...) unify the spaces of their inputs. A group is a set of unified
@@ -58,8 +60,8 @@ class Member:
             producer's fused activation).
         repeat, stride: after ``Flatten`` each channel appears ``repeat`` times,
             ``stride`` positions apart (spatial positions of the flattened map).
-        inner: each channel spans ``inner`` consecutive positions (a
-            SeparableConv pointwise kernel after ``depth_multiplier`` > 1).
+        inner: each channel spans ``inner`` consecutive positions (after a
+            ``depth_multiplier`` > 1).
     """
 
     layer: str
@@ -71,6 +73,7 @@ class Member:
     repeat: int = 1
     stride: int = 0
     inner: int = 1
+    base: int = 0
 
     def index_matrix(self):
         """``(length, k)`` array: row ``j`` lists the :attr:`axis` indices of channel ``j``.
@@ -79,7 +82,7 @@ class Member:
         [[2, 7], [3, 8], [4, 9]]
         """
         base = (self.offset + np.arange(self.length))[:, None] * self.inner + np.arange(self.inner)
-        rep = np.arange(self.repeat) * self.stride
+        rep = self.base + np.arange(self.repeat) * self.stride
         return (base[:, None, :] + rep[None, :, None]).reshape(self.length, -1)
 
 
@@ -149,9 +152,9 @@ class DependencyGraph:
         return None
 
     def layout(self, key):
-        """``[(group id, length)], repeat`` of a tensor (used by the surgery)."""
-        struct = self._structs[key]
-        return [(self._root_of[s], n) for s, n in struct.segs], struct.repeat
+        """``[([(group id, length)], repeat, inner)]`` per part of a tensor's layout."""
+        return [([(self._root_of[s], n) for s, n in p.segs], p.repeat, p.inner)
+                for p in self._structs[key].parts]
 
     def __repr__(self):
         return (f"DependencyGraph({len(self.groups)} groups, "
@@ -159,15 +162,44 @@ class DependencyGraph:
 
 
 @dataclasses.dataclass(frozen=True)
-class Struct:
-    """Layout of a tensor's last axis: ``repeat`` copies of the ``segs`` spaces."""
+class Part:
+    """``repeat`` copies of the ``segs`` spaces, each channel spanning ``inner`` positions."""
 
     segs: tuple  # ((space id, length), ...)
     repeat: int = 1
+    inner: int = 1
 
     @property
     def channels(self):
         return sum(n for _, n in self.segs)
+
+    @property
+    def size(self):
+        return self.repeat * self.inner * self.channels
+
+    def shape(self):
+        return (self.repeat, self.inner, tuple(n for _, n in self.segs))
+
+
+@dataclasses.dataclass(frozen=True)
+class Struct:
+    """Layout of a tensor's last axis: its :class:`Part` s one after the other
+    (several only after concatenating flattened or depth-multiplied tensors)."""
+
+    parts: tuple
+
+    @staticmethod
+    def of(segs, repeat=1, inner=1):
+        return Struct((Part(tuple(segs), repeat, inner),))
+
+    @property
+    def repeat(self):
+        """Largest repeat: 1 means no part is flattened."""
+        return max(p.repeat for p in self.parts)
+
+    @property
+    def size(self):
+        return sum(p.size for p in self.parts)
 
 
 class _Builder:
@@ -184,7 +216,7 @@ class _Builder:
         self.length.append(int(length))
         self.members.append([])
         self.reasons.append([reason] if reason else [])
-        return Struct(((sid, int(length)),))
+        return Struct.of(((sid, int(length)),))
 
     def find(self, s):
         while self.parent[s] != s:
@@ -194,17 +226,19 @@ class _Builder:
 
     def union(self, a, b):
         """Unifies two layouts channel by channel; False if they differ."""
-        if a.repeat != b.repeat or [n for _, n in a.segs] != [n for _, n in b.segs]:
+        if [p.shape() for p in a.parts] != [p.shape() for p in b.parts]:
             return False
-        for (sa, _), (sb, _) in zip(a.segs, b.segs):
+        pairs = [(x, y) for pa, pb in zip(a.parts, b.parts) for x, y in zip(pa.segs, pb.segs)]
+        for (sa, _), (sb, _) in pairs:
             ra, rb = self.find(sa), self.find(sb)
             if ra != rb:
                 self.parent[rb] = ra
         return True
 
     def block(self, struct, reason):
-        for s, _ in struct.segs:
-            self.reasons[s].append(reason)
+        for part in struct.parts:
+            for s, _ in part.segs:
+                self.reasons[s].append(reason)
 
     # -- tensors and members ---------------------------------------------
     def get(self, key):
@@ -215,12 +249,15 @@ class _Builder:
 
     def member(self, struct, call, key, axis, role, inner=1):
         """Adds the slices of ``struct``'s spaces along ``axis`` of weight ``key``."""
-        offset, total = 0, struct.channels
-        for s, n in struct.segs:
-            self.members[s].append(Member(
-                call.path, key, axis, offset, n, role, struct.repeat,
-                total if struct.repeat > 1 else 0, inner))
-            offset += n
+        base = 0
+        for part in struct.parts:
+            offset, stride = 0, part.channels * part.inner if part.repeat > 1 else 0
+            for s, n in part.segs:
+                self.members[s].append(Member(
+                    call.path, key, axis, offset, n, role, part.repeat, stride,
+                    inner * part.inner, base))
+                offset += n
+            base += part.size
 
     def skip(self, call, reason):
         """Leaves every channel ``call`` touches unpruned, recording why."""

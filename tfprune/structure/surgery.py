@@ -59,8 +59,8 @@ def rebuild(model, g, removed):
     kept = {gid: g.groups[gid].size - len(set(c)) for gid, c in removed.items()}
 
     def width(key):
-        segs, repeat = g.layout(key)
-        return repeat * sum(kept.get(gid, n) for gid, n in segs)
+        return sum(repeat * inner * sum(kept.get(gid, n) for gid, n in segs)
+                   for segs, repeat, inner in g.layout(key))
 
     new_configs = {}
     for c in g.calls:
