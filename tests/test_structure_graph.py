@@ -206,3 +206,12 @@ def test_depth_multiplier_spreads_each_channel():
     assert pw.index_matrix()[1].tolist() == [6, 7, 8, 9, 10, 11]
     small = tp.structure.prune_channels(sm.depth_multiplier(), 0.4)
     assert small.get_layer("c1").filters == 3 and small.get_layer("a").filters == 2
+
+
+def test_wrapped_model_must_be_stripped_first():
+    from _helpers import mlp
+    pruned = tp.prune(mlp(), schedule=tp.OneShot(0.5))
+    with pytest.raises(ValueError, match="strip"):
+        tp.structure.prune_channels(pruned, 0.5)
+    with pytest.raises(ValueError, match="strip"):
+        tp.structure.remove_dead_channels(pruned)

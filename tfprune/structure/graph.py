@@ -139,16 +139,19 @@ class DependencyGraph:
     def group_of(self, layer):
         """The group of ``layer``'s output channels (a path or a layer name).
 
+        Returns ``None`` for unknown names. For a ``Concatenate`` output it is
+        the group of its first input.
+
         >>> import keras
         >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
         ...                       keras.layers.Dense(1, name="o")])
         >>> graph(m).group_of("h").layers
         ['h', 'o']
         """
-        for g in self.groups:
-            for m in g.members:
-                if m.role == "producer" and (m.layer == layer or m.layer.split("/")[-1] == layer):
-                    return g
+        for c in self.calls:
+            if c.path == layer or c.path.split("/")[-1] == layer:
+                if c.outputs and c.outputs[0] in self._structs:
+                    return self.groups[self.layout(c.outputs[0])[0][0][0][0]]
         return None
 
     def layout(self, key):

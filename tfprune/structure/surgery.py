@@ -143,6 +143,15 @@ def group_scores(group, layers, criterion):
     return total
 
 
+def _refuse_wrapped(model, what):
+    from tfprune.api import find_wrappers
+    if isinstance(model, keras.Model) and find_wrappers(model):
+        raise ValueError(
+            f"Model '{model.name}' still has PruneWrapper layers: call "
+            f"tfprune.strip(model) before {what} (or tfprune.strip(model, "
+            "shrink=True) to drop the channels training zeroed).")
+
+
 def _keep_count(n, ratio, round_to):
     keep = n - int(round(ratio * n))
     if round_to > 1:
@@ -166,11 +175,11 @@ def _resolve_ratios(g, ratio):
         r = _check_ratio("ratio", ratio)
         return {grp.id: r for grp in g.prunable_groups}
     producers = {}
-    for grp in g.groups:
-        for m in grp.members:
-            if m.role == "producer":
-                producers.setdefault(m.layer, grp)
-                producers.setdefault(m.layer.split("/")[-1], grp)
+    for c in g.calls:
+        resize = _rules.lookup(c.layer)[1]
+        if resize is not None and not isinstance(c.layer, keras.layers.Reshape):
+            for name in (c.path, c.path.split("/")[-1]):
+                producers.setdefault(name, g.group_of(c.path))
     out = {}
     for name, value in ratio.items():
         r = _check_ratio(f"ratio['{name}']", value)
@@ -198,8 +207,11 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
 
     Args:
         model: a Functional or Sequential model (nested models allowed).
-        ratio: fraction of channels to remove in every prunable group, or
-            ``{layer name: fraction}`` for the groups of those producers only.
+        ratio: fraction of channels to remove in every prunable group
+            (attention heads included), or ``{layer name: fraction}`` for the
+            groups of those layers' output channels only (in a residual
+            group, naming any of its producers prunes the whole group; the
+            largest fraction named wins).
         criterion: name or ``tfprune.criteria.Criterion`` scoring weights.
         data: reserved for data-dependent criteria (not used by data-free ones).
         round_to: keep channel counts multiples of this (hardware-friendly
@@ -214,6 +226,7 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
     """
     if not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
+    _refuse_wrapped(model, "prune_channels")
     criterion = criteria_lib.get(criterion)
     if (criterion.needs_gradients or criterion.needs_activations) and data is None:
         raise ValueError(f"Criterion {criterion!r} needs data; pass data=(x, y).")
@@ -290,6 +303,7 @@ def remove_dead_channels(model):
     >>> remove_dead_channels(m).get_layer("h").units
     3
     """
+    _refuse_wrapped(model, "remove_dead_channels")
     g = _graph(model)
     removed = {}
     for group in g.prunable_groups:
