@@ -76,8 +76,9 @@ def from_matrix(matrix, shape, out_axes=(-1,)):
 def keep_top(scores, sparsity, min_keep=1):
     """Binary mask of ``scores``' shape pruning the ``round(sparsity * n)`` lowest.
 
-    Exactly that many entries are zeroed (ties broken by position), but never
-    more than ``n - min_keep``: a layer is never emptied.
+    Exactly that many entries are zeroed (ties broken arbitrarily but
+    deterministically), but never more than ``n - min_keep``: a layer is never
+    emptied.
 
     >>> keep_top(np.array([3., 1., 2., 4.]), 0.5).tolist()
     [1.0, 0.0, 0.0, 1.0]
@@ -87,9 +88,12 @@ def keep_top(scores, sparsity, min_keep=1):
     k = int(round(float(sparsity) * n))
     k = max(0, min(k, n - min_keep))
     mask = np.ones(n, dtype=np.float32)
-    if k:
-        order = np.argsort(scores.reshape(-1), kind="stable")
-        mask[order[:k]] = 0.0
+    if k == n:
+        mask[:] = 0.0
+    elif k:
+        # argpartition is O(n), ~10x faster than a full sort on large kernels;
+        # this runs on every mask update, between training steps.
+        mask[np.argpartition(scores.reshape(-1), k - 1)[:k]] = 0.0
     return mask.reshape(scores.shape)
 
 
