@@ -1,0 +1,12 @@
+"""Export to LiteRT (TFLite): sparse/quantized conversion, inspection, Edge TPU checks, benchmarks.
+
+>>> import keras, tfprune as tp
+>>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+>>> print(tp.export.inspect(tp.export.to_tflite(model)).ops[0]["kernel"])
+XNNPACK
+"""
+
+from tfprune.export.inspect import Report, TFLiteFormatError, inspect
+from tfprune.export.tflite import to_tflite
+
+__all__ = ["to_tflite", "inspect", "Report", "TFLiteFormatError"]

@@ -1,0 +1,313 @@
+"""Keras -> TFLite with builtin ops, a static signature, and per-layer sparse choices.
+
+>>> import keras, tfprune as tp
+>>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+>>> data = tp.export.to_tflite(model)          # float, dense, batch 1
+>>> data[4:8]
+b'TFL3'
+"""
+
+import contextlib
+import io
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfprune.export import _flatbuffer as fb
+from tfprune.export import _timing
+
+__all__ = ["to_tflite", "SPARSE_MODES", "QUANTIZE_MODES"]
+
+SPARSE_MODES = ("auto", "none", "force")
+QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
+
+
+def _choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name}={value!r}: expected one of {list(options)}")
+
+
+def _static_model(model, batch_size, target):
+    inputs = []
+    for t in model.inputs:
+        shape = tuple(t.shape[1:])
+        if any(d is None for d in shape):
+            if target == "edgetpu":
+                raise ValueError(
+                    f"input {t.name!r} has dynamic shape {tuple(t.shape)}: the Edge TPU needs "
+                    "static shapes; build the model with a fixed input size")
+        inputs.append(keras.Input(batch_shape=(batch_size,) + shape, dtype=t.dtype,
+                                  name=getattr(t, "name", None) and t.name.split(":")[0]))
+    outputs = model(inputs if len(inputs) > 1 else inputs[0])
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def _check_representative(data, model):
+    """A list (one array per input) of representative samples, validated."""
+    arrays = list(data) if isinstance(data, (list, tuple)) else [data]
+    arrays = [np.asarray(a) for a in arrays]
+    if len(arrays) != len(model.inputs):
+        raise ValueError(f"representative_data has {len(arrays)} arrays; the model has "
+                         f"{len(model.inputs)} inputs (pass a list, one array per input)")
+    out = []
+    for a, t in zip(arrays, model.inputs):
+        expected = tuple(t.shape[1:])
+        if a.ndim != len(expected) + 1 or any(
+                e is not None and e != s for e, s in zip(expected, a.shape[1:])):
+            raise ValueError(f"representative_data for input {t.name!r} has shape {a.shape}; "
+                             f"expected (n, {', '.join(str(e) for e in expected)})")
+        want = np.dtype(keras.backend.standardize_dtype(t.dtype))
+        if want.kind == "f" and a.dtype.kind != "f":
+            raise ValueError(
+                f"representative_data for input {t.name!r} has dtype {a.dtype}; the model "
+                f"takes {want}: pass the same preprocessed float data you feed the model "
+                "(e.g. images scaled to [0, 1]), not raw integers")
+        if a.dtype.kind not in "fiub":
+            raise ValueError(f"representative_data for input {t.name!r} has dtype {a.dtype}")
+        if len(a) == 0:
+            raise ValueError("representative_data is empty")
+        out.append(a.astype(want))
+    return out
+
+
+def _converter(static, sparse, quantize, rep, int8_io):
+    converter = tf.lite.TFLiteConverter.from_keras_model(static)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    opts = []
+    if sparse != "none":
+        opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    if quantize is not None:
+        opts.append(tf.lite.Optimize.DEFAULT)
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        n = min(len(rep[0]), 500)
+
+        def gen():
+            for i in range(n):
+                yield [a[i:i + 1] for a in rep]
+
+        converter.representative_dataset = gen
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    converter.optimizations = opts
+    return converter
+
+
+def _convert(converter):
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return converter.convert()
+    except Exception as e:  # ConverterError and friends
+        text = str(e)
+        hint = ""
+        if "Flex" in text or "select" in text.lower() or "not supported" in text:
+            hint = (" The model needs ops outside the TFLite builtin set (Flex/select TF ops), "
+                    "which edge runtimes and the Edge TPU do not have; replace those layers.")
+        raise ValueError(f"TFLite conversion failed.{hint}\n{text[:2000]}") from None
+
+
+def _add_metadata(model, decisions):
+    buf = fb.schema.BufferT()
+    buf.data = np.frombuffer(json.dumps(decisions).encode(), dtype=np.uint8).copy()
+    model.buffers.append(buf)
+    meta = fb.schema.MetadataT()
+    meta.name = fb.METADATA_KEY.encode()
+    meta.buffer = len(model.buffers) - 1
+    model.metadata = list(model.metadata or []) + [meta]
+
+
+def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
+              int8_io=False, batch_size=1, target=None, output=None, threads=1,
+              auto_rounds=12):
+    """Converts a (pruned) Keras model to TFLite bytes, builtin ops only.
+
+    Wrappers are stripped with ``tfprune.strip``; the model is re-traced with
+    a static input signature (``batch_size``, default 1) because a dynamic
+    batch turns ``Flatten`` into ops XNNPACK does not take, and Flex ops are
+    disabled because edge runtimes do not have them.
+
+    Args:
+      model: a Keras model (pruned or not) or a path to a ``.keras`` file.
+      sparse: ``"none"``: dense weights. ``"force"``: the converter's
+        ``EXPERIMENTAL_SPARSITY`` encoding everywhere it applies (constant
+        weights with >= 30% zeros; fully-connected weights with 1x4 float /
+        1x16 int8 blocks get the sparse FC kernel, everything else is stored
+        sparse and densified once at prepare time). ``"auto"``: converts
+        sparse, then measures, per fully-connected layer with a block-sparse
+        kernel, the model with only that layer sparse against the dense model
+        (interleaved, ``auto_rounds`` rounds, ``threads`` threads on this
+        machine) and keeps the layer sparse only when it is faster; finally the
+        assembled model is timed against the dense one and, if slower, the
+        dense model is returned. The choice and the reason per layer are stored
+        in the file's metadata and shown by :func:`tfprune.export.inspect`.
+      quantize: ``None`` (float32), ``"dynamic"`` (int8 weights, float
+        activations), ``"float16"`` or ``"int8"`` (full integer; needs
+        ``representative_data``).
+      representative_data: array (or list of arrays, one per input) of
+        preprocessed samples, shape ``(n, *input_shape)``; up to 500 are used.
+      int8_io: with ``"int8"``, make the model's inputs/outputs int8 too
+        (otherwise float with QUANTIZE/DEQUANTIZE at the ends).
+      batch_size: static batch dimension of the signature.
+      target: ``None`` or ``"edgetpu"`` (implies ``quantize="int8"``,
+        ``sparse="none"``, static shapes; see ``edgetpu_report``).
+      output: optional path; the bytes are also written there.
+
+    Returns:
+      The ``.tflite`` bytes.
+
+    Example:
+
+    >>> import keras, numpy as np, tfprune as tp
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> x = np.random.rand(8, 4).astype("float32")
+    >>> q = tp.export.to_tflite(model, quantize="int8", representative_data=x)
+    >>> tp.export.inspect(q).ops[1]["quantization"]
+    'int8 per-channel'
+    """
+    _choice("sparse", sparse, SPARSE_MODES)
+    _choice("quantize", quantize, QUANTIZE_MODES)
+    _choice("target", target, (None, "edgetpu"))
+    if target == "edgetpu":
+        if quantize not in (None, "int8"):
+            raise ValueError(f"target='edgetpu' needs quantize='int8', got {quantize!r}")
+        if sparse == "force":
+            raise ValueError("target='edgetpu': the Edge TPU has no sparse formats; "
+                             "use sparse='none' (or 'auto')")
+        quantize, sparse = "int8", "none"
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    from tfprune.api import strip
+    if isinstance(model, (str, os.PathLike)) and not os.path.exists(model):
+        raise FileNotFoundError(f"no such model file: {os.fspath(model)!r}")
+    model = strip(model)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a keras.Model or a .keras path, got {type(model).__name__}")
+    rep = None
+    if quantize == "int8":
+        if representative_data is None:
+            raise ValueError("quantize='int8' needs representative_data: a few hundred "
+                             "preprocessed input samples to calibrate activation ranges")
+        rep = _check_representative(representative_data, model)
+    elif representative_data is not None:
+        rep = _check_representative(representative_data, model)
+    static = _static_model(model, batch_size, target)
+    data = _convert(_converter(static, sparse, quantize, rep, int8_io))
+    if sparse == "auto":
+        data = _auto(data, threads=threads, rounds=auto_rounds)
+    elif sparse == "force":
+        _, fbm = fb.load(data)
+        decisions = [{"tensor": t.name.decode(), "decision": "sparse",
+                      "reason": "sparse='force': converter encoding kept"}
+                     for t in fbm.subgraphs[0].tensors if t.sparsity is not None]
+        if decisions:
+            _add_metadata(fbm, decisions)
+            data = fb.pack(fbm)
+    if output is not None:
+        with open(output, "wb") as f:
+            f.write(data)
+    return data
+
+
+# ---- sparse="auto": measure, per FC layer, whether the sparse kernel pays ----
+
+def _densify_tensor(model, data, tensor):
+    values = np.frombuffer(fb.buffer_data(model, data, tensor.buffer),
+                           dtype=fb.NUMPY_TYPES[tensor.type])
+    dense = fb.densify(tensor, values)
+    tensor.sparsity = None
+    buf = model.buffers[tensor.buffer]
+    buf.data = np.frombuffer(dense.tobytes(), dtype=np.uint8).copy()
+    buf.offset, buf.size = 0, 0
+
+
+def _variant(data, keep_sparse):
+    """Bytes with every sparse FC weight densified except tensor indices in ``keep_sparse``."""
+    _, model = fb.load(data)
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        if fb.opcode_name(model, op) == "FULLY_CONNECTED":
+            w = int(op.inputs[1])
+            t = graph.tensors[w]
+            if t.sparsity is not None and w not in keep_sparse:
+                _densify_tensor(model, data, t)
+    return model
+
+
+def _sparse_fc(data):
+    _, model = fb.load(data)
+    graph = model.subgraphs[0]
+    out = []
+    for op in graph.operators:
+        if fb.opcode_name(model, op) == "FULLY_CONNECTED":
+            w = int(op.inputs[1])
+            t = graph.tensors[w]
+            if t.sparsity is not None:
+                block = fb.block_shape(t)
+                density = len(fb.buffer_data(model, data, t.buffer)) / (
+                    np.dtype(fb.NUMPY_TYPES[t.type]).itemsize * np.prod(t.shape))
+                out.append((w, t.name.decode(), "x".join(map(str, block)), float(density)))
+    return out
+
+
+def _auto(data, threads, rounds):
+    candidates = _sparse_fc(data)
+    if not candidates:
+        _, model = fb.load(data)
+        has_sparse = any(t.sparsity is not None for t in model.subgraphs[0].tensors)
+        if not has_sparse:
+            return data
+        decisions = [{"tensor": t.name.decode(), "decision": "sparse storage",
+                      "reason": "no sparse kernel for this op/pattern: stored sparse, "
+                                "densified once at prepare (smaller file, same kernels)"}
+                     for t in model.subgraphs[0].tensors if t.sparsity is not None]
+        _add_metadata(model, decisions)
+        return fb.pack(model)
+    dense = fb.pack(_variant(data, set()))
+    variants = {"dense": dense}
+    for w, name, block, density in candidates:
+        variants[w] = fb.pack(_variant(data, {w}))
+    times = _timing.interleaved(variants, threads=threads, rounds=rounds)
+    keep, decisions = set(), []
+    for w, name, block, density in candidates:
+        ratio = times.ratio(w, "dense")
+        if ratio is None:
+            decisions.append({"tensor": name, "decision": "dense",
+                              "reason": f"{block} block, {1 - density:.0%} zeros: the sparse "
+                                        f"model failed to run ({times.errors[w]})"})
+        elif ratio < 0.97:
+            keep.add(w)
+            decisions.append({"tensor": name, "decision": "sparse",
+                              "reason": f"{block} block, {1 - density:.0%} zeros: model time "
+                                        f"{ratio:.2f}x of dense with this layer sparse"})
+        else:
+            decisions.append({"tensor": name, "decision": "dense",
+                              "reason": f"{block} block, {1 - density:.0%} zeros: model time "
+                                        f"{ratio:.2f}x of dense with this layer sparse "
+                                        "(dense XNNPACK kernel is faster)"})
+    final = _variant(data, keep)
+    for t in final.subgraphs[0].tensors:
+        if t.sparsity is not None and not any(d["tensor"] == t.name.decode() for d in decisions):
+            decisions.append({"tensor": t.name.decode(), "decision": "sparse storage",
+                              "reason": "no sparse kernel for this op/pattern: stored sparse, "
+                                        "densified once at prepare"})
+    final_bytes = fb.pack(final)
+    check = _timing.interleaved({"final": final_bytes, "dense": dense},
+                                threads=threads, rounds=rounds)
+    ratio = check.ratio("final", "dense")
+    if ratio is None or ratio > 1.02:
+        why = (f"assembled model measured {ratio:.2f}x dense" if ratio is not None
+               else f"assembled model failed to run ({check.errors['final']})")
+        decisions = [dict(d, decision="dense", reason=d["reason"] + f"; reverted: {why}")
+                     for d in decisions]
+        final = fb.load(dense)[1]
+    else:
+        decisions.append({"tensor": "(whole model)", "decision": "checked",
+                          "reason": f"assembled model {ratio:.2f}x dense time"})
+    _add_metadata(final, decisions)
+    return fb.pack(final)
