@@ -19,6 +19,7 @@ from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedu
 from tfprune.wrappers import PruneWrapper
 from tfprune import compat  # noqa: E402  (imports the API above)
 from tfprune import structure  # noqa: E402
+from tfprune import sensitivity  # noqa: E402
 from tfprune import export  # noqa: E402
 
 __version__ = "0.1.0"
@@ -28,5 +29,5 @@ __all__ = [
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot",
     "Criterion", "Granularity", "Unstructured",
-    "compat", "export", "criteria", "granularity", "registry", "schedules", "structure",
+    "compat", "export", "criteria", "granularity", "registry", "schedules", "sensitivity", "structure",
 ]

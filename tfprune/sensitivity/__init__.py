@@ -1,0 +1,20 @@
+"""Sensitivity analysis: how much does pruning each layer alone cost?
+
+* :func:`sweep` measures it (prune one layer or coupled group, evaluate,
+  restore), resumable through a JSONL file and splittable into shards;
+* :func:`estimate` predicts it from one pass of gradients (Taylor / Fisher);
+* :class:`SensitivityReport` holds the table, exports it and plots it;
+* :func:`allocate` turns it into per-layer sparsities for ``tfprune.prune``.
+
+>>> import tfprune as tp
+>>> tp.sensitivity.DEFAULT_SPARSITIES[:3]
+(0.1, 0.2, 0.3)
+"""
+
+from tfprune.sensitivity.allocate import allocate, predicted_drop
+from tfprune.sensitivity.estimate import agreement, estimate, spearman
+from tfprune.sensitivity.report import SensitivityReport, load, merge
+from tfprune.sensitivity.sweep import DEFAULT_SPARSITIES, sweep
+
+__all__ = ["sweep", "estimate", "agreement", "spearman", "allocate", "predicted_drop",
+           "SensitivityReport", "load", "merge", "DEFAULT_SPARSITIES"]

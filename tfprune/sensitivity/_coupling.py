@@ -1,0 +1,189 @@
+"""Pruning units of a sensitivity analysis: what is zeroed together in one trial.
+
+With a weight-level granularity (unstructured, blocks, N:M) a unit is one
+layer: its prunable weights are masked with ``criterion`` + ``granularity``.
+
+With a channel granularity a unit is a *coupled channel group*: convolutions
+whose outputs meet at an ``Add`` (through BatchNorm, activations, pooling...)
+must lose the same channels, so they are scored and pruned together. The
+grouping comes from :func:`tfprune.structure.graph`; this module is the only
+place that knows about it, so another dependency analysis can be swapped in
+here. A pruned channel is emulated exactly as its removal would behave:
+producer slices (kernel columns, bias) and every consumer's input slice are
+zeroed, so nothing downstream reads it.
+
+>>> import keras
+>>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+...                       keras.layers.Dense(2, name="o")])
+>>> [(u.name, u.params) for u in units(m, "magnitude", "unstructured")]
+[('h', 32), ('o', 16)]
+>>> [(u.name, u.members) for u in units(m, "magnitude", "channels")]
+[('h', ['h', 'o'])]
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfprune import criteria as criteria_lib
+from tfprune import granularity as granularity_lib
+from tfprune import registry
+from tfprune.api import walk_layers
+
+_CHANNEL_NAMES = {"channel", "channels", "filter", "filters", "neuron", "neurons"}
+
+
+@dataclasses.dataclass
+class Unit:
+    """One thing pruned per trial.
+
+    Attributes:
+        name: layer path, or ``"a+b"`` for channels coupled across layers.
+        layers: prunable layers whose sparsity the unit sets (allocation keys).
+        members: every layer with a weight touched (layers + consumers).
+        params: weights removed at sparsity 1 (budget accounting).
+        flops: multiply-adds per sample of those weights (params if not a
+            Dense/Conv-like layer).
+        plan: ``sparsity -> [(variable, 0/1 mask)]``.
+    """
+
+    name: str
+    layers: list
+    members: list
+    params: int
+    flops: int
+    plan: object
+
+
+def is_channel(granularity):
+    """True for granularities that remove whole output channels/units."""
+    if isinstance(granularity, str):
+        return granularity.lower() in _CHANNEL_NAMES
+    return type(granularity).__name__.lower() in _CHANNEL_NAMES
+
+
+def granularity_name(granularity):
+    if isinstance(granularity, str):
+        return granularity.lower()
+    return repr(granularity)
+
+
+def _layer_flops(model):
+    """``{layer path: multiply-adds per sample}`` summed over the layer's calls."""
+    try:
+        from tfprune.structure import _walk
+        from tfprune.structure.count import layer_flops
+        calls = _walk.walk(model)[0]
+    except Exception:  # subclassed models: fall back to params
+        return {}
+    out = {}
+    for c in calls:
+        try:
+            f = layer_flops(c.layer, c.in_shapes, c.out_shapes)
+        except Exception:
+            f = 0
+        out[c.path] = out.get(c.path, 0) + int(f)
+    return out
+
+
+def _value(variable):
+    return np.asarray(keras.ops.convert_to_numpy(variable))
+
+
+def _layer_units(model, criterion, granularity, stats_for):
+    flops = _layer_flops(model)
+    result, seen = [], set()
+    for path, layer in walk_layers(model):
+        if id(layer) in seen or not getattr(layer, "built", False):
+            continue
+        if isinstance(layer, keras.Model) or not registry.is_prunable(layer):
+            continue
+        weights = registry.prunable_weights(layer)
+        if not weights:
+            continue
+        seen.add(id(layer))
+        for pw in weights:
+            granularity.check(pw, path)
+        scores = [np.asarray(criterion.score(_value(pw.variable), stats_for(path, pw)),
+                             dtype=np.float64) for pw in weights]
+
+        def plan(s, weights=weights, scores=scores):
+            return [(pw.variable, np.asarray(granularity.mask(sc, s, pw), dtype=np.float32))
+                    for pw, sc in zip(weights, scores)]
+
+        params = int(sum(np.prod(pw.shape) for pw in weights))
+        # FLOPs removed scale with the kernel's share of the layer's MACs.
+        layer_macs = flops.get(path, 0)
+        result.append(Unit(path, [path], [path], params, layer_macs or params, plan))
+    return result
+
+
+def _channel_units(model, criterion):
+    from tfprune import structure
+    from tfprune.structure import surgery
+
+    g = structure.graph(model)
+    layers = surgery._layers(g)
+    flops = _layer_flops(model)
+    result = []
+    for group in g.prunable_groups:
+        touched = [m for m in group.members
+                   if m.role in ("producer", "consumer") and m.key is not None]
+        producers = sorted({m.layer for m in touched
+                            if m.role == "producer" and registry.is_prunable(layers[m.layer])})
+        if not producers:
+            continue
+        scores = surgery.group_scores(group, layers, criterion)
+        slots, params, macs = [], 0, 0.0
+        for m in touched:
+            var = surgery._weights_by_key(layers[m.layer])[m.key]
+            idx = m.index_matrix()
+            per_pos = int(np.prod(var.shape)) // int(var.shape[m.axis])
+            params += idx.size * per_pos
+            share = idx.size / int(var.shape[m.axis])
+            if m.key != "bias":
+                macs += share * flops.get(m.layer, 0)
+            slots.append((var, m.axis, idx))
+
+        def plan(s, slots=slots, scores=scores):
+            keep = granularity_lib.keep_top(scores, s)
+            gone = np.flatnonzero(keep == 0)
+            out = []
+            for var, axis, idx in slots:
+                mask = np.ones(tuple(var.shape), dtype=np.float32)
+                np.moveaxis(mask, axis, 0)[idx[gone].reshape(-1)] = 0.0
+                out.append((var, mask))
+            return out
+
+        result.append(Unit("+".join(producers), producers, group.layers, int(params),
+                           int(macs) or int(params), plan))
+    return result
+
+
+def units(model, criterion="magnitude", granularity="unstructured", layers=None,
+          stats_for=None):
+    """Lists the :class:`Unit` objects of ``model``, optionally restricted to ``layers``.
+
+    ``stats_for(path, prunable_weight) -> dict`` supplies statistics to
+    data-dependent criteria (ignored by data-free ones).
+    """
+    criterion = criteria_lib.get(criterion)
+    stats_for = stats_for or (lambda path, pw: {})
+    if is_channel(granularity):
+        found = _channel_units(model, criterion)
+    else:
+        found = _layer_units(model, criterion, granularity_lib.get(granularity), stats_for)
+    if layers is None:
+        return found
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    known = {n for u in found for n in u.members + [u.name]}
+    known |= {n.split("/")[-1] for n in known}
+    missing = [n for n in wanted if n not in known]
+    if missing:
+        raise ValueError(
+            f"`layers` names {missing}, which are not prunable units of model "
+            f"'{model.name}'. Prunable: {[u.name for u in found]}.")
+    return [u for u in found if any(
+        n == u.name or n in u.members or n in [x.split('/')[-1] for x in u.members]
+        for n in wanted)]
