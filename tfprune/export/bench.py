@@ -1,0 +1,153 @@
+"""Latency, size and accuracy of ``.tflite`` models with the ai_edge_litert Interpreter.
+
+>>> import keras, tfprune as tp
+>>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+>>> result = tp.export.benchmark(tp.export.to_tflite(model), runs=20, warmup=2)
+>>> sorted(k for k in result if k.startswith("p"))
+['p50_ms', 'p90_ms']
+"""
+
+import gzip
+import os
+
+import numpy as np
+
+from tfprune.export import _flatbuffer as fb
+from tfprune.export import _timing
+
+__all__ = ["benchmark", "load_delegate", "predict"]
+
+
+def load_delegate(library, options=None):
+    """Loads an external delegate by path or soname, with a clear error when absent."""
+    from ai_edge_litert.interpreter import load_delegate as _load
+    try:
+        return _load(library, options or {})
+    except (ValueError, OSError, RuntimeError) as e:
+        raise FileNotFoundError(
+            f"delegate library {library!r} could not be loaded ({str(e).splitlines()[0][:200]}). "
+            "Install its runtime (e.g. the Edge TPU runtime for libedgetpu.so.1) or pass the "
+            "full path to the .so file.") from None
+
+
+def _quantize(x, detail):
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    if scale == 0:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y, detail):
+    if np.dtype(detail["dtype"]).kind == "f":
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * (scale or 1.0)
+
+
+def predict(interp, x):
+    """Runs a single-input interpreter over ``x`` in its static batch; float outputs."""
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    batch = int(inp["shape"][0])
+    x = np.asarray(x, dtype=np.float32)
+    expected = tuple(int(d) for d in inp["shape"][1:])
+    if tuple(x.shape[1:]) != expected:
+        raise ValueError(f"data has shape {x.shape}; the model takes (n, "
+                         f"{', '.join(map(str, expected))})")
+    results = []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], np.float32)])
+        interp.set_tensor(inp["index"], _quantize(chunk, inp))
+        interp.invoke()
+        results.append(_dequantize(interp.get_tensor(out["index"]), out)[:n])
+    return np.concatenate(results)
+
+
+def _split(data):
+    if data is None:
+        return None, None
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    return np.asarray(data), None
+
+
+def _quality(data_bytes, x, y, reference, threads, resolver, delegate):
+    interp = _timing.interpreter(data_bytes, threads, resolver, delegate)
+    out = predict(interp, x)
+    result = {}
+    if y is not None:
+        labels = y.argmax(-1) if y.ndim > 1 else y
+        result["accuracy"] = float(np.mean(out.argmax(-1) == labels))
+    if reference is not None:
+        ref = np.asarray(reference.predict(x, verbose=0, batch_size=256))
+        result["agreement"] = float(np.mean(out.argmax(-1) == ref.argmax(-1)))
+        result["max_abs_diff"] = float(np.max(np.abs(out - ref)))
+    return result
+
+
+def _one(name, data_bytes, timings, threads, resolver):
+    return {"name": name, "size": len(data_bytes), "gzip_size": len(gzip.compress(data_bytes, 9)),
+            "threads": threads, "resolver": resolver,
+            "p50_ms": None if name in timings.errors else timings.percentile(name, 50) * 1e3,
+            "p90_ms": None if name in timings.errors else timings.percentile(name, 90) * 1e3,
+            "error": timings.errors.get(name)}
+
+
+def benchmark(tflite, data=None, *, threads=1, warmup=10, runs=200, delegate=None,
+              resolver="default", compare_to=None, reference=None):
+    """Benchmarks a ``.tflite`` model (optionally side by side with another).
+
+    Args:
+      tflite: model bytes or path.
+      data: ``x`` or ``(x, y)`` to measure accuracy (``y`` labels or one-hot).
+      threads: interpreter threads.
+      warmup, runs: invokes before timing / timed invokes per model. Timed
+        invokes are split into rounds of 10 that alternate between the models.
+      delegate: external delegate library path (e.g. ``"libedgetpu.so.1"``).
+      resolver: ``"default"`` (XNNPACK applied), ``"builtin"`` (no default
+        delegates) or ``"both"`` (results keyed by resolver).
+      compare_to: a second model (bytes or path), timed in the same rounds;
+        the result gains ``compare`` and ``latency_ratio`` (this / other p50)
+        and ``size_ratio``.
+      reference: a Keras model; adds ``agreement`` (argmax) and
+        ``max_abs_diff`` (logits) against it on ``data``.
+
+    Returns:
+      A dict with ``size``, ``gzip_size``, ``p50_ms``, ``p90_ms`` and the
+      quality fields (``{"default": {...}, "builtin": {...}}`` for "both").
+    """
+    if resolver == "both":
+        return {r: benchmark(tflite, data, threads=threads, warmup=warmup, runs=runs,
+                             delegate=delegate, resolver=r, compare_to=compare_to,
+                             reference=reference) for r in _timing.RESOLVERS}
+    if resolver not in _timing.RESOLVERS:
+        raise ValueError(f"resolver={resolver!r}: expected 'default', 'builtin' or 'both'")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    main, _ = fb.load(tflite)
+    models = {"model": main}
+    if compare_to is not None:
+        models["compare"] = fb.load(compare_to)[0]
+    dele = load_delegate(delegate) if isinstance(delegate, (str, os.PathLike)) else delegate
+    rounds = max(1, runs // 10)
+    timings = _timing.interleaved(models, threads=threads, rounds=rounds, runs=10,
+                                  warmup=warmup, resolver=resolver, delegate=dele)
+    result = _one("model", main, timings, threads, resolver)
+    x, y = _split(data)
+    if x is not None and "model" not in timings.errors:
+        result.update(_quality(main, x, y, reference, threads, resolver, dele))
+    if compare_to is not None:
+        other = _one("compare", models["compare"], timings, threads, resolver)
+        if x is not None and "compare" not in timings.errors:
+            other.update(_quality(models["compare"], x, y, reference, threads, resolver, dele))
+        result["compare"] = other
+        result["latency_ratio"] = timings.ratio("model", "compare")
+        result["size_ratio"] = result["size"] / other["size"]
+    return result
