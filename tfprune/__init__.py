@@ -17,6 +17,9 @@ from tfprune.granularity import Granularity, Unstructured
 from tfprune.registry import PrunableLayer
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedule
 from tfprune.wrappers import PruneWrapper
+from tfprune import finetune, lottery, recipes, regularizers  # noqa: E402
+from tfprune.finetune import FrozenMasks, freeze_masks  # noqa: E402
+from tfprune.recipes import RegularizerSchedule, regularize  # noqa: E402
 from tfprune import compat  # noqa: E402  (imports the API above)
 from tfprune import structure  # noqa: E402
 from tfprune import sensitivity  # noqa: E402
