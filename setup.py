@@ -24,7 +24,10 @@ setup(
         "compare": ["tensorflow-model-optimization", "tf_keras"],
         "dev": ["pytest", "pytest-xdist", "mlxtend", "matplotlib", "scikit-learn"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "tfprune-export=tfprune.cli.export:run",
+        "tfprune-bench=tfprune.cli.bench:run",
+    ]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

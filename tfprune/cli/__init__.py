@@ -1,0 +1,1 @@
+"""Command-line apps (absl) behind the console entry points."""

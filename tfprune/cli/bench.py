@@ -1,0 +1,74 @@
+"""``tfprune-bench``: latency, size and accuracy of ``.tflite`` files (LiteRT interpreter).
+
+Example::
+
+    tfprune-bench --model sparse.tflite --compare_to dense.tflite --data test.npz \\
+        --threads=1 --runs=200 --json=-
+"""
+
+import json
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Path to a .tflite model.")
+flags.DEFINE_string("compare_to", None, "Optional second .tflite timed side by side.")
+flags.DEFINE_string("data", None, ".npz with arrays 'x' and optionally 'y' for accuracy.")
+flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+flags.DEFINE_integer("runs", 200, "Timed invokes per model.")
+flags.DEFINE_integer("warmup", 10, "Untimed invokes per model first.")
+flags.DEFINE_enum("resolver", "default", ["default", "builtin", "both"], "Op resolver.")
+flags.DEFINE_string("delegate", None, "External delegate library (e.g. libedgetpu.so.1).")
+flags.DEFINE_string("json", None, "Write the result as JSON here ('-' for stdout).")
+flags.DEFINE_bool("edgetpu_report", False, "Also print the Edge TPU compatibility report.")
+flags.mark_flag_as_required("model")
+
+
+def to_markdown(result):
+    """A markdown table of a ``benchmark`` result (one row per model)."""
+    if "p50_ms" not in result:  # resolver="both"
+        return "\n\n".join(f"resolver: {k}\n\n{to_markdown(v)}" for k, v in result.items())
+    rows = [result] + ([result["compare"]] if "compare" in result else [])
+    cols = ["name", "size", "gzip_size", "p50_ms", "p90_ms", "accuracy", "agreement", "error"]
+    cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    if "latency_ratio" in result:
+        lines.append(f"\nlatency ratio (model / compare, paired rounds): "
+                     f"{fmt(result['latency_ratio'])}; size ratio {result['size_ratio']:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    import numpy as np
+    import tfprune.export as export
+    data = None
+    if FLAGS.data:
+        arrays = np.load(FLAGS.data)
+        data = (arrays["x"], arrays["y"]) if "y" in arrays.files else arrays["x"]
+    result = export.benchmark(FLAGS.model, data, threads=FLAGS.threads, warmup=FLAGS.warmup,
+                              runs=FLAGS.runs, delegate=FLAGS.delegate, resolver=FLAGS.resolver,
+                              compare_to=FLAGS.compare_to)
+    print(to_markdown(result))
+    if FLAGS.edgetpu_report:
+        print()
+        print(export.edgetpu_report(FLAGS.model).to_markdown())
+    if FLAGS.json:
+        text = json.dumps(result, indent=2, default=str)
+        if FLAGS.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(FLAGS.json, "w") as f:
+                f.write(text)
+
+
+def run():
+    """Console entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

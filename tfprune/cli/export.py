@@ -1,0 +1,66 @@
+"""``tfprune-export``: a ``.keras`` model to ``.tflite``, with an inspect report.
+
+Example::
+
+    tfprune-export --model pruned.keras --output model.tflite --sparse=auto \\
+        --quantize=int8 --representative_data=calib.npy --json=report.json
+"""
+
+import json
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Path to a .keras model (pruned or stripped).")
+flags.DEFINE_string("output", None, "Where to write the .tflite file.")
+flags.DEFINE_enum("sparse", "auto", ["auto", "none", "force"], "Sparse encoding mode.")
+flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"], "Quantization.")
+flags.DEFINE_string("representative_data", None,
+                    ".npy file (or .npz with array 'x') of preprocessed calibration inputs.")
+flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs (with --quantize=int8).")
+flags.DEFINE_integer("batch_size", 1, "Static batch size of the signature.")
+flags.DEFINE_enum("target", "cpu", ["cpu", "edgetpu"], "Target: cpu or edgetpu.")
+flags.DEFINE_string("json", None, "Write the inspect report as JSON here ('-' for stdout).")
+flags.mark_flags_as_required(["model", "output"])
+
+
+def load_array(path, key="x"):
+    """An array from a .npy file or the ``key`` array of a .npz file."""
+    import numpy as np
+    data = np.load(path)
+    if hasattr(data, "files"):
+        if key not in data.files:
+            raise ValueError(f"{path}: no array {key!r} (has {data.files})")
+        return data[key]
+    return data
+
+
+def main(argv):
+    del argv
+    import tfprune.export as export
+    rep = load_array(FLAGS.representative_data) if FLAGS.representative_data else None
+    export.to_tflite(FLAGS.model, sparse=FLAGS.sparse,
+                     quantize=None if FLAGS.quantize == "none" else FLAGS.quantize,
+                     representative_data=rep, int8_io=FLAGS.int8_io,
+                     batch_size=FLAGS.batch_size,
+                     target=None if FLAGS.target == "cpu" else FLAGS.target,
+                     output=FLAGS.output)
+    report = export.inspect(FLAGS.output)
+    print(report.to_markdown())
+    if FLAGS.json:
+        text = json.dumps(report.to_dict(), indent=2, default=str)
+        if FLAGS.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(FLAGS.json, "w") as f:
+                f.write(text)
+
+
+def run():
+    """Console entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
