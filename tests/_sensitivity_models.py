@@ -1,0 +1,72 @@
+"""Small trained models shared by the sensitivity tests."""
+
+import keras
+import numpy as np
+
+
+def digits_data(n_eval=300):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = (d.data / 16.0).astype("float32")
+    y = d.target.astype("int64")
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    return (x[n_eval:], y[n_eval:]), (x[:n_eval], y[:n_eval])
+
+
+def trained_digits_mlp(epochs=15):
+    """A 64-32-32-10 MLP trained on sklearn digits (~95% accuracy), compiled."""
+    keras.utils.set_random_seed(0)
+    (x, y), (xt, yt) = digits_data()
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(32, activation="relu", name="hidden"),
+        keras.layers.Dense(32, activation="relu", name="hidden2"),
+        keras.layers.Dense(10, name="out"),
+    ], name="digits_mlp")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return model, (xt, yt)
+
+
+def tiny_twin(seed=0):
+    """``out = big(x) + tiny(x)``: ``tiny`` has the same shape but ~1e-4 weights.
+
+    Pruning ``tiny`` changes nothing; pruning ``big`` destroys the model. Labels
+    are the argmax of the model's own outputs, so the baseline accuracy is 1.
+    """
+    rng = np.random.default_rng(seed)
+    inp = keras.Input((16,))
+    big = keras.layers.Dense(8, use_bias=False, name="big")
+    tiny = keras.layers.Dense(8, use_bias=False, name="tiny")
+    out = keras.layers.Add(name="add")([big(inp), tiny(inp)])
+    model = keras.Model(inp, out, name="twin")
+    big.kernel.assign(rng.normal(size=(16, 8)).astype("float32"))
+    tiny.kernel.assign(1e-4 * rng.normal(size=(16, 8)).astype("float32"))
+    x = rng.normal(size=(256, 16)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model, (x, y)
+
+
+def residual_cnn():
+    """conv -> BN -> relu, two convs added back (a coupled group), GAP, Dense."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="branch")(x)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.Conv2D(12, 1, name="head_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(3, name="out")(x)
+    model = keras.Model(inp, out, name="res")
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(64, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 64)
+    return model, data

@@ -1,0 +1,110 @@
+"""tfprune.sensitivity.allocate and SensitivityReport export/plot/load."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune as tp
+from _sensitivity_models import residual_cnn, tiny_twin
+from tfprune.sensitivity import SensitivityReport, allocate, predicted_drop
+
+SP = [0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+@pytest.fixture(scope="module")
+def twin():
+    model, data = tiny_twin()
+    return model, data, tp.sensitivity.sweep(model, data, sparsities=SP, verbose=0)
+
+
+def test_allocation_prefers_the_insensitive_layer(twin):
+    model, data, rep = twin
+    assert rep.most_sensitive(1) == ["big"]
+    assert all(r["drop"] == 0 for r in rep.table if r["layer"] == "tiny")
+    alloc = rep.allocate(target_sparsity=0.5)
+    assert alloc["tiny"] == 0.9 and alloc["big"] == pytest.approx(0.1, abs=0.011)
+    params = rep.meta["units"]
+    removed = sum(alloc[n] * params[n]["params"] for n in alloc)
+    assert removed >= 0.5 * sum(u["params"] for u in params.values()) - 1e-9
+    # the plan works in tfprune.prune and beats uniform pruning at the same budget
+    accs = {}
+    for name, kwargs in (("alloc", {"sparsity": alloc}), ("uniform", {})):
+        pruned = tp.prune(model, schedule=tp.OneShot(0.5), **kwargs)
+        for w in tp.api.find_wrappers(pruned):
+            w.update_masks(step=0)
+        plain = tp.strip(pruned)
+        pred = np.argmax(plain.predict(data[0], verbose=0), axis=1)
+        accs[name] = float(np.mean(pred == data[1]))
+        assert np.mean([v for v in tp.sparsity(plain).values()]) == pytest.approx(0.5, abs=0.01)
+    assert accs["alloc"] > accs["uniform"] + 0.1
+
+
+def test_budgets_and_infeasible(twin):
+    _, _, rep = twin
+    with pytest.raises(ValueError, match="infeasible"):
+        rep.allocate(target_sparsity=0.95)
+    with pytest.raises(ValueError, match="infeasible.*max_drop"):
+        rep.allocate(target_sparsity=0.6, max_drop=0.01)
+    with pytest.raises(ValueError, match="one budget"):
+        rep.allocate(target_sparsity=0.5, target_params=10)
+    with pytest.raises(ValueError, match="give target"):
+        rep.allocate()
+    plan = rep.allocate(max_drop=0.01)
+    assert plan["tiny"] == 0.9 and plan["big"] < 0.5
+    plan = rep.allocate(target_params=200)
+    assert sum((1 - plan[n]) * 128 for n in plan) <= 200
+    assert predicted_drop(rep, plan) <= predicted_drop(rep, {"big": 0.45, "tiny": 0.45})
+
+
+def test_flops_budget_counts_multiply_adds():
+    model, data = residual_cnn()
+    rep = tp.sensitivity.sweep(model, data, sparsities=SP, metric="loss", verbose=0)
+    units = rep.meta["units"]
+    assert units["stem"]["flops"] == 8 * 8 * 3 * 3 * 3 * 8      # MACs per sample
+    assert units["out"]["flops"] == 12 * 3
+    total = sum(u["flops"] for u in units.values())
+    plan = rep.allocate(target_flops=0.4 * total)
+    kept = sum((1 - plan[n]) * units[n]["flops"] for n in units)
+    assert kept <= 0.4 * total + 1e-6
+
+
+def test_greedy_follows_convex_hull_of_noisy_curves():
+    # "a" has a bump at 0.3 then is flat: jumping to 0.9 is the cheapest way.
+    rows = [{"layer": "a", "params": 100, "sparsity": s, "metric": 0, "drop": d}
+            for s, d in ((0.3, 0.05), (0.6, 0.05), (0.9, 0.05))]
+    rows += [{"layer": "b", "params": 100, "sparsity": s, "metric": 0, "drop": s * 0.2}
+             for s in (0.3, 0.6, 0.9)]
+    plan = allocate(SensitivityReport(rows, {}), target_sparsity=0.45)
+    assert plan == {"a": 0.9, "b": 0.0}
+
+
+def test_exports_roundtrip_and_plot(twin, tmp_path):
+    _, _, rep = twin
+    csv_text = rep.to_csv(tmp_path / "t.csv")
+    assert csv_text.splitlines()[0] == "layer,params,sparsity,metric,drop"
+    assert len(csv_text.splitlines()) == 1 + 2 * len(SP)
+    rep.to_json(tmp_path / "t.json")
+    again = tp.sensitivity.load(tmp_path / "t.json")
+    assert again.table == rep.table and again.baseline == rep.baseline
+    md = rep.to_markdown()
+    assert md.splitlines()[0].startswith("| layer | params | drop @0.1")
+    assert "| big | 128 |" in md
+    pytest.importorskip("matplotlib")
+    out = rep.plot(tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 5000 and out == tmp_path / "s.png"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"x": 1}))
+    with pytest.raises(ValueError, match="not a tfprune sensitivity"):
+        tp.sensitivity.load(bad)
+
+
+def test_merge_refuses_different_runs(twin):
+    _, _, rep = twin
+    other = SensitivityReport(rep.table, {**rep.meta, "baseline": rep.baseline - 0.5})
+    with pytest.raises(ValueError, match="baseline"):
+        tp.sensitivity.merge([rep, other])
+    other = SensitivityReport(rep.table, {**rep.meta, "criterion": "l2"})
+    with pytest.raises(ValueError, match="criterion"):
+        tp.sensitivity.merge([rep, other])
