@@ -12,17 +12,23 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Path to a .tflite model.")
-flags.DEFINE_string("compare_to", None, "Optional second .tflite timed side by side.")
-flags.DEFINE_string("data", None, ".npz with arrays 'x' and optionally 'y' for accuracy.")
-flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-flags.DEFINE_integer("runs", 200, "Timed invokes per model.")
-flags.DEFINE_integer("warmup", 10, "Untimed invokes per model first.")
-flags.DEFINE_enum("resolver", "default", ["default", "builtin", "both"], "Op resolver.")
-flags.DEFINE_string("delegate", None, "External delegate library (e.g. libedgetpu.so.1).")
-flags.DEFINE_string("json", None, "Write the result as JSON here ('-' for stdout).")
-flags.DEFINE_bool("edgetpu_report", False, "Also print the Edge TPU compatibility report.")
-flags.mark_flag_as_required("model")
+
+
+def define_flags():
+    """Defines this app's flags (at run time, so importing the module is side-effect free)."""
+    if "model" in FLAGS:
+        return
+    flags.DEFINE_string("model", None, "Path to a .tflite model.")
+    flags.DEFINE_string("compare_to", None, "Optional second .tflite timed side by side.")
+    flags.DEFINE_string("data", None, ".npz with arrays 'x' and optionally 'y' for accuracy.")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+    flags.DEFINE_integer("runs", 200, "Timed invokes per model.")
+    flags.DEFINE_integer("warmup", 10, "Untimed invokes per model first.")
+    flags.DEFINE_enum("resolver", "default", ["default", "builtin", "both"], "Op resolver.")
+    flags.DEFINE_string("delegate", None, "External delegate library (e.g. libedgetpu.so.1).")
+    flags.DEFINE_string("json", None, "Write the result as JSON here ('-' for stdout).")
+    flags.DEFINE_bool("edgetpu_report", False, "Also print the Edge TPU compatibility report.")
+    flags.mark_flag_as_required("model")
 
 
 def to_markdown(result):
@@ -67,6 +73,7 @@ def main(argv):
 
 def run():
     """Console entry point."""
+    define_flags()
     app.run(main)
 
 

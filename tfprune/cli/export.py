@@ -12,17 +12,23 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Path to a .keras model (pruned or stripped).")
-flags.DEFINE_string("output", None, "Where to write the .tflite file.")
-flags.DEFINE_enum("sparse", "auto", ["auto", "none", "force"], "Sparse encoding mode.")
-flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"], "Quantization.")
-flags.DEFINE_string("representative_data", None,
-                    ".npy file (or .npz with array 'x') of preprocessed calibration inputs.")
-flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs (with --quantize=int8).")
-flags.DEFINE_integer("batch_size", 1, "Static batch size of the signature.")
-flags.DEFINE_enum("target", "cpu", ["cpu", "edgetpu"], "Target: cpu or edgetpu.")
-flags.DEFINE_string("json", None, "Write the inspect report as JSON here ('-' for stdout).")
-flags.mark_flags_as_required(["model", "output"])
+
+
+def define_flags():
+    """Defines this app's flags (at run time, so importing the module is side-effect free)."""
+    if "model" in FLAGS:
+        return
+    flags.DEFINE_string("model", None, "Path to a .keras model (pruned or stripped).")
+    flags.DEFINE_string("output", None, "Where to write the .tflite file.")
+    flags.DEFINE_enum("sparse", "auto", ["auto", "none", "force"], "Sparse encoding mode.")
+    flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"], "Quantization.")
+    flags.DEFINE_string("representative_data", None,
+                        ".npy file (or .npz with array 'x') of preprocessed calibration inputs.")
+    flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs (with --quantize=int8).")
+    flags.DEFINE_integer("batch_size", 1, "Static batch size of the signature.")
+    flags.DEFINE_enum("target", "cpu", ["cpu", "edgetpu"], "Target: cpu or edgetpu.")
+    flags.DEFINE_string("json", None, "Write the inspect report as JSON here ('-' for stdout).")
+    flags.mark_flags_as_required(["model", "output"])
 
 
 def load_array(path, key="x"):
@@ -59,6 +65,7 @@ def main(argv):
 
 def run():
     """Console entry point."""
+    define_flags()
     app.run(main)
 
 

@@ -1,0 +1,168 @@
+"""tfprune.export.to_tflite: fidelity, quantization, sparse modes, bad input."""
+
+import numpy as np
+import pytest
+
+import keras
+import tfprune as tp
+from tfprune.export import _flatbuffer as fb
+from tfprune.export.tflite import _variant
+
+from _export_models import cnn, converted, data, mlp, run_tflite
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_float_export_matches_keras_logits(kind):
+    model, tflite = converted(kind)
+    x = data(shape=tuple(model.inputs[0].shape[1:]), n=16)
+    np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_static_batch_and_builtin_ops_only():
+    model, tflite = converted("mlp")
+    report = tp.export.inspect(tflite)
+    assert report.inputs[0]["shape"] == [1, 32]
+    assert {op["type"] for op in report.ops} == {"FULLY_CONNECTED"}
+    batched = tp.export.to_tflite(model, sparse="none", batch_size=4)
+    assert tp.export.inspect(batched).inputs[0]["shape"] == [4, 32]
+    x = data(n=10)
+    np.testing.assert_allclose(run_tflite(batched, x), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_pruned_model_and_keras_path(tmp_path):
+    model = mlp()
+    pruned = tp.prune(model, schedule=tp.OneShot(0.5))
+    for w in tp.api.find_wrappers(pruned):
+        w.update_masks(step=0)
+    path = tmp_path / "pruned.keras"
+    pruned.save(path)
+    out = tmp_path / "m.tflite"
+    tflite = tp.export.to_tflite(str(path), sparse="none", output=str(out))
+    assert out.read_bytes() == tflite
+    x = data(n=8)
+    np.testing.assert_allclose(run_tflite(tflite, x), tp.strip(pruned).predict(x, verbose=0),
+                               atol=1e-4)
+
+
+def test_block_pruned_dense_gets_1x4_encoding_and_same_logits():
+    model, tflite = converted("mlp_block", sparse="force")
+    report = tp.export.inspect(tflite)
+    fc = [op for op in report.ops if op["type"] == "FULLY_CONNECTED"]
+    assert [op["weight"]["sparse"] for op in fc] == [True, True, False]
+    assert fc[0]["weight"]["format"] == "1x4 block"
+    assert fc[0]["kernel"] == "sparse FC (1x4 block kernel)"
+    assert fc[2]["kernel"] == "XNNPACK"
+    x = data(n=16)
+    np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_densify_decoder_recovers_kernel():
+    model, tflite = converted("mlp_block", sparse="force")
+    _, fbm = fb.load(tflite)
+    graph = fbm.subgraphs[0]
+    t = graph.tensors[int(graph.operators[0].inputs[1])]
+    values = np.frombuffer(fb.buffer_data(fbm, tflite, t.buffer), dtype=np.float32)
+    np.testing.assert_array_equal(fb.densify(t, values), model.get_layer("fc1").kernel.numpy().T)
+    dense = fb.pack(_variant(tflite, set()))
+    assert tp.export.inspect(dense).sparse_tensors == 0
+    x = data(n=8)
+    np.testing.assert_allclose(run_tflite(dense, x), run_tflite(tflite, x), atol=1e-6)
+
+
+def test_auto_records_a_decision_per_sparse_fc_layer_and_keeps_logits():
+    model = mlp(sparsity=0.9)
+    tflite = tp.export.to_tflite(model, sparse="auto", auto_rounds=3)
+    report = tp.export.inspect(tflite)
+    decisions = {d["tensor"]: d for d in report.decisions}
+    fc_names = [n for n in decisions if "fc" in n]
+    assert len(fc_names) == 2
+    for name in fc_names:
+        assert decisions[name]["decision"] in ("sparse", "dense")
+        assert "1x4 block, 90% zeros" in decisions[name]["reason"]
+    # What is stored matches the recorded decision.
+    stored = {t["name"]: t["sparse"] for t in report.tensors}
+    for name in fc_names:
+        assert stored[name] == (decisions[name]["decision"] == "sparse")
+    x = data(n=8)
+    np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)
+    assert "| layer weight | decision | reason |" in str(report)
+
+
+def test_auto_without_sparse_weights_is_the_dense_export():
+    model, dense = converted("mlp")
+    assert tp.export.inspect(tp.export.to_tflite(model)).decisions == []
+    assert tp.export.inspect(dense).sparse_tensors == 0
+
+
+def test_int8_full_integer_and_int8_io():
+    model, tflite = converted("mlp", quantize="int8")
+    report = tp.export.inspect(tflite)
+    assert report.inputs[0]["dtype"] == "FLOAT32"
+    assert [op["type"] for op in report.ops][0] == "QUANTIZE"
+    q = tp.export.to_tflite(model, sparse="none", quantize="int8", int8_io=True,
+                            representative_data=data())
+    assert tp.export.inspect(q).inputs[0]["dtype"] == "INT8"
+    assert tp.export.inspect(q).outputs[0]["dtype"] == "INT8"
+
+
+def test_int8_block_pruned_gets_1x16_encoding():
+    _, tflite = converted("mlp_block", sparse="force", quantize="int8")
+    fc = [op for op in tp.export.inspect(tflite).ops if op["type"] == "FULLY_CONNECTED"]
+    assert fc[0]["weight"]["format"] == "1x16 block"
+    assert fc[0]["kernel"] == "sparse FC (1x16 int8 block kernel)"
+
+
+@pytest.mark.parametrize("mode,dtype", [("float16", "FLOAT16"), ("dynamic", "INT8")])
+def test_float16_and_dynamic_weights(mode, dtype):
+    model = mlp()
+    tflite = tp.export.to_tflite(model, sparse="none", quantize=mode)
+    dtypes = {t["dtype"] for t in tp.export.inspect(tflite).tensors if t["constant"]}
+    assert dtype in dtypes
+    x = data(n=8)
+    np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=0.05)
+
+
+def test_int8_without_representative_data():
+    with pytest.raises(ValueError, match="needs representative_data"):
+        tp.export.to_tflite(mlp(), quantize="int8")
+
+
+def test_representative_data_wrong_shape_or_dtype():
+    with pytest.raises(ValueError, match=r"shape \(10, 31\).*expected \(n, 32\)"):
+        tp.export.to_tflite(mlp(), quantize="int8", representative_data=np.zeros((10, 31)))
+    with pytest.raises(ValueError, match="dtype uint8.*not raw integers"):
+        tp.export.to_tflite(mlp(), quantize="int8",
+                            representative_data=np.zeros((10, 32), dtype="uint8"))
+    with pytest.raises(ValueError, match="2 arrays; the model has 1 inputs"):
+        tp.export.to_tflite(mlp(), quantize="int8", representative_data=[data(), data()])
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="sparse='sometimes'"):
+        tp.export.to_tflite(mlp(), sparse="sometimes")
+    with pytest.raises(ValueError, match="quantize='int4'"):
+        tp.export.to_tflite(mlp(), quantize="int4")
+    with pytest.raises(ValueError, match="batch_size"):
+        tp.export.to_tflite(mlp(), batch_size=0)
+    with pytest.raises(ValueError, match="no sparse formats"):
+        tp.export.to_tflite(mlp(), target="edgetpu", sparse="force")
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        tp.export.to_tflite("/nonexistent/model.keras")
+
+
+def test_edgetpu_target_rejects_dynamic_shapes():
+    inputs = keras.Input((None, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match="Edge TPU needs static shapes"):
+        tp.export.to_tflite(model, target="edgetpu", representative_data=np.zeros((4, 5, 3),
+                                                                                   "float32"))
+
+
+def test_conv_weights_stored_sparse_with_densify():
+    model, tflite = converted("cnn_sparse", sparse="force")
+    report = tp.export.inspect(tflite)
+    kinds = {op["type"]: op["kernel"] for op in report.ops}
+    assert kinds["DENSIFY"] == "DENSIFY (once at prepare)"
+    assert kinds["CONV_2D"] == "DENSIFY + dense"
+    x = data(n=8, shape=(8, 8, 3))
+    np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)
