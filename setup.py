@@ -27,6 +27,7 @@ setup(
     entry_points={"console_scripts": [
         "tfprune-export=tfprune.cli.export:run",
         "tfprune-bench=tfprune.cli.bench:run",
+        "tfprune-sensitivity=tfprune.cli.sensitivity:run",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",
