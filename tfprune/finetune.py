@@ -83,8 +83,11 @@ def freeze_masks(model, layers=None):
         named = set(layers)
         skip = [p for p, l in api.walk_layers(model)
                 if p not in named and l.name not in named and not isinstance(l, keras.Model)]
-    frozen = api.prune(model, schedule=FrozenMasks(0.0), skip=skip)
-    wrappers = api.find_wrappers(frozen)
+    if not any(api._layer_weights(l)[0] for _, l in api.walk_layers(model)):
+        wrappers = []
+    else:
+        frozen = api.prune(model, schedule=FrozenMasks(0.0), skip=skip)
+        wrappers = api.find_wrappers(frozen)
     if not wrappers:
         raise ValueError(
             f"tfprune.freeze_masks: model '{model.name}' has no prunable layer to freeze.")
