@@ -71,7 +71,7 @@ def _op_problem(op, tensors, graph_io):
         if t["dtype"] not in _INT + ("INT32",) and not (op["type"] == "QUANTIZE" and i in graph_io):
             return f"tensor {t['name']!r} is {t['dtype']}, not int8"
         dims = t["shape"]
-        if any(d > 1 for d in dims[:-3]):
+        if not t["constant"] and any(d > 1 for d in dims[:-3]):
             return f"tensor {t['name']!r} shape {dims}: more than 3 innermost non-unit dims"
     return None
 
