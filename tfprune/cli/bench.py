@@ -48,6 +48,14 @@ def to_markdown(result):
 
 
 def main(argv):
+    """Runs the app; bad input exits with a one-line error instead of a traceback."""
+    try:
+        _main(argv)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        sys.exit(f"tfprune-bench: error: {e}")
+
+
+def _main(argv):
     del argv
     import numpy as np
     import tfprune.export as export

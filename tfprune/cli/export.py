@@ -43,6 +43,14 @@ def load_array(path, key="x"):
 
 
 def main(argv):
+    """Runs the app; bad input exits with a one-line error instead of a traceback."""
+    try:
+        _main(argv)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        sys.exit(f"tfprune-export: error: {e}")
+
+
+def _main(argv):
     del argv
     import tfprune.export as export
     rep = load_array(FLAGS.representative_data) if FLAGS.representative_data else None

@@ -20,9 +20,11 @@ __all__ = ["benchmark", "load_delegate", "predict"]
 
 def load_delegate(library, options=None):
     """Loads an external delegate by path or soname, with a clear error when absent."""
+    import ctypes
     from ai_edge_litert.interpreter import load_delegate as _load
     try:
-        return _load(library, options or {})
+        ctypes.CDLL(os.fspath(library))  # fail early: a failed _load leaves a broken object
+        return _load(os.fspath(library), options or {})
     except (ValueError, OSError, RuntimeError) as e:
         raise FileNotFoundError(
             f"delegate library {library!r} could not be loaded ({str(e).splitlines()[0][:200]}). "
