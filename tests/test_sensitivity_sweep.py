@@ -209,3 +209,33 @@ def test_corrupt_or_foreign_jsonl(tmp_path):
     with pytest.raises(ValueError, match="criterion"):
         tp.sensitivity.sweep(model, data, sparsities=[0.5], output=other, criterion="l2",
                              verbose=0)
+
+
+def test_custom_criterion_and_granularity_objects():
+    model, data = tiny_twin()
+
+    class Rows(tp.granularity.Granularity):      # whole input rows of a kernel
+        def groups(self, scores, weight):
+            per_row = np.asarray(scores).sum(axis=1)
+            return per_row, lambda keep: np.repeat(keep[:, None], scores.shape[1], axis=1)
+
+    rep = tp.sensitivity.sweep(model, data, sparsities=[0.5], criterion=lambda w: -np.abs(w),
+                               granularity=Rows(), verbose=0)
+    assert rep.meta["granularity"] == "Rows()"
+    assert rep.layers == ["big", "tiny"]
+    assert rep.table[0]["drop"] > 0.2        # keeping the smallest rows of big hurts
+
+
+def test_data_dependent_criterion_without_collector_is_a_clear_error():
+    model, data = tiny_twin()
+
+    class NeedsGrad(tp.criteria.Criterion):
+        needs_gradients = True
+
+        def score(self, weight, stats=None):
+            return stats["grad"]
+
+    if hasattr(tp, "score"):
+        pytest.skip("tfprune.score is available: data-dependent criteria are supported")
+    with pytest.raises(NotImplementedError, match="data-free criterion"):
+        tp.sensitivity.sweep(model, data, sparsities=[0.5], criterion=NeedsGrad(), verbose=0)
