@@ -8,11 +8,13 @@ side by side (interleaved rounds, medians) at 1 and 2 threads. The dense
 baseline trains for the same total number of epochs as the pruned models.
 
     python tools/bench_structure.py
-    python tools/bench_structure.py --epochs 2 --finetune_epochs 1   # smoke run
+    python tools/bench_structure.py --epochs 10 --finetune_epochs 3  # longer
+    python tools/bench_structure.py --epochs 1 --finetune_epochs 0   # smoke run
 """
 
 import os
 import platform
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,8 +27,8 @@ import tensorflow as tf  # noqa: E402
 import tfprune as tp  # noqa: E402
 
 flags.DEFINE_string("data", None, "cifar10_small.npz (default: ../shared/data/ of the repo)")
-flags.DEFINE_integer("epochs", 10, "dense training epochs")
-flags.DEFINE_integer("finetune_epochs", 3, "fine-tuning epochs after pruning")
+flags.DEFINE_integer("epochs", 6, "dense training epochs")
+flags.DEFINE_integer("finetune_epochs", 2, "fine-tuning epochs after pruning")
 flags.DEFINE_list("targets", ["2", "3"], "FLOP reduction factors")
 flags.DEFINE_list("round_to", ["8", "1"], "round_to values")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
@@ -61,6 +63,10 @@ def resnet(widths=(32, 32, 64, 128)):
         x = L.ReLU()(L.Add()([x, y]))
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inp, L.Dense(10)(x), name="resnet_small")
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def fit(model, data, epochs, lr):
@@ -121,6 +127,7 @@ def main(argv):
     keras.utils.set_random_seed(F.seed)
     t_start = time.time()
     dense = resnet()
+    log(f"training dense for {F.epochs} epochs")
     fit(dense, data, F.epochs, 1e-3)
     dense_base = keras.models.clone_model(dense)
     dense_base.set_weights(dense.get_weights())
@@ -131,6 +138,7 @@ def main(argv):
             rows.append((f"{target:g}x FLOPs, round_to={r}", ratio, r, small))
     results = []
     for name, ratio, r, model in rows:
+        log(f"fine-tuning {name}")
         acc_pruned = None
         if ratio is not None:
             model.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(True))
@@ -140,6 +148,7 @@ def main(argv):
         results.append(dict(name=name, ratio=ratio, acc=acc, acc_pruned=acc_pruned,
                             widths=widths, tflite=_tflite.to_tflite(model),
                             **tp.structure.count(model)))
+    log("timing")
     lat = {t: latency([r["tflite"] for r in results], t) for t in (1, 2)}
     base = results[0]
     print(f"\ntensorflow {tf.__version__}, keras {keras.__version__}, ai-edge-litert "
