@@ -67,6 +67,10 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     drop (and all smaller ones') stays within it. Units of coupled channels
     give their sparsity to each of their layers.
 
+    Only analysed units appear in the plan: in ``tfprune.prune(schedule=...,
+    sparsity=plan)`` other prunable layers follow the schedule's own final
+    sparsity, so list them in ``skip=`` to keep them dense.
+
     Raises:
         ValueError: no budget given, or the budget cannot be met within the
             swept sparsities and ``max_drop``.
