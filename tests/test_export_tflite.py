@@ -6,7 +6,7 @@ import pytest
 import keras
 import tfprune as tp
 from tfprune.export import _flatbuffer as fb
-from tfprune.export.tflite import _variant
+from tfprune.export import _auto
 
 from _export_models import cnn, converted, data, mlp, run_tflite
 
@@ -63,10 +63,17 @@ def test_densify_decoder_recovers_kernel():
     t = graph.tensors[int(graph.operators[0].inputs[1])]
     values = np.frombuffer(fb.buffer_data(fbm, tflite, t.buffer), dtype=np.float32)
     np.testing.assert_array_equal(fb.densify(t, values), model.get_layer("fc1").kernel.numpy().T)
-    dense = fb.pack(_variant(tflite, set()))
-    assert tp.export.inspect(dense).sparse_tensors == 0
+
+
+def test_auto_transplants_sparse_weights_into_the_dense_conversion():
+    model, dense = converted("mlp_block")
+    _, sparse = converted("mlp_block", sparse="force")
+    assert [c[2] for c in _auto.candidates(sparse)] == ["1x4", "1x4"]
+    mixed = fb.pack(_auto.compose(dense, sparse, {1}))
+    fc = [op for op in tp.export.inspect(mixed).ops if op["type"] == "FULLY_CONNECTED"]
+    assert [op["weight"]["sparse"] for op in fc] == [False, True, False]
     x = data(n=8)
-    np.testing.assert_allclose(run_tflite(dense, x), run_tflite(tflite, x), atol=1e-6)
+    np.testing.assert_allclose(run_tflite(mixed, x), model.predict(x, verbose=0), atol=1e-4)
 
 
 def test_auto_records_a_decision_per_sparse_fc_layer_and_keeps_logits():

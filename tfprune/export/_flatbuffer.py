@@ -185,3 +185,15 @@ def densify(tensor, values):
             index[block_map[t - rank]] += coords[:, level]
     dense[tuple(index)] = values[pos]
     return dense
+
+
+def add_metadata(model, decisions):
+    """Stores ``decisions`` (JSON-able) in the model's metadata under METADATA_KEY."""
+    import json
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(json.dumps(decisions).encode(), dtype=np.uint8).copy()
+    model.buffers.append(buf)
+    meta = schema.MetadataT()
+    meta.name = METADATA_KEY.encode()
+    meta.buffer = len(model.buffers) - 1
+    model.metadata = list(model.metadata or []) + [meta]

@@ -9,7 +9,7 @@ b'TFL3'
 
 import contextlib
 import io
-import json
+import logging
 import os
 
 import keras
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune.export import _flatbuffer as fb
-from tfprune.export import _timing
+from tfprune.export import _auto
 
 __all__ = ["to_tflite", "SPARSE_MODES", "QUANTIZE_MODES"]
 
@@ -100,6 +100,10 @@ def _converter(static, sparse, quantize, rep, int8_io):
 
 
 def _convert(converter):
+    from absl import logging as absl_logging
+    verbosity, tf_level = absl_logging.get_verbosity(), tf.get_logger().level
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    tf.get_logger().setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return converter.convert()
@@ -110,16 +114,9 @@ def _convert(converter):
             hint = (" The model needs ops outside the TFLite builtin set (Flex/select TF ops), "
                     "which edge runtimes and the Edge TPU do not have; replace those layers.")
         raise ValueError(f"TFLite conversion failed.{hint}\n{text[:2000]}") from None
-
-
-def _add_metadata(model, decisions):
-    buf = fb.schema.BufferT()
-    buf.data = np.frombuffer(json.dumps(decisions).encode(), dtype=np.uint8).copy()
-    model.buffers.append(buf)
-    meta = fb.schema.MetadataT()
-    meta.name = fb.METADATA_KEY.encode()
-    meta.buffer = len(model.buffers) - 1
-    model.metadata = list(model.metadata or []) + [meta]
+    finally:
+        absl_logging.set_verbosity(verbosity)
+        tf.get_logger().setLevel(tf_level)
 
 
 def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
@@ -139,13 +136,16 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
         weights with >= 30% zeros; fully-connected weights with 1x4 float /
         1x16 int8 blocks get the sparse FC kernel, everything else is stored
         sparse and densified once at prepare time). ``"auto"``: converts
-        sparse, then measures, per fully-connected layer with a block-sparse
-        kernel, the model with only that layer sparse against the dense model
-        (interleaved, ``auto_rounds`` rounds, ``threads`` threads on this
-        machine) and keeps the layer sparse only when it is faster; finally the
-        assembled model is timed against the dense one and, if slower, the
-        dense model is returned. The choice and the reason per layer are stored
-        in the file's metadata and shown by :func:`tfprune.export.inspect`.
+        twice (dense and sparse; the converter's sparsity option is
+        model-wide), then starts from the dense model and moves the sparse
+        weights of one fully-connected layer at a time into it, timing each
+        against the dense model on this machine (interleaved, ``auto_rounds``
+        rounds, ``threads`` threads); a layer stays sparse only when that is
+        faster, and the assembled model is checked against the dense one (the
+        dense model is returned if it is slower). Conv weights stay dense in
+        "auto" (sparse storage there only shrinks the file). The choice and the
+        reason per layer are stored in the file's metadata and shown by
+        :func:`tfprune.export.inspect`.
       quantize: ``None`` (float32), ``"dynamic"`` (int8 weights, float
         activations), ``"float16"`` or ``"int8"`` (full integer; needs
         ``representative_data``).
@@ -199,115 +199,17 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
     static = _static_model(model, batch_size, target)
     data = _convert(_converter(static, sparse, quantize, rep, int8_io))
     if sparse == "auto":
-        data = _auto(data, threads=threads, rounds=auto_rounds)
+        dense = _convert(_converter(static, "none", quantize, rep, int8_io))
+        data = _auto.choose(dense, data, threads=threads, rounds=auto_rounds)
     elif sparse == "force":
         _, fbm = fb.load(data)
         decisions = [{"tensor": t.name.decode(), "decision": "sparse",
                       "reason": "sparse='force': converter encoding kept"}
                      for t in fbm.subgraphs[0].tensors if t.sparsity is not None]
         if decisions:
-            _add_metadata(fbm, decisions)
+            fb.add_metadata(fbm, decisions)
             data = fb.pack(fbm)
     if output is not None:
         with open(output, "wb") as f:
             f.write(data)
     return data
-
-
-# ---- sparse="auto": measure, per FC layer, whether the sparse kernel pays ----
-
-def _densify_tensor(model, data, tensor):
-    values = np.frombuffer(fb.buffer_data(model, data, tensor.buffer),
-                           dtype=fb.NUMPY_TYPES[tensor.type])
-    dense = fb.densify(tensor, values)
-    tensor.sparsity = None
-    buf = model.buffers[tensor.buffer]
-    buf.data = np.frombuffer(dense.tobytes(), dtype=np.uint8).copy()
-    buf.offset, buf.size = 0, 0
-
-
-def _variant(data, keep_sparse):
-    """Bytes with every sparse FC weight densified except tensor indices in ``keep_sparse``."""
-    _, model = fb.load(data)
-    graph = model.subgraphs[0]
-    for op in graph.operators:
-        if fb.opcode_name(model, op) == "FULLY_CONNECTED":
-            w = int(op.inputs[1])
-            t = graph.tensors[w]
-            if t.sparsity is not None and w not in keep_sparse:
-                _densify_tensor(model, data, t)
-    return model
-
-
-def _sparse_fc(data):
-    _, model = fb.load(data)
-    graph = model.subgraphs[0]
-    out = []
-    for op in graph.operators:
-        if fb.opcode_name(model, op) == "FULLY_CONNECTED":
-            w = int(op.inputs[1])
-            t = graph.tensors[w]
-            if t.sparsity is not None:
-                block = fb.block_shape(t)
-                density = len(fb.buffer_data(model, data, t.buffer)) / (
-                    np.dtype(fb.NUMPY_TYPES[t.type]).itemsize * np.prod(t.shape))
-                out.append((w, t.name.decode(), "x".join(map(str, block)), float(density)))
-    return out
-
-
-def _auto(data, threads, rounds):
-    candidates = _sparse_fc(data)
-    if not candidates:
-        _, model = fb.load(data)
-        has_sparse = any(t.sparsity is not None for t in model.subgraphs[0].tensors)
-        if not has_sparse:
-            return data
-        decisions = [{"tensor": t.name.decode(), "decision": "sparse storage",
-                      "reason": "no sparse kernel for this op/pattern: stored sparse, "
-                                "densified once at prepare (smaller file, same kernels)"}
-                     for t in model.subgraphs[0].tensors if t.sparsity is not None]
-        _add_metadata(model, decisions)
-        return fb.pack(model)
-    dense = fb.pack(_variant(data, set()))
-    variants = {"dense": dense}
-    for w, name, block, density in candidates:
-        variants[w] = fb.pack(_variant(data, {w}))
-    times = _timing.interleaved(variants, threads=threads, rounds=rounds)
-    keep, decisions = set(), []
-    for w, name, block, density in candidates:
-        ratio = times.ratio(w, "dense")
-        if ratio is None:
-            decisions.append({"tensor": name, "decision": "dense",
-                              "reason": f"{block} block, {1 - density:.0%} zeros: the sparse "
-                                        f"model failed to run ({times.errors[w]})"})
-        elif ratio < 0.97:
-            keep.add(w)
-            decisions.append({"tensor": name, "decision": "sparse",
-                              "reason": f"{block} block, {1 - density:.0%} zeros: model time "
-                                        f"{ratio:.2f}x of dense with this layer sparse"})
-        else:
-            decisions.append({"tensor": name, "decision": "dense",
-                              "reason": f"{block} block, {1 - density:.0%} zeros: model time "
-                                        f"{ratio:.2f}x of dense with this layer sparse "
-                                        "(dense XNNPACK kernel is faster)"})
-    final = _variant(data, keep)
-    for t in final.subgraphs[0].tensors:
-        if t.sparsity is not None and not any(d["tensor"] == t.name.decode() for d in decisions):
-            decisions.append({"tensor": t.name.decode(), "decision": "sparse storage",
-                              "reason": "no sparse kernel for this op/pattern: stored sparse, "
-                                        "densified once at prepare"})
-    final_bytes = fb.pack(final)
-    check = _timing.interleaved({"final": final_bytes, "dense": dense},
-                                threads=threads, rounds=rounds)
-    ratio = check.ratio("final", "dense")
-    if ratio is None or ratio > 1.02:
-        why = (f"assembled model measured {ratio:.2f}x dense" if ratio is not None
-               else f"assembled model failed to run ({check.errors['final']})")
-        decisions = [dict(d, decision="dense", reason=d["reason"] + f"; reverted: {why}")
-                     for d in decisions]
-        final = fb.load(dense)[1]
-    else:
-        decisions.append({"tensor": "(whole model)", "decision": "checked",
-                          "reason": f"assembled model {ratio:.2f}x dense time"})
-    _add_metadata(final, decisions)
-    return fb.pack(final)

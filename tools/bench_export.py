@@ -1,0 +1,159 @@
+"""Export benchmark: dense vs unstructured vs block-sparse LiteRT, float and int8; sparse="auto".
+
+MLP 784-2048-2048-10 with random (untrained) weights; fc1 and fc2 are pruned
+by magnitude to the target sparsity (the output layer stays dense), as
+unstructured weights or as 1xN blocks along the input dimension (TFLite
+(out, in) order: 1x4 for float, 1x16 for int8). Every model is exported with
+``tfprune.export.to_tflite`` and timed with the ai_edge_litert interpreter in
+interleaved rounds (all models in one run); ratios are medians over rounds of
+the per-round ratio to the dense export of the same weights.
+
+    python tools/bench_export.py                     # full table (~2-4 min)
+    python tools/bench_export.py --rounds=5 --sizes=784,512,512,10   # quick
+"""
+
+import os
+import platform
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sizes", ["784", "2048", "2048", "10"], "MLP layer widths.")
+flags.DEFINE_float("sparsity", 0.9, "Sparsity of the main comparison.")
+flags.DEFINE_list("auto_sparsities", ["0.5", "0.75"], "Sparsities for the sparse='auto' rows.")
+flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+flags.DEFINE_integer("rounds", 30, "Interleaved rounds (each: 10 invokes per model).")
+flags.DEFINE_list("resolvers", ["default", "builtin"], "Op resolvers to time.")
+flags.DEFINE_integer("seed", 0, "Weight seed.")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def block_prune(kernel, sparsity, rows):
+    """Zeros the lowest-L1 groups of ``rows`` consecutive inputs of a Dense kernel (in, out)."""
+    import numpy as np
+    n_in, n_out = kernel.shape
+    groups = kernel.reshape(n_in // rows, rows, n_out)
+    score = np.abs(groups).sum(1)
+    k = int(round(sparsity * score.size))
+    order = np.argsort(score, axis=None)
+    keep = np.ones(score.size, bool)
+    keep[order[:k]] = False
+    return (groups * keep.reshape(score.shape)[:, None, :]).reshape(n_in, n_out)
+
+
+def build(sizes, sparsity, pattern, seed):
+    import keras
+    import numpy as np
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((sizes[0],))]
+    for i, width in enumerate(sizes[1:-1]):
+        layers.append(keras.layers.Dense(width, activation="relu", name=f"fc{i + 1}"))
+    layers.append(keras.layers.Dense(sizes[-1], name="out"))
+    model = keras.Sequential(layers)
+    for layer in model.layers[:-1]:
+        k, b = layer.get_weights()
+        if pattern == "unstructured":
+            k = block_prune(k.reshape(-1, 1), sparsity, 1).reshape(k.shape)
+        elif pattern != "dense":
+            k = block_prune(k, sparsity, int(pattern.split("x")[1]))
+        layer.set_weights([k, b])
+    return model
+
+
+def main(argv):
+    del argv
+    import numpy as np
+    import keras
+    import tensorflow as tf
+    import tfprune as tp
+    from tfprune.export import _timing
+
+    sizes = [int(s) for s in FLAGS.sizes]
+    s = FLAGS.sparsity
+    rep = np.random.default_rng(1).random((100, sizes[0])).astype("float32")
+    rows = []  # (label, group, bytes)
+    for quant, block in ((None, "1x4"), ("int8", "1x16")):
+        tag = "float" if quant is None else "int8"
+        kw = dict(quantize=quant, representative_data=rep if quant else None,
+                  threads=FLAGS.threads)
+        dense = tp.export.to_tflite(build(sizes, s, block, FLAGS.seed), sparse="none", **kw)
+        rows.append((f"{tag} dense export ({block} {s:.0%} weights)", f"{tag}-dense", dense))
+        rows.append((f"{tag} unstructured {s:.0%}, sparse=force", tag,
+                     tp.export.to_tflite(build(sizes, s, "unstructured", FLAGS.seed),
+                                         sparse="force", **kw)))
+        rows.append((f"{tag} {block} block {s:.0%}, sparse=force", tag,
+                     tp.export.to_tflite(build(sizes, s, block, FLAGS.seed), sparse="force", **kw)))
+        rows.append((f"{tag} {block} block {s:.0%}, sparse=auto", tag,
+                     tp.export.to_tflite(build(sizes, s, block, FLAGS.seed), sparse="auto", **kw)))
+        for a in (float(x) for x in FLAGS.auto_sparsities):
+            m = build(sizes, a, block, FLAGS.seed)
+            rows.append((f"{tag} dense export ({block} {a:.0%} weights)", f"{tag}-dense-{a}",
+                         tp.export.to_tflite(m, sparse="none", **kw)))
+            rows.append((f"{tag} {block} block {a:.0%}, sparse=force", f"{tag}-{a}",
+                         tp.export.to_tflite(m, sparse="force", **kw)))
+            rows.append((f"{tag} {block} block {a:.0%}, sparse=auto", f"{tag}-{a}",
+                         tp.export.to_tflite(m, sparse="auto", **kw)))
+
+    def baseline(group):
+        if group.endswith("dense") or "-dense-" in group:
+            return group
+        if "-" in group:
+            tag, a = group.split("-")
+            return f"{tag}-dense-{a}"
+        return f"{group}-dense"
+
+    results = {}
+    for resolver in FLAGS.resolvers:
+        models = {label: data for label, _, data in rows}
+        results[resolver] = _timing.interleaved(models, threads=FLAGS.threads,
+                                                rounds=FLAGS.rounds, runs=10, resolver=resolver)
+    by_group = {g: label for label, g, _ in rows if g.endswith("dense") or "-dense-" in g}
+    head = ["model", "size (KB)", "gzip (KB)", "nonzero bound (KB)", "size / bound",
+            "kernels (FC)", "auto decisions"]
+    for r in FLAGS.resolvers:
+        head += [f"p50 ms ({r})", f"vs dense ({r})"]
+    print(f"MLP {'-'.join(map(str, sizes))}, threads={FLAGS.threads}, {FLAGS.rounds} rounds x "
+          f"10 invokes, all models interleaved in one run\n")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for label, group, data in rows:
+        rep_ = tp.export.inspect(data)
+        fc = [op["kernel"].replace("sparse FC ", "") for op in rep_.ops
+              if op["type"] == "FULLY_CONNECTED"]
+        dec = ", ".join(d["decision"] for d in rep_.decisions if d["tensor"] != "(whole model)")
+        cells = [label, f"{rep_.size / 1024:.0f}", f"{rep_.gzip_size / 1024:.0f}",
+                 f"{rep_.nonzero_bytes / 1024:.0f}", f"{rep_.size / rep_.nonzero_bytes:.2f}",
+                 "; ".join(fc), dec or "-"]
+        for r in FLAGS.resolvers:
+            t = results[r]
+            base = by_group[baseline(group)]
+            med = t.median(label)
+            ratio = t.ratio(label, base)
+            cells += ["error" if med is None else f"{med * 1e3:.3f}",
+                      "-" if ratio is None else f"{ratio:.2f}x"]
+        print("| " + " | ".join(cells) + " |")
+    errors = {r: t.errors for r, t in results.items() if t.errors}
+    if errors:
+        print(f"\nerrors: {errors}")
+    from importlib.metadata import version
+    print(f"\ntensorflow {tf.__version__}, keras {keras.__version__}, ai-edge-litert "
+          f"{version('ai-edge-litert')}, numpy {np.__version__}; {cpu_model()}, "
+          f"{os.cpu_count()} cores ({platform.machine()})")
+
+
+if __name__ == "__main__":
+    app.run(main)
