@@ -3,7 +3,8 @@
 Trains a small residual CNN (widths 32/32/64/128), prunes channels with
 ``tfprune.structure.prune_channels`` to ~2x and ~3x fewer FLOPs (uniform ratio
 per group, found by bisection on counted FLOPs; ``round_to`` 8 and 1),
-fine-tunes each, and times the exported static batch-1 float .tflite files
+re-estimates BatchNorm statistics on --calib training images, fine-tunes
+each, and times the exported static batch-1 float .tflite files
 side by side (interleaved rounds, medians) at 1 and 2 threads. The dense
 baseline trains for the same total number of epochs as the pruned models.
 
@@ -34,6 +35,7 @@ flags.DEFINE_list("round_to", ["8", "1"], "round_to values")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
 flags.DEFINE_integer("seed", 0, "random seed")
+flags.DEFINE_integer("calib", 1000, "training images used to re-estimate BatchNorm statistics")
 F = flags.FLAGS
 L = keras.layers
 
@@ -79,18 +81,21 @@ def fit(model, data, epochs, lr):
     return float(model.evaluate(xt, yt, batch_size=256, verbose=0)[1])
 
 
-def prune_to(model, target, round_to):
-    """Smallest uniform ratio whose counted FLOPs are <= dense / target."""
+def prune_to(model, target, round_to, calib):
+    """Smallest uniform ratio whose counted FLOPs are <= dense / target.
+
+    The chosen model's BatchNorm statistics are re-estimated on ``calib``.
+    """
     dense = tp.structure.count(model)["flops"]
     lo, hi, best = 0.0, 0.95, None
     for _ in range(14):
         mid = (lo + hi) / 2
         small = tp.structure.prune_channels(model, mid, round_to=round_to)
         if tp.structure.count(small)["flops"] <= dense / target:
-            hi, best = mid, (mid, small)
+            hi, best = mid, mid
         else:
             lo = mid
-    return best
+    return best, tp.structure.prune_channels(model, best, round_to=round_to, data=calib)
 
 
 def latency(blobs, threads):
@@ -134,7 +139,7 @@ def main(argv):
     rows = [("dense", None, None, dense_base)]
     for target in [float(t) for t in F.targets]:
         for r in [int(v) for v in F.round_to]:
-            ratio, small = prune_to(dense_base, target, r)
+            ratio, small = prune_to(dense_base, target, r, data[0][:F.calib])
             rows.append((f"{target:g}x FLOPs, round_to={r}", ratio, r, small))
     results = []
     for name, ratio, r, model in rows:

@@ -16,6 +16,8 @@ import numpy as np
 from tfprune import criteria as criteria_lib
 from tfprune.registry import _relative_key
 from tfprune.structure import _rules
+from tfprune.structure.calibrate import recalibrate_batchnorm
+from tfprune.structure.scores import bn_scales, group_scores
 from tfprune.structure.graph import graph as _graph
 
 __all__ = ["prune_channels", "remove_dead_channels", "rebuild"]
@@ -121,28 +123,6 @@ def _unsafe_scope():
 
 # -- choosing channels -------------------------------------------------------
 
-def group_scores(group, layers, criterion):
-    """Importance of each channel of ``group`` (higher = keep).
-
-    The sum, over the group's producer kernels (Conv filters, Dense columns,
-    ...), of the criterion's scores summed over the channel's slice; each
-    producer's vector is divided by its mean first, so residual groups with
-    several producers weigh them equally whatever their fan-in. With
-    ``"magnitude"`` this is the L1 filter norm of Li et al. (2017).
-    """
-    criterion = criteria_lib.get(criterion)
-    total = np.zeros(group.size)
-    for m in group.members:
-        if m.role != "producer" or m.key == "bias":
-            continue
-        w = keras.ops.convert_to_numpy(_weights_by_key(layers[m.layer])[m.key])
-        rows = _axis_rows(np.asarray(criterion.score(w, {}), dtype=np.float64), m.axis, np.sum)
-        per_channel = rows[m.index_matrix()].sum(axis=1)
-        mean = per_channel.mean()
-        total += per_channel / mean if mean > 0 else per_channel
-    return total
-
-
 def _refuse_wrapped(model, what):
     from tfprune.api import find_wrappers
     if isinstance(model, keras.Model) and find_wrappers(model):
@@ -213,7 +193,10 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
             group, naming any of its producers prunes the whole group; the
             largest fraction named wins).
         criterion: name or ``tfprune.criteria.Criterion`` scoring weights.
-        data: reserved for data-dependent criteria (not used by data-free ones).
+        data: optional input samples (an array, or ``(x, y)``): after the
+            surgery the BatchNorm statistics are re-estimated on them (see
+            :func:`tfprune.structure.calibrate.recalibrate_batchnorm`); a few
+            hundred training samples suffice. Weights are not trained.
         round_to: keep channel counts multiples of this (hardware-friendly
             widths: 8 suits XNNPACK's float kernels).
 
@@ -228,8 +211,6 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
     _refuse_wrapped(model, "prune_channels")
     criterion = criteria_lib.get(criterion)
-    if (criterion.needs_gradients or criterion.needs_activations) and data is None:
-        raise ValueError(f"Criterion {criterion!r} needs data; pass data=(x, y).")
     if criterion.needs_gradients or criterion.needs_activations:
         raise NotImplementedError(
             f"prune_channels does not collect statistics for {criterion!r} yet; "
@@ -237,15 +218,19 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
     g = _graph(model)
     ratios = _resolve_ratios(g, ratio)
     layers = _layers(g)
+    scales = bn_scales(g)
     removed = {}
     for gid, r in ratios.items():
         group = g.groups[gid]
         keep = _keep_count(group.size, r, round_to)
         if keep >= group.size:
             continue
-        order = np.argsort(group_scores(group, layers, criterion), kind="stable")
+        order = np.argsort(group_scores(group, layers, criterion, scales), kind="stable")
         removed[gid] = np.sort(order[:group.size - keep])
-    return rebuild(model, g, removed)
+    small = rebuild(model, g, removed)
+    if data is not None:
+        recalibrate_batchnorm(small, data)
+    return small
 
 
 # -- channels already zero -----------------------------------------------------
