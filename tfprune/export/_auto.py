@@ -60,8 +60,10 @@ def compose(dense_bytes, sparse_bytes, keep):
         buf = fb.schema.BufferT()
         buf.data = np.frombuffer(fb.buffer_data(sparse, sdata, sw.buffer), np.uint8).copy()
         dense.buffers.append(buf)
-        dw.buffer = len(dense.buffers) - 1
+        old, dw.buffer = dw.buffer, len(dense.buffers) - 1
         dfc[k].opcodeIndex = code_index
+        if not any(t.buffer == old for t in dg.tensors):
+            dense.buffers[old] = fb.schema.BufferT()  # drop the dense copy
     return dense
 
 
