@@ -92,6 +92,7 @@ def main(argv):
                   threads=FLAGS.threads)
         dense = tp.export.to_tflite(build(sizes, s, block, FLAGS.seed), sparse="none", **kw)
         rows.append((f"{tag} dense export ({block} {s:.0%} weights)", f"{tag}-dense", dense))
+        rows.append((f"{tag} same dense bytes again (A/A noise control)", tag, bytes(dense)))
         rows.append((f"{tag} unstructured {s:.0%}, sparse=force", tag,
                      tp.export.to_tflite(build(sizes, s, "unstructured", FLAGS.seed),
                                          sparse="force", **kw)))

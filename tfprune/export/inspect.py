@@ -27,7 +27,9 @@ TRANSPOSE_CONV CEIL NEG ABS GELU""".split())
 
 _SPARSE_FC = {("FLOAT32", (1, 4)): "sparse FC (1x4 block kernel)",
               ("FLOAT32", (1, 1)): "sparse FC (random-sparsity kernel)",
-              ("INT8", (1, 16)): "sparse FC (1x16 int8 block kernel)"}
+              ("INT8", (1, 16)): "sparse FC (1x16 int8 block kernel)",
+              # Measured: XNNPACK fails to prepare these under the default resolver.
+              ("INT8", (1, 1)): "sparse FC (int8 random: builtin resolver only)"}
 
 
 def _elem_bytes(ttype):
