@@ -9,11 +9,11 @@ inlined) and reports them as :class:`Group` objects.
 How (the idea of Torch-Pruning's DepGraph, written for Keras graphs): every
 tensor's last axis is described as a list of *channel spaces* (several after a
 ``Concatenate``), each channel maybe spanning several positions (after a
-``DepthwiseConv`` with ``depth_multiplier`` > 1), the whole optionally
-repeated (after ``Flatten``). Producers (Conv,
-Dense, ...) create a fresh space; pass-through layers (BatchNorm, activations,
-pooling, Depthwise, ...) forward it; element-wise merges (``Add``,
-``Multiply``...) unify the spaces of their inputs. A group is a set of unified
+``DepthwiseConv`` with ``depth_multiplier`` > 1), optionally repeated (after
+``Flatten``). Producers (Conv, Dense, ...) create a fresh space; pass-through
+layers (BatchNorm, activations, pooling, Depthwise, ...) forward it;
+element-wise merges (``Add``, ``Multiply``...) unify the spaces of their
+inputs. A group is a set of unified
 spaces; its members are the weight slices indexed by it. Per-layer behaviour is
 a table in :mod:`tfprune.structure._rules`.
 
