@@ -91,12 +91,12 @@ def test_rewind_to_unrecorded_step_is_a_clear_error():
 
 
 def test_resume_after_interruption(tmp_path):
-    full = lottery.imp(build, Trainer(), rounds=3, rate_per_round=0.5, state_dir=tmp_path / "a")
+    full = lottery.imp(build, Trainer(epochs=1), rounds=3, rate_per_round=0.5, state_dir=tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        lottery.imp(build, Trainer(fail_at=2), rounds=3, rate_per_round=0.5,
+        lottery.imp(build, Trainer(epochs=1, fail_at=2), rounds=3, rate_per_round=0.5,
                     state_dir=tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "b").glob("round_*.json")) == ["round_0.json", "round_1.json"]
-    resumed_train = Trainer()
+    resumed_train = Trainer(epochs=1)
     resumed = lottery.imp(build, resumed_train, rounds=3, rate_per_round=0.5,
                           state_dir=tmp_path / "b")
     assert resumed_train.calls == 2                     # only rounds 2 and 3 retrained
