@@ -34,7 +34,8 @@ from tfprune import datasets  # noqa: E402
 
 flags.DEFINE_integer("epochs", 6, "CIFAR: training epochs before channel pruning")
 flags.DEFINE_integer("finetune_epochs", 2, "CIFAR: fine-tuning epochs after channel pruning")
-flags.DEFINE_float("gl_strength", 5e-4, "CIFAR: group-lasso strength (filters)")
+flags.DEFINE_list("gl_strength", ["5e-4"], "CIFAR: group-lasso strengths (filters), one arm each")
+flags.DEFINE_bool("plain", True, "CIFAR: run the arm without group lasso")
 flags.DEFINE_float("ratio", 0.5, "CIFAR: fraction of channels removed per group")
 flags.DEFINE_integer("imp_rounds", 4, "MNIST: IMP rounds to reach 90%")
 flags.DEFINE_integer("imp_epochs", 3, "MNIST: epochs per IMP round")
@@ -75,14 +76,15 @@ def part_cifar(rows):
         return
     mean = x.mean(axis=(0, 1, 2))
     x, xt = x - mean, xt - mean
-    for arm in ("plain", "group lasso"):
+    arms = (["plain"] if F.plain else []) + [float(v) for v in F.gl_strength]
+    for arm in arms:
         keras.utils.set_random_seed(F.seed)
         model = cnn()
         callbacks = []
-        if arm == "group lasso":
+        if arm != "plain":
             tp.regularize(model, tp.regularizers.GroupLasso(0.0, "filters"),
                           layers=["conv1", "conv2", "conv3", "conv4"])
-            callbacks = [tp.RegularizerSchedule(F.gl_strength, ramp=max(F.epochs // 3, 1),
+            callbacks = [tp.RegularizerSchedule(arm, ramp=max(F.epochs // 3, 1),
                                                 proximal=True)]
         model.compile(sgd(), CE, metrics=["accuracy"])
         t0 = time.time()
@@ -164,7 +166,7 @@ def main(argv):
               "| params before -> after | time (s) |")
         print("|---|---|---|---|---|---|---|")
         for _, arm, before, dead, pruned, ft, p0, p1, t in cifar:
-            label = arm if arm == "plain" else f"group lasso (filters, {F.gl_strength:g}, proximal)"
+            label = arm if arm == "plain" else f"group lasso (filters, {arm:g}, proximal)"
             print(f"| {label} | {before:.4f} | {dead} | {pruned:.4f} | {ft:.4f} | {p0} -> {p1} | {t:.0f} |")
     mnist = [r for r in rows if r[0] == "mnist"]
     if mnist:
