@@ -13,7 +13,7 @@ from tfprune import criteria, granularity, registry, schedules
 from tfprune.api import prune, prune_layer, sparsity, strip, strip_layer, summary
 from tfprune.callbacks import PruningCallback, PruningLogger
 from tfprune.criteria import Criterion
-from tfprune.granularity import Granularity, Unstructured
+from tfprune.granularity import Block, Channels, Filters, Granularity, Heads, NofM, Unstructured
 from tfprune.registry import PrunableLayer
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedule
 from tfprune.wrappers import PruneWrapper
@@ -31,6 +31,6 @@ __all__ = [
     "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary",
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot",
-    "Criterion", "Granularity", "Unstructured",
+    "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",
     "compat", "export", "criteria", "granularity", "registry", "schedules", "sensitivity", "structure",
 ]

@@ -183,3 +183,10 @@ def _parse_string(text):
         if result is not None:
             return result
     return None
+
+
+# Structured granularities live in their own module; importing it registers
+# them (and the "1x4" / "2:4" shorthands) here.
+from tfprune._structured import Block, Channels, Filters, Heads, NofM  # noqa: E402,F401
+
+__all__ += ["Block", "NofM", "Channels", "Filters", "Heads"]

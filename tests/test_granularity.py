@@ -1,0 +1,138 @@
+import keras
+import numpy as np
+import pytest
+
+import tfprune as tp
+from tfprune import granularity
+from tfprune.registry import PrunableWeight, prunable_weights
+
+from _helpers import assert_config_roundtrip, random_data
+
+L = keras.layers
+
+
+class _Var:
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def pw(shape, out_axes=(-1,), head_axis=None):
+    return PrunableWeight(_Var(shape), "kernel", out_axes, head_axis)
+
+
+def test_to_matrix_is_tflite_layout_and_invertible():
+    conv = np.random.rand(3, 3, 2, 5)            # Keras (kh, kw, in, out)
+    mat = granularity.to_matrix(conv)
+    assert mat.shape == (5, 18)
+    np.testing.assert_array_equal(mat[4].reshape(3, 3, 2), conv[..., 4])   # TFLite OHWI row
+    np.testing.assert_array_equal(granularity.from_matrix(mat, conv.shape), conv)
+
+
+def test_unstructured_prunes_exact_count_and_keeps_one():
+    scores = np.random.rand(10, 10)
+    mask = tp.Unstructured().mask(scores, 0.73, pw((10, 10)))
+    assert (mask == 0).sum() == 73
+    assert np.all(scores[mask == 0].max() <= scores[mask == 1].min())
+    assert tp.Unstructured().mask(scores, 0.999, pw((10, 10))).sum() == 1
+
+
+def test_block_1x4_zeroes_whole_blocks_along_keras_input_axis():
+    kernel = np.random.rand(16, 6)                # Dense (in=16, out=6)
+    mask = tp.Block(1, 4).mask(np.abs(kernel), 0.5, pw(kernel.shape))
+    blocks = mask.reshape(4, 4, 6)               # 4 consecutive inputs per output
+    assert np.all((blocks.min(1) == blocks.max(1)))          # all-or-nothing per block
+    assert (mask == 0).mean() == 0.5
+
+
+def test_block_partial_edge_blocks_are_scored_on_what_they_have():
+    # 6 inputs, blocks of 4: one full block and one partial block of 2 per output.
+    scores = np.array([[1.0], [1.0], [1.0], [1.0], [9.0], [9.0]])
+    mask = tp.Block(1, 4, reduce="mean").mask(scores, 0.5, pw((6, 1)))
+    assert mask[:, 0].tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_n_of_m_keeps_exactly_n_in_every_m_consecutive_inputs():
+    kernel = np.random.rand(32, 8)
+    mask = tp.NofM(2, 4).mask(np.abs(kernel), 0.5, pw(kernel.shape))
+    assert np.all(mask.reshape(8, 4, 8).sum(1) == 2)
+    ramp = tp.NofM(2, 4).mask(np.abs(kernel), 0.25, pw(kernel.shape))
+    assert np.all(ramp.reshape(8, 4, 8).sum(1) == 3)          # gradual: 3:4 on the way
+    final = tp.NofM(2, 4).mask(np.abs(kernel), 0.9, pw(kernel.shape))
+    assert np.all(final.reshape(8, 4, 8).sum(1) == 2)         # never beyond 2:4
+
+
+def test_channels_out_and_in():
+    conv = np.ones((3, 3, 4, 6))
+    conv[..., 2] = 0.01                           # filter 2 is tiny
+    mask = tp.Channels().mask(conv, 1 / 6, pw(conv.shape))
+    assert np.all(mask[..., 2] == 0) and np.all(mask[..., [0, 1, 3, 4, 5]] == 1)
+    conv = np.ones((3, 3, 4, 6))
+    conv[:, :, 1, :] = 0.01                       # input channel 1 is tiny
+    mask = tp.Channels(axis="in").mask(conv, 0.25, pw(conv.shape))
+    assert np.all(mask[:, :, 1, :] == 0) and mask.sum() == 3 * 3 * 3 * 6
+
+
+def test_heads_on_attention_and_error_on_dense():
+    mha = L.MultiHeadAttention(4, 8)
+    x = np.zeros((1, 3, 16), "float32")
+    mha(x, x)
+    q = prunable_weights(mha)[0]                  # (16, heads=4, 8)
+    scores = np.ones(q.shape)
+    scores[:, 3] = 0.1
+    mask = tp.Heads().mask(scores, 0.25, q)
+    assert np.all(mask[:, 3] == 0) and np.all(mask[:, :3] == 1)
+    dense = L.Dense(4, name="dense_x")
+    dense.build((None, 3))
+    with pytest.raises(ValueError, match=r"Heads\(\) applies only to MultiHeadAttention.*dense_x"):
+        tp.Heads().check(prunable_weights(dense)[0], "dense_x")
+
+
+def test_registry_and_shorthands():
+    assert granularity.get("1x4") == tp.Block(1, 4)
+    assert granularity.get("1x16") == tp.Block(1, 16)
+    assert granularity.get("2:4") == tp.NofM(2, 4)
+    assert granularity.get("filters") == tp.Channels()
+    with pytest.raises(ValueError, match="Unknown pruning granularity 'chanels'.*channels"):
+        granularity.get("chanels")
+
+
+@pytest.mark.parametrize("g", [tp.Block(2, 8, reduce="max"), tp.NofM(1, 4), tp.Channels("in", "mean"),
+                               tp.Heads(), tp.Unstructured()])
+def test_serialisation(g):
+    assert assert_config_roundtrip(g) == g
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"0 < n < m.*n=4, m=4"):
+        tp.NofM(4, 4)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        tp.Block(1, 4, reduce="median")
+    with pytest.raises(ValueError, match=r"multiple of 4.*'fc'.*6 inputs"):
+        tp.NofM(2, 4).check(pw((6, 3)), "fc")
+    with pytest.raises(ValueError, match=r"Block\(1, 64\) is larger"):
+        tp.Block(1, 64).check(pw((16, 3)), "fc")
+
+
+def test_prune_with_structured_granularities_end_to_end():
+    x, y = random_data(64, input_shape=(16,))
+    model = keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu", name="a"),
+                              L.Dense(32, activation="relu", name="b"), L.Dense(4, name="c")])
+    for gran in ("1x4", "2:4", tp.Channels()):
+        pruned = tp.prune(model, schedule=tp.OneShot(0.5), granularity=gran, skip=["c"])
+        pruned.compile("adam", "sparse_categorical_crossentropy")
+        pruned.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tp.PruningCallback()])
+        kernel = keras.ops.convert_to_numpy(pruned.get_layer("b").layer.kernel)
+        assert (kernel == 0).mean() == 0.5
+        if gran == "1x4":
+            blocks = (kernel == 0).reshape(8, 4, 32)
+            assert np.all(blocks.all(1) | ~blocks.any(1))
+        elif gran == "2:4":
+            assert np.all((kernel != 0).reshape(8, 4, 32).sum(1) == 2)
+        else:
+            assert np.all((kernel == 0).all(0) | (kernel != 0).all(0))
+
+
+def test_granularity_that_does_not_fit_is_refused_at_build():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="fc")])
+    with pytest.raises(ValueError, match=r"multiple of 4.*'fc'"):
+        tp.prune(model, schedule=tp.OneShot(0.5), granularity="2:4")

@@ -1,0 +1,248 @@
+"""Structured granularities: blocks, N:M, channels/filters and attention heads.
+
+Registered in :mod:`tfprune.granularity` (import them from there). All work
+on TFLite's ``(out, in)`` view of a kernel (see ``granularity.to_matrix``).
+"""
+
+import numpy as np
+
+from tfprune.granularity import Granularity, _STRING_PARSERS, from_matrix, keep_top, register, to_matrix
+
+_REDUCERS = {"sum": np.nansum, "mean": np.nanmean, "max": np.nanmax}
+
+
+def _reducer(reduce, owner):
+    if reduce not in _REDUCERS:
+        raise ValueError(f"{owner}: reduce must be one of {sorted(_REDUCERS)}; got {reduce!r}.")
+    return _REDUCERS[reduce]
+
+
+def _where(weight, layer_name):
+    name = f"layer '{layer_name}' " if layer_name else ""
+    return f"{name}weight '{weight.key}' {weight.shape}"
+
+
+@register("block")
+class Block(Granularity):
+    """Rectangular blocks of ``rows`` outputs x ``cols`` consecutive inputs.
+
+    Blocks tile TFLite's ``(out, in)`` weight: ``Block(1, 4)`` groups 4
+    consecutive *inputs* of one output unit, i.e. 4 consecutive rows along
+    axis 0 of a Keras Dense kernel ``(in, out)``. That is the layout LiteRT's
+    block-sparse FULLY_CONNECTED kernel runs fast (float 1x4, int8 1x16).
+    A block's score is ``reduce`` (default mean) of its weights' scores:
+
+    .. math:: S_b = \\mathrm{reduce}_{i \\in b}\\, s_i
+
+    Edge blocks: when a dimension is not a multiple of the block size, the
+    last blocks are partial and scored over the weights they have (the
+    weight is never padded with fake zeros). Shorthand strings ``"1x4"``,
+    ``"1x16"`` also work.
+
+    >>> import numpy as np
+    >>> from tfprune.registry import PrunableWeight
+    >>> class V: shape = (8, 2)                     # Dense kernel, in=8, out=2
+    >>> scores = np.arange(16.0).reshape(8, 2)
+    >>> mask = Block(1, 4).mask(scores, 0.5, PrunableWeight(V(), "kernel"))
+    >>> mask[:, 0].tolist()                          # output 0: inputs 0-3 pruned
+    [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, rows=1, cols=4, reduce="mean"):
+        self.rows, self.cols = int(rows), int(cols)
+        if self.rows < 1 or self.cols < 1:
+            raise ValueError(f"Block: rows and cols must be >= 1; got {rows}x{cols}.")
+        _reducer(reduce, "Block")
+        self.reduce = reduce
+
+    def check(self, weight, layer_name=""):
+        n_out, n_in = to_matrix(np.zeros(weight.shape, np.int8), weight.out_axes).shape
+        if self.rows > n_out or self.cols > n_in:
+            raise ValueError(
+                f"Block({self.rows}, {self.cols}) is larger than {_where(weight, layer_name)}, "
+                f"whose (out, in) view is ({n_out}, {n_in}).")
+
+    def groups(self, scores, weight):
+        shape = np.shape(scores)
+        mat = to_matrix(np.asarray(scores, np.float64), weight.out_axes)
+        n_out, n_in = mat.shape
+        po, pi = -n_out % self.rows, -n_in % self.cols
+        padded = np.pad(mat, ((0, po), (0, pi)), constant_values=np.nan)
+        blocks = padded.reshape(padded.shape[0] // self.rows, self.rows,
+                                padded.shape[1] // self.cols, self.cols)
+        group_scores = _REDUCERS[self.reduce](blocks, axis=(1, 3))
+
+        def expand(keep):
+            full = np.repeat(np.repeat(keep, self.rows, 0), self.cols, 1)[:n_out, :n_in]
+            return from_matrix(full, shape, weight.out_axes)
+
+        return group_scores, expand
+
+    def get_config(self):
+        return {"rows": self.rows, "cols": self.cols, "reduce": self.reduce}
+
+
+@register("n_of_m", "nofm", "n:m")
+class NofM(Granularity):
+    """N:M sparsity: in every ``m`` consecutive inputs of an output, keep ``n``.
+
+    The pattern of NVIDIA's sparse tensor cores (2:4). Groups run along the
+    input dimension of TFLite's ``(out, in)`` view (axis 0 of a Dense
+    kernel). The schedule's target ramps the pattern in: at sparsity ``s``
+    each group drops ``min(m - n, round(s * m))`` weights, so the final
+    pattern is exactly ``n`` of every ``m`` once ``s >= 1 - n / m``:
+
+    .. math:: \\text{keep}_g = \\mathrm{top}_{\\max(n,\\, m - \\mathrm{round}(s m))}(s_i : i \\in g)
+
+    >>> import numpy as np
+    >>> from tfprune.registry import PrunableWeight
+    >>> class V: shape = (8, 1)
+    >>> m = NofM(2, 4).mask(np.arange(8.0).reshape(8, 1), 0.5, PrunableWeight(V(), "k"))
+    >>> m[:, 0].tolist()
+    [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    """
+
+    def __init__(self, n=2, m=4):
+        self.n, self.m = int(n), int(m)
+        if not (0 < self.n < self.m):
+            raise ValueError(f"NofM: need 0 < n < m (keep n of every m); got n={n}, m={m}.")
+
+    def check(self, weight, layer_name=""):
+        n_in = to_matrix(np.zeros(weight.shape, np.int8), weight.out_axes).shape[1]
+        if n_in % self.m:
+            raise ValueError(
+                f"NofM({self.n}, {self.m}) needs the input dimension to be a multiple of "
+                f"{self.m}; {_where(weight, layer_name)} has {n_in} inputs per output.")
+
+    def mask(self, scores, sparsity, weight):
+        shape = np.shape(scores)
+        mat = to_matrix(np.asarray(scores, np.float64), weight.out_axes)
+        groups = mat.reshape(mat.shape[0], -1, self.m)
+        drop = min(self.m - self.n, int(round(float(sparsity) * self.m)))
+        keep = np.ones(groups.shape, np.float32)
+        if drop:
+            idx = np.argpartition(groups, drop - 1, axis=-1)[..., :drop]
+            np.put_along_axis(keep, idx, 0.0, axis=-1)
+        return from_matrix(keep.reshape(mat.shape), shape, weight.out_axes)
+
+    def get_config(self):
+        return {"n": self.n, "m": self.m}
+
+
+@register("channels", "filters", "neurons", "units")
+class Channels(Granularity):
+    """Whole output units (Dense neurons, Conv filters) or input channels.
+
+    ``axis="out"`` (default) groups each row of TFLite's ``(out, in)`` view:
+    one Dense unit or one Conv filter. ``axis="in"`` groups each input
+    channel (axis 0 of a Dense kernel, axis -2 of a Conv kernel) across all
+    outputs. Removing these is what makes layers smaller and faster
+    (``tfprune.strip(model, shrink=True)``). Group score:
+
+    .. math:: S_c = \\mathrm{reduce}_{i \\in c}\\, s_i \\quad(\\text{sum of } |w| = L_1 \\text{ norm})
+
+    >>> import numpy as np
+    >>> from tfprune.registry import PrunableWeight
+    >>> class V: shape = (3, 2)                      # Dense kernel, 2 units
+    >>> m = Channels().mask(np.array([[1., 5], [1, 5], [1, 5]]), 0.5, PrunableWeight(V(), "k"))
+    >>> m.tolist()                                   # unit 0 (small) removed
+    [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
+    """
+
+    def __init__(self, axis="out", reduce="sum"):
+        if axis not in ("out", "in"):
+            raise ValueError(f"Channels: axis must be 'out' or 'in'; got {axis!r}.")
+        _reducer(reduce, "Channels")
+        self.axis, self.reduce = axis, reduce
+
+    def _in_axis(self, weight):
+        ndim = len(weight.shape)
+        out = {a % ndim for a in weight.out_axes}
+        rest = [a for a in range(ndim) if a not in out]
+        return rest[-1] if rest else None
+
+    def check(self, weight, layer_name=""):
+        if self.axis == "in" and (len(weight.out_axes) > 1 or self._in_axis(weight) is None):
+            raise ValueError(
+                f"Channels(axis='in') does not apply to {_where(weight, layer_name)}: its "
+                "output axes already include the input channels (depthwise / attention).")
+
+    def groups(self, scores, weight):
+        scores = np.asarray(scores, np.float64)
+        reduce = _REDUCERS[self.reduce]
+        if self.axis == "out":
+            mat = to_matrix(scores, weight.out_axes)
+            group_scores = reduce(mat, axis=1)
+            return group_scores, lambda keep: from_matrix(
+                np.repeat(keep[:, None], mat.shape[1], 1), scores.shape, weight.out_axes)
+        ax = self._in_axis(weight)
+        other = tuple(a for a in range(scores.ndim) if a != ax)
+        group_scores = reduce(scores, axis=other)
+
+        def expand(keep):
+            shape = [1] * scores.ndim
+            shape[ax] = -1
+            return np.broadcast_to(keep.reshape(shape), scores.shape).astype(np.float32)
+
+        return group_scores, expand
+
+    def get_config(self):
+        return {"axis": self.axis, "reduce": self.reduce}
+
+
+@register("heads")
+class Heads(Granularity):
+    """Whole attention heads of a MultiHeadAttention layer.
+
+    Each of the query/key/value/output projections is grouped by its head
+    axis; a head's score is ``reduce`` (default sum) over its weights.
+    Applies only to weights with a head axis (MultiHeadAttention).
+
+    .. math:: S_h = \\mathrm{reduce}_{i \\in h}\\, s_i
+    """
+
+    def __init__(self, reduce="sum"):
+        _reducer(reduce, "Heads")
+        self.reduce = reduce
+
+    def check(self, weight, layer_name=""):
+        if weight.head_axis is None:
+            raise ValueError(
+                f"Heads() applies only to MultiHeadAttention weights; {_where(weight, layer_name)} "
+                "has no head axis. Use Channels() for Dense/Conv layers.")
+
+    def groups(self, scores, weight):
+        scores = np.asarray(scores, np.float64)
+        ax = weight.head_axis % scores.ndim
+        other = tuple(a for a in range(scores.ndim) if a != ax)
+        group_scores = _REDUCERS[self.reduce](scores, axis=other)
+
+        def expand(keep):
+            shape = [1] * scores.ndim
+            shape[ax] = -1
+            return np.broadcast_to(keep.reshape(shape), scores.shape).astype(np.float32)
+
+        return group_scores, expand
+
+    def get_config(self):
+        return {"reduce": self.reduce}
+
+
+Filters = Channels
+
+
+def _parse(text):
+    text = text.strip().lower()
+    if "x" in text:
+        r, _, c = text.partition("x")
+        if r.isdigit() and c.isdigit():
+            return Block(int(r), int(c))
+    if ":" in text:
+        n, _, m = text.partition(":")
+        if n.isdigit() and m.isdigit():
+            return NofM(int(n), int(m))
+    return None
+
+
+_STRING_PARSERS.append(_parse)
+__all__ = ["Block", "NofM", "Channels", "Filters", "Heads", "keep_top"]
