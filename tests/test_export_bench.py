@@ -66,7 +66,7 @@ def test_int8_accuracy_within_one_point_of_float_on_mnist():
                               keras.layers.Dense(64, activation="relu"),
                               keras.layers.Dense(10)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0)
+    model.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0)
     float_tfl = tp.export.to_tflite(model, sparse="none")
     int8_tfl = tp.export.to_tflite(model, sparse="none", quantize="int8",
                                    representative_data=x_train[:300])

@@ -14,21 +14,27 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 
+def _define(kind, name, *args, **kwargs):
+    if name not in FLAGS:  # both CLIs may live in one process (tests); same meanings
+        kind(name, *args, **kwargs)
+
+
 def define_flags():
     """Defines this app's flags (at run time, so importing the module is side-effect free)."""
-    if "model" in FLAGS:
-        return
-    flags.DEFINE_string("model", None, "Path to a .tflite model.")
-    flags.DEFINE_string("compare_to", None, "Optional second .tflite timed side by side.")
-    flags.DEFINE_string("data", None, ".npz with arrays 'x' and optionally 'y' for accuracy.")
-    flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-    flags.DEFINE_integer("runs", 200, "Timed invokes per model.")
-    flags.DEFINE_integer("warmup", 10, "Untimed invokes per model first.")
-    flags.DEFINE_enum("resolver", "default", ["default", "builtin", "both"], "Op resolver.")
-    flags.DEFINE_string("delegate", None, "External delegate library (e.g. libedgetpu.so.1).")
-    flags.DEFINE_string("json", None, "Write the result as JSON here ('-' for stdout).")
-    flags.DEFINE_bool("edgetpu_report", False, "Also print the Edge TPU compatibility report.")
-    flags.mark_flag_as_required("model")
+    _define(flags.DEFINE_string, "model", None, "Path to a .tflite model.")
+    _define(flags.DEFINE_string, "compare_to", None, "Optional second .tflite timed side by side.")
+    _define(flags.DEFINE_string, "data",
+            None, ".npz with arrays 'x' and optionally 'y' for accuracy.")
+    _define(flags.DEFINE_integer, "threads", 1, "Interpreter threads.")
+    _define(flags.DEFINE_integer, "runs", 200, "Timed invokes per model.")
+    _define(flags.DEFINE_integer, "warmup", 10, "Untimed invokes per model first.")
+    _define(flags.DEFINE_enum, "resolver",
+            "default", ["default", "builtin", "both"], "Op resolver.")
+    _define(flags.DEFINE_string, "delegate",
+            None, "External delegate library (e.g. libedgetpu.so.1).")
+    _define(flags.DEFINE_string, "json", None, "Write the result as JSON here ('-' for stdout).")
+    _define(flags.DEFINE_bool, "edgetpu_report",
+            False, "Also print the Edge TPU compatibility report.")
 
 
 def to_markdown(result):
@@ -57,6 +63,8 @@ def main(argv):
 
 def _main(argv):
     del argv
+    if not FLAGS.model:
+        raise app.UsageError("--model is required")
     import numpy as np
     import tfprune.export as export
     data = None

@@ -14,21 +14,26 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 
+def _define(kind, name, *args, **kwargs):
+    if name not in FLAGS:  # both CLIs may live in one process (tests); same meanings
+        kind(name, *args, **kwargs)
+
+
 def define_flags():
     """Defines this app's flags (at run time, so importing the module is side-effect free)."""
-    if "model" in FLAGS:
-        return
-    flags.DEFINE_string("model", None, "Path to a .keras model (pruned or stripped).")
-    flags.DEFINE_string("output", None, "Where to write the .tflite file.")
-    flags.DEFINE_enum("sparse", "auto", ["auto", "none", "force"], "Sparse encoding mode.")
-    flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"], "Quantization.")
-    flags.DEFINE_string("representative_data", None,
-                        ".npy file (or .npz with array 'x') of preprocessed calibration inputs.")
-    flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs (with --quantize=int8).")
-    flags.DEFINE_integer("batch_size", 1, "Static batch size of the signature.")
-    flags.DEFINE_enum("target", "cpu", ["cpu", "edgetpu"], "Target: cpu or edgetpu.")
-    flags.DEFINE_string("json", None, "Write the inspect report as JSON here ('-' for stdout).")
-    flags.mark_flags_as_required(["model", "output"])
+    _define(flags.DEFINE_string, "model", None, "Path to a .keras model (pruned or stripped).")
+    _define(flags.DEFINE_string, "output", None, "Where to write the .tflite file.")
+    _define(flags.DEFINE_enum, "sparse",
+            "auto", ["auto", "none", "force"], "Sparse encoding mode.")
+    _define(flags.DEFINE_enum, "quantize",
+            "none", ["none", "dynamic", "float16", "int8"], "Quantization.")
+    _define(flags.DEFINE_string, "representative_data", None,
+            ".npy file (or .npz with array 'x') of preprocessed calibration inputs.")
+    _define(flags.DEFINE_bool, "int8_io", False, "int8 inputs/outputs (with --quantize=int8).")
+    _define(flags.DEFINE_integer, "batch_size", 1, "Static batch size of the signature.")
+    _define(flags.DEFINE_enum, "target", "cpu", ["cpu", "edgetpu"], "Target: cpu or edgetpu.")
+    _define(flags.DEFINE_string, "json",
+            None, "Write the inspect report as JSON here ('-' for stdout).")
 
 
 def load_array(path, key="x"):
@@ -52,6 +57,10 @@ def main(argv):
 
 def _main(argv):
     del argv
+    if not FLAGS.model:
+        raise app.UsageError("--model is required")
+    if not FLAGS.output:
+        raise app.UsageError("--output is required")
     import tfprune.export as export
     rep = load_array(FLAGS.representative_data) if FLAGS.representative_data else None
     export.to_tflite(FLAGS.model, sparse=FLAGS.sparse,

@@ -1,4 +1,4 @@
-"""``to_tflite(sparse="auto")``: keep a fully-connected layer sparse only where it is faster (private).
+"""``to_tflite(sparse="auto")``: an FC layer stays sparse only where that is faster (private).
 
 The converter's ``EXPERIMENTAL_SPARSITY`` is model-wide, and a model converted
 with it is not the dense model plus sparse weights: its FULLY_CONNECTED op

@@ -71,8 +71,9 @@ def load(tflite):
             raise TFLiteFormatError(f"{source}: TFLite model has no subgraph")
         for buf in model.buffers or []:
             if buf.offset and buf.offset + buf.size > len(data):
-                raise TFLiteFormatError(f"{source}: truncated TFLite file (a weight buffer "
-                                        f"ends at byte {buf.offset + buf.size}, file has {len(data)})")
+                raise TFLiteFormatError(
+                    f"{source}: truncated TFLite file (a weight buffer ends at byte "
+                    f"{buf.offset + buf.size}, file has {len(data)})")
     except TFLiteFormatError:
         raise
     except Exception as e:  # flatbuffers raises struct/index errors on damage

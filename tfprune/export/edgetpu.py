@@ -68,7 +68,8 @@ def _op_problem(op, tensors, graph_io):
         t = tensors[i]
         if t["sparse"]:
             return "sparse weight tensor"
-        if t["dtype"] not in _INT + ("INT32",) and not (op["type"] == "QUANTIZE" and i in graph_io):
+        boundary = op["type"] == "QUANTIZE" and i in graph_io
+        if t["dtype"] not in _INT + ("INT32",) and not boundary:
             return f"tensor {t['name']!r} is {t['dtype']}, not int8"
         dims = t["shape"]
         if not t["constant"] and any(d > 1 for d in dims[:-3]):
