@@ -175,3 +175,18 @@ def test_conv_weights_stored_sparse_with_densify():
     assert kinds["CONV_2D"] == "DENSIFY + dense"
     x = data(n=8, shape=(8, 8, 3))
     np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_end_to_end_block_granularity_reaches_the_sparse_fc_kernel():
+    """tp.prune with the "1x4" Block granularity -> strip -> 1x4 sparse FC in TFLite."""
+    model = mlp(hidden=64)
+    pruned = tp.prune(model, schedule=tp.OneShot(0.75), granularity="1x4", skip=["out"])
+    for w in tp.api.find_wrappers(pruned):
+        w.update_masks(step=0)
+    tflite = tp.export.to_tflite(pruned, sparse="force")
+    fc = [op for op in tp.export.inspect(tflite).ops if op["type"] == "FULLY_CONNECTED"]
+    assert [op["kernel"] for op in fc[:2]] == ["sparse FC (1x4 block kernel)"] * 2
+    assert fc[0]["weight"]["density"] == pytest.approx(0.25, abs=0.01)
+    x = data(n=8)
+    np.testing.assert_allclose(run_tflite(tflite, x), tp.strip(pruned).predict(x, verbose=0),
+                               atol=1e-4)
