@@ -1,9 +1,9 @@
 """Export benchmark: dense vs unstructured vs block-sparse LiteRT, float and int8; sparse="auto".
 
 MLP 784-2048-2048-10 with random (untrained) weights; fc1 and fc2 are pruned
-by magnitude to the target sparsity (the output layer stays dense), as
-unstructured weights or as 1xN blocks along the input dimension (TFLite
-(out, in) order: 1x4 for float, 1x16 for int8). Every model is exported with
+one-shot by magnitude with ``tp.prune`` to the target sparsity (the output
+layer stays dense), with the "unstructured", "1x4" (float) or "1x16" (int8)
+granularity (blocks of consecutive inputs, TFLite (out, in) order). Every model is exported with
 ``tfprune.export.to_tflite`` and timed with the ai_edge_litert interpreter in
 interleaved rounds (all models in one run); ratios are medians over rounds of
 the per-round ratio to the dense export of the same weights.
@@ -42,36 +42,27 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def block_prune(kernel, sparsity, rows):
-    """Zeros the lowest-L1 groups of ``rows`` consecutive inputs of a Dense kernel (in, out)."""
-    import numpy as np
-    n_in, n_out = kernel.shape
-    groups = kernel.reshape(n_in // rows, rows, n_out)
-    score = np.abs(groups).sum(1)
-    k = int(round(sparsity * score.size))
-    order = np.argsort(score, axis=None)
-    keep = np.ones(score.size, bool)
-    keep[order[:k]] = False
-    return (groups * keep.reshape(score.shape)[:, None, :]).reshape(n_in, n_out)
-
-
 def build(sizes, sparsity, pattern, seed):
+    """MLP with random weights; hidden layers pruned one-shot by magnitude with tfprune.
+
+    ``pattern``: "dense", "unstructured", "1x4" or "1x16" (tfprune granularity names;
+    blocks of consecutive inputs, TFLite (out, in) order). The output layer is not pruned.
+    """
     import keras
-    import numpy as np
+    import tfprune as tp
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((sizes[0],))]
     for i, width in enumerate(sizes[1:-1]):
         layers.append(keras.layers.Dense(width, activation="relu", name=f"fc{i + 1}"))
     layers.append(keras.layers.Dense(sizes[-1], name="out"))
     model = keras.Sequential(layers)
-    for layer in model.layers[:-1]:
-        k, b = layer.get_weights()
-        if pattern == "unstructured":
-            k = block_prune(k.reshape(-1, 1), sparsity, 1).reshape(k.shape)
-        elif pattern != "dense":
-            k = block_prune(k, sparsity, int(pattern.split("x")[1]))
-        layer.set_weights([k, b])
-    return model
+    if pattern == "dense":
+        return model
+    pruned = tp.prune(model, schedule=tp.OneShot(sparsity), criterion="magnitude",
+                      granularity=pattern, skip=["out"])
+    for wrapper in tp.api.find_wrappers(pruned):
+        wrapper.update_masks(step=0)
+    return tp.strip(pruned)
 
 
 def main(argv):
