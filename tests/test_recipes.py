@@ -131,3 +131,17 @@ def test_group_lasso_with_proximal_step_zeroes_whole_filters():
     model2.fit(x, y, epochs=8, batch_size=32, verbose=0,
                callbacks=[tp.RegularizerSchedule(2e-3, ramp=3, unit="epoch")])
     assert np.sum(keras.ops.convert_to_numpy(model2.get_layer("conv2").kernel) == 0) == 0
+
+
+def test_proximal_step_respects_pruning_masks():
+    pruned = tp.prune(mlp(), schedule=tp.OneShot(0.5))
+    for w in tp.api.find_wrappers(pruned):
+        w.update_masks(step=0)
+    tp.regularize(pruned, GroupLasso(0.0, "filters"))
+    pruned.compile("sgd", "mse")
+    x, y = random_data(32)
+    pruned.fit(x, np.eye(4)[y], epochs=2, verbose=0,
+               callbacks=[tp.PruningCallback(),
+                          tp.RegularizerSchedule(1e-3, proximal=True, threshold=0.02)])
+    for v in tp.sparsity(pruned).values():
+        assert v >= 0.5

@@ -122,3 +122,14 @@ def test_bad_group_specs():
     with pytest.raises(ValueError, match="do not tile"):
         layer.build((None, 5))
         _ = layer.losses
+
+
+def test_block_granularity_objects_are_accepted():
+    class FakeBlock:                     # the shape of tfprune.granularity.Block
+        def get_config(self):
+            return {"rows": 1, "cols": 4}
+
+    assert GroupLasso(0.1, FakeBlock()).groups == (1, 4)
+    block = getattr(tp.granularity, "Block", None)
+    if block is not None:
+        assert GroupLasso(0.1, block(2, 4)).groups == (2, 4)

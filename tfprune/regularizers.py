@@ -116,6 +116,14 @@ def _parse_groups(groups):
             return _parse_groups((int(m.group(1)), int(m.group(2))))
     elif hasattr(groups, "rows") and hasattr(groups, "cols"):   # granularity.Block
         return _parse_groups((groups.rows, groups.cols))
+    elif hasattr(groups, "get_config"):      # a Block-like granularity object
+        cfg = groups.get_config()
+        for keys in (("rows", "cols"), ("r", "c")):
+            if all(k in cfg for k in keys):
+                return _parse_groups(tuple(cfg[k] for k in keys))
+        for key in ("block_size", "block", "shape"):
+            if key in cfg:
+                return _parse_groups(tuple(cfg[key]))
     elif isinstance(groups, dict) and "block" in groups:
         return _parse_groups(tuple(groups["block"]))
     elif isinstance(groups, (tuple, list)) and len(groups) == 2:
