@@ -86,8 +86,17 @@ def test_late_rewinding_to_a_recorded_step():
 
 
 def test_rewind_to_unrecorded_step_is_a_clear_error():
-    with pytest.raises(ValueError, match="rewind_to=1000 was never recorded.*took 8 steps"):
-        lottery.imp(build, Trainer(epochs=2), rounds=1, rate_per_round=0.5, rewind_to=1000)
+    train = Trainer(epochs=2)
+    with pytest.raises(ValueError, match="cannot rewind to step 1000: this fit.. runs only 8 steps"):
+        lottery.imp(build, train, rounds=1, rate_per_round=0.5, rewind_to=1000)
+    assert train.calls == 1 and len(train.starts) == 1     # raised at the start of fit()
+
+    def custom_loop(model, callbacks):      # ignores the callbacks: nothing is recorded
+        Trainer(epochs=1)(model, [])
+        return 0.0
+
+    with pytest.raises(ValueError, match="rewind_to=3 was never recorded.*pass `callbacks`"):
+        lottery.imp(build, custom_loop, rounds=1, rate_per_round=0.5, rewind_to=3)
 
 
 def test_resume_after_interruption(tmp_path):

@@ -78,6 +78,15 @@ class _RecordAt(keras.callbacks.Callback):
         super().__init__()
         self.step, self.variables, self.seen, self.values = step, variables, 0, None
 
+    def on_train_begin(self, logs=None):
+        # fit() knows its length up front: fail before training, not after.
+        steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")
+        if self.values is None and steps and epochs and steps * epochs <= self.step - self.seen:
+            raise ValueError(
+                f"tfprune.lottery.imp: cannot rewind to step {self.step}: this fit() runs "
+                f"only {steps * epochs} steps ({epochs} epochs x {steps}). Choose "
+                f"rewind_to < {steps * epochs + self.seen}, or 'init'.")
+
     def on_train_batch_begin(self, batch, logs=None):
         if self.values is None and self.seen == self.step:
             self.values = [keras.ops.convert_to_numpy(v).copy() for v in self.variables]
