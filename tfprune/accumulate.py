@@ -1,0 +1,231 @@
+"""In-fit statistics for data-dependent criteria, gathered inside the train step.
+
+When a :class:`tfprune.PruneWrapper`'s criterion needs gradients or
+activations, the wrapper owns a few non-trainable accumulator variables and,
+in ``call(training=True)`` only, runs its layer with *tapped* kernels:
+
+* each prunable variable is read through a ``tf.custom_gradient`` identity
+  whose gradient function adds the per-batch statistic (``w*g``, ``|w*g|``,
+  ``g`` or ``g^2``) into its accumulator and passes ``g`` through unchanged;
+  the layer sees the tapped tensor through ``keras.StatelessScope``;
+* the layer output adds ``|a|`` and ``[a <= 0]`` per output unit.
+
+So the statistics come from the very gradients the optimizer applies, in the
+compiled train step, with no second backward pass. Data-free criteria never
+take this path: their ``call`` is unchanged. Works with ``jit_compile`` on or
+off (variables updated from a gradient function are supported by XLA; tested
+both ways).
+
+Which sums each criterion gets, and whether they are cleared after a mask
+update (``reset``), follow each criterion's definition:
+
+=================  ==========================  =====================================
+criterion          accumulated (per weight)    reset after a mask update
+=================  ==========================  =====================================
+taylor             sum_b |w_b g_b|             yes (Molchanov: averaged between
+                                               pruning steps)
+movement           sum_b w_b g_b, sum_b g_b    no (Sanh et al.: accumulated over
+                                               the whole fine-tuning)
+snip               sum_b g_b                   yes
+fisher             sum_b g_b^2                 yes (a recent-batches estimate)
+mean_activation    sum |a|, count              yes
+apoz               sum [a <= 0], count         yes
+=================  ==========================  =====================================
+
+A custom criterion chooses with class attributes ``gradient_stats`` (a
+tuple of the keys above; default: all four) and ``reset_stats`` (bool).
+
+>>> import keras, numpy as np, tfprune as tp
+>>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+>>> p = tp.prune(m, schedule=tp.OneShot(0.5), criterion="taylor")
+>>> p.compile("sgd", "mse")
+>>> _ = p.fit(np.ones((8, 4)), np.ones((8, 2)), batch_size=4, verbose=0)
+>>> p.get_layer("d").collect_stats(0)["batches"]
+2.0
+"""
+
+import keras
+import numpy as np
+
+from tfprune import granularity as granularity_lib
+
+__all__ = ["GRADIENT_KEYS", "gradient_keys", "resets"]
+
+#: Every gradient statistic the tap can accumulate.
+GRADIENT_KEYS = ("wg_sum", "wg_abs_sum", "grad_sum", "grad_sq_sum")
+
+_DEFAULT_KEYS = {
+    "taylor": ("wg_abs_sum",),
+    "movement": ("wg_sum", "grad_sum"),
+    "snip": ("grad_sum",),
+    "fisher": ("grad_sq_sum",),
+}
+_NO_RESET = {"movement"}
+
+
+def gradient_keys(criterion):
+    """The gradient sums ``criterion`` needs (empty for data-free criteria).
+
+    >>> import tfprune as tp
+    >>> gradient_keys(tp.criteria.get("fisher"))
+    ('grad_sq_sum',)
+    """
+    if not criterion.needs_gradients:
+        return ()
+    keys = getattr(criterion, "gradient_stats", None)
+    if keys is None:
+        keys = _DEFAULT_KEYS.get(getattr(criterion, "registered_name", None), GRADIENT_KEYS)
+    bad = [k for k in keys if k not in GRADIENT_KEYS]
+    if bad:
+        raise ValueError(f"Criterion {criterion!r}: unknown gradient_stats {bad}; "
+                         f"allowed: {list(GRADIENT_KEYS)}.")
+    return tuple(keys)
+
+
+def resets(criterion):
+    """True if ``criterion``'s statistics are cleared after each mask update.
+
+    >>> import tfprune as tp
+    >>> resets(tp.criteria.get("movement")), resets(tp.criteria.get("taylor"))
+    (False, True)
+    """
+    value = getattr(criterion, "reset_stats", None)
+    if value is None:
+        return getattr(criterion, "registered_name", None) not in _NO_RESET
+    return bool(value)
+
+
+class Accumulators:
+    """The accumulator variables of one wrapper (created by ``create``)."""
+
+    def __init__(self, grads, acts, batches, samples):
+        self.grads = grads        # [ {key: variable} ] per prunable weight
+        self.acts = acts          # {"abs": var, "zero": var} or None
+        self.batches = batches    # number of backward passes seen
+        self.samples = samples    # number of output rows seen (activations)
+
+    def variables(self):
+        out = [self.batches, self.samples]
+        for d in self.grads:
+            out += list(d.values())
+        if self.acts:
+            out += list(self.acts.values())
+        return out
+
+
+def create(wrapper, infos):
+    """Adds accumulators to ``wrapper`` if its criterion needs data, else ``None``."""
+    crit = wrapper.criterion
+    keys = gradient_keys(crit)
+    if not keys and not crit.needs_activations:
+        return None
+
+    def var(name, shape):
+        return wrapper.add_weight(name=name, shape=shape, dtype="float32",
+                                  initializer="zeros", trainable=False)
+
+    grads = [{k: var(f"{info.key.replace('/', '_')}_{k}", info.shape) for k in keys}
+             for info in infos]
+    acts = None
+    if crit.needs_activations:
+        units = _output_units(wrapper, infos)
+        acts = {"abs": var("act_abs_sum", (units,)), "zero": var("act_zero_sum", (units,))}
+    return Accumulators(grads, acts, var("stat_batches", ()), var("stat_samples", ()))
+
+
+def _output_units(wrapper, infos):
+    counts = {int(np.prod([info.shape[a] for a in info.out_axes])) for info in infos}
+    if len(counts) != 1:
+        raise ValueError(
+            f"Layer '{wrapper.name}': activation criteria ({wrapper.criterion!r}) need one "
+            f"output unit per kernel row, but its weights have {sorted(counts)} output units.")
+    return counts.pop()
+
+
+def _tap(variable, accs, batches):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def tap(w):
+        def grad(g):
+            g = tf.convert_to_tensor(g)
+            updates = {"wg_sum": lambda: w * g, "wg_abs_sum": lambda: tf.abs(w * g),
+                       "grad_sum": lambda: g, "grad_sq_sum": lambda: g * g}
+            ops = [accs[k].value.assign_add(updates[k](), read_value=False) for k in accs]
+            if batches is not None:
+                ops.append(batches.value.assign_add(1.0, read_value=False))
+            # The control dependency ties the updates to the gradient the
+            # optimizer consumes, so they run in graph mode and under XLA.
+            with tf.control_dependencies(ops):
+                return tf.identity(g)
+
+        return tf.identity(w), grad
+
+    return tap(tf.convert_to_tensor(variable.value))
+
+
+def tapped_call(wrapper, state, call):
+    """Runs ``call()`` (the inner layer's forward) accumulating statistics."""
+    import tensorflow as tf
+
+    mapping = []
+    for i, (info, accs) in enumerate(zip(wrapper.prunable_weights, state.grads)):
+        if accs:
+            mapping.append((info.variable, _tap(info.variable, accs,
+                                                state.batches if i == 0 else None)))
+    if not mapping:
+        outputs = call()
+    else:
+        tapped = {id(v) for v, _ in mapping}
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = call()
+        # The scope holds back the layer's own state updates and losses
+        # (e.g. a seed generator, activity regularisers): replay them.
+        for v in wrapper.layer.variables:
+            if id(v) not in tapped:
+                new = scope.get_current_value(v)
+                if new is not None:
+                    v.assign(new)
+        for loss in scope.losses:
+            wrapper.add_loss(loss)
+    if state.acts is not None:
+        out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        out = tf.reshape(tf.cast(out, "float32"), (-1, tf.shape(out)[-1]))
+        state.acts["abs"].assign_add(tf.reduce_sum(tf.abs(out), 0))
+        state.acts["zero"].assign_add(tf.reduce_sum(tf.cast(out <= 0, "float32"), 0))
+        state.samples.assign_add(tf.cast(tf.shape(out)[0], "float32"))
+        if not mapping:
+            state.batches.assign_add(1.0)
+    return outputs
+
+
+def read(wrapper, state, index):
+    """NumPy statistics of prunable weight ``index`` (``{}`` before any batch)."""
+    batches = float(keras.ops.convert_to_numpy(state.batches))
+    if batches == 0:
+        return {}
+    info = wrapper.prunable_weights[index]
+    stats = {k: np.asarray(keras.ops.convert_to_numpy(v), np.float64)
+             for k, v in state.grads[index].items()}
+    stats["batches"] = batches
+    if state.acts is not None:
+        n = max(float(keras.ops.convert_to_numpy(state.samples)), 1.0)
+        for key, name in (("act_mean", "abs"), ("apoz", "zero")):
+            unit = np.asarray(keras.ops.convert_to_numpy(state.acts[name]), np.float64) / n
+            stats[key] = _broadcast(unit, info)
+    return stats
+
+
+def _broadcast(unit_values, info):
+    """Gives every weight of an output unit that unit's value."""
+    n_out = unit_values.shape[0]
+    size = int(np.prod(info.shape))
+    mat = np.repeat(unit_values[:, None], size // n_out, axis=1)
+    return granularity_lib.from_matrix(mat, info.shape, info.out_axes)
+
+
+def reset(wrapper, state, force=False):
+    """Zeroes the accumulators if the criterion's definition says so (or ``force``)."""
+    if force or resets(wrapper.criterion):
+        for v in state.variables():
+            v.assign(keras.ops.zeros(v.shape, v.dtype))
