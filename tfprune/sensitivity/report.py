@@ -158,9 +158,10 @@ class SensitivityReport:
                               "pip install 'tfprune[plots]'") from e
         layers, sp = self.layers, self.sparsities
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(4, 0.35 * len(layers) + 2)))
-        for layer in layers:
+        for i, layer in enumerate(layers):
             xs, ys = self.curve(layer)
-            ax1.plot(xs, ys, marker="o", ms=3, label=layer)
+            # the default colour cycle has 10 colours: change line style after it
+            ax1.plot(xs, ys, marker="o", ms=3, label=layer, ls=("-", "--", ":")[i // 10 % 3])
         ax1.set_xlabel("sparsity of the layer alone")
         ax1.set_ylabel(f"{self.meta.get('metric', 'metric')} drop")
         ax1.grid(alpha=0.3)
