@@ -239,3 +239,18 @@ def test_data_dependent_criterion_without_collector_is_a_clear_error():
         pytest.skip("tfprune.score is available: data-dependent criteria are supported")
     with pytest.raises(NotImplementedError, match="data-free criterion"):
         tp.sensitivity.sweep(model, data, sparsities=[0.5], criterion=NeedsGrad(), verbose=0)
+
+
+def test_nested_model_paths_feed_prune():
+    inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="d1")],
+                             name="block")
+    inp = keras.Input((8,))
+    out = keras.layers.Dense(4, name="head")(inner(inp))
+    model = keras.Model(inp, out)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rep = tp.sensitivity.sweep(model, random_data(), sparsities=[0.5, 0.9], verbose=0)
+    assert rep.layers == ["block/d1", "head"]
+    assert rep.meta["units"]["block/d1"]["flops"] == 8 * 16
+    plan = rep.allocate(target_sparsity=0.5)
+    pruned = tp.prune(model, schedule=tp.OneShot(0.0), sparsity=plan)
+    assert len(tp.api.find_wrappers(pruned)) == 2
