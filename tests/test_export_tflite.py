@@ -190,3 +190,13 @@ def test_end_to_end_block_granularity_reaches_the_sparse_fc_kernel():
     x = data(n=8)
     np.testing.assert_allclose(run_tflite(tflite, x), tp.strip(pruned).predict(x, verbose=0),
                                atol=1e-4)
+
+
+def test_auto_keeps_conv_weights_dense_and_says_why():
+    model = cnn(sparsity=0.8)
+    tflite = tp.export.to_tflite(model, sparse="auto")
+    report = tp.export.inspect(tflite)
+    assert report.sparse_tensors == 0
+    assert "DENSIFY" not in [op["type"] for op in report.ops]
+    [decision] = report.decisions
+    assert decision["decision"] == "dense" and "no sparse kernel" in decision["reason"]

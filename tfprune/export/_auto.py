@@ -70,8 +70,19 @@ def compose(dense_bytes, sparse_bytes, keep):
 def choose(dense_bytes, sparse_bytes, threads=1, rounds=12, margin=0.97):
     """Measures each candidate layer and returns the assembled model bytes with decisions."""
     cands = candidates(sparse_bytes)
+    names = {c[1] for c in cands}
+    _, smodel = fb.load(sparse_bytes)
+    other = [{"tensor": t.name.decode(), "decision": "dense",
+              "reason": "no sparse kernel for this op: the converter would store it sparse "
+                        "behind a DENSIFY op (smaller file, same speed); sparse='force' does"}
+             for t in smodel.subgraphs[0].tensors
+             if t.sparsity is not None and t.name.decode() not in names]
     if not cands:
-        return dense_bytes
+        if not other:
+            return dense_bytes
+        model = fb.load(dense_bytes)[1]
+        fb.add_metadata(model, other)
+        return fb.pack(model)
     variants = {"dense": dense_bytes}
     for k, *_ in cands:
         variants[k] = fb.pack(compose(dense_bytes, sparse_bytes, {k}))
@@ -107,5 +118,5 @@ def choose(dense_bytes, sparse_bytes, threads=1, rounds=12, margin=0.97):
         else:
             decisions.append({"tensor": "(whole model)", "decision": "checked",
                               "reason": f"assembled model {ratio:.2f}x dense time"})
-    fb.add_metadata(final, decisions)
+    fb.add_metadata(final, decisions + other)
     return fb.pack(final)
