@@ -145,3 +145,24 @@ def test_proximal_step_respects_pruning_masks():
                           tp.RegularizerSchedule(1e-3, proximal=True, threshold=0.02)])
     for v in tp.sparsity(pruned).values():
         assert v >= 0.5
+
+
+def test_regularize_subclassed_model():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a = keras.layers.Dense(8, name="a")
+            self.b = keras.layers.Dense(2, name="b")
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+    net = Net()
+    net(np.ones((1, 4), "float32"))
+    tp.regularize(net, GroupLasso(0.1), layers=["a"])
+    assert len(net.losses) == 1
+    net.compile("sgd", "mse")
+    net.fit(np.ones((4, 4)), np.ones((4, 2)), verbose=0,
+            callbacks=[tp.RegularizerSchedule(0.01, proximal=True, threshold=10.0)])
+    # A huge threshold zeroes every group of 'a' exactly.
+    assert np.all(keras.ops.convert_to_numpy(net.a.kernel) == 0)
