@@ -17,6 +17,7 @@ from tfprune.granularity import Block, Channels, Filters, Granularity, Heads, No
 from tfprune.registry import PrunableLayer
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedule
 from tfprune.wrappers import PruneWrapper
+from tfprune.scoring import score  # noqa: E402
 from tfprune import finetune, lottery, recipes, regularizers  # noqa: E402
 from tfprune.finetune import FrozenMasks, freeze_masks  # noqa: E402
 from tfprune.recipes import RegularizerSchedule, regularize  # noqa: E402
@@ -28,7 +29,7 @@ from tfprune import export  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary",
+    "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary", "score",
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot",
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",

@@ -127,7 +127,7 @@ def _copy_weights(pairs):
 
 
 def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
-          sparsity=None, skip=None):
+          sparsity=None, skip=None, scope="layer"):
     """Returns a copy of ``model`` whose prunable layers are wrapped for pruning.
 
     The original model is left untouched (weights are copied). Works on
@@ -143,6 +143,9 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
         sparsity: optional ``{layer name: final sparsity}`` overriding the
             schedule's final value per layer (keeps its timing).
         skip: layer names to leave dense.
+        scope: ``"layer"`` (every layer to its target) or ``"global"`` (one
+            threshold on scores across all pruned layers, so robust layers end
+            sparser; each weight keeps at least one group).
 
     Returns:
         A new ``keras.Model``; compile it and train with
@@ -185,6 +188,11 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
     if schedule is None:
         raise ValueError("tfprune.prune: `schedule` is required.")
     per_layer, skipped = _validate_names(model, sparsity, skip)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"tfprune.prune: scope must be 'layer' or 'global'; got {scope!r}.")
+    if scope == "global" and per_layer:
+        raise ValueError("tfprune.prune: scope='global' decides each layer's sparsity "
+                         "itself; it cannot be combined with per-layer `sparsity`.")
 
     pairs = []
 
@@ -199,7 +207,7 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
         if id(layer) in per_layer:
             layer_schedule = schedule.with_final(per_layer[id(layer)])
         return PruneWrapper(new, layer_schedule, criterion=criterion,
-                            granularity=granularity)
+                            granularity=granularity, scope=scope)
 
     pruned = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
     _copy_weights(pairs)

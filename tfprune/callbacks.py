@@ -18,7 +18,7 @@ import os
 import keras
 import numpy as np
 
-from tfprune import api
+from tfprune import _global, api
 
 __all__ = ["PruningCallback", "PruningLogger"]
 
@@ -44,6 +44,13 @@ class PruningCallback(keras.callbacks.Callback):
     the schedule exactly. Each call of ``on_train_batch_begin`` is one step;
     with ``steps_per_execution = k`` the step advances by ``k``.
 
+    Args:
+        score_data: ``(x, y)`` or a ``tf.data.Dataset`` used by data-dependent
+            criteria (taylor, movement, snip, fisher, mean_activation, apoz):
+            their statistics are collected on it (``tfprune.score``) at the
+            current weights right before every mask update.
+        score_batches: at most this many batches of ``score_data`` per update.
+
     Example:
 
     >>> import keras, numpy as np, tfprune as tp
@@ -56,8 +63,10 @@ class PruningCallback(keras.callbacks.Callback):
     0.5
     """
 
-    def __init__(self):
+    def __init__(self, score_data=None, score_batches=8):
         super().__init__()
+        self.score_data = score_data
+        self.score_batches = score_batches
         self._wrappers = None
         self._step = None
 
@@ -85,6 +94,18 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._ensure_ready()
+        # Fail before the first batch, not at the first mask update.
+        # Wrappers accumulate statistics during fit (tfprune.accumulate), so only
+        # a mask update due at the very first step has nothing to score with.
+        starving = [w.name for w in self._wrappers
+                    if w.needs_data and not w._stats and self.score_data is None
+                    and w.schedule.should_update(self._step + 1)]
+        if starving:
+            raise ValueError(
+                f"PruningCallback: layers {starving} use a data-dependent criterion "
+                "(gradients or activations) and their first mask update is due at the first "
+                "step, before any statistics exist. Pass PruningCallback(score_data=(x, y)), "
+                "call tfprune.score(model, data) first, or start the schedule later.")
 
     def on_train_batch_begin(self, batch, logs=None):
         self._ensure_ready()
@@ -94,10 +115,27 @@ class PruningCallback(keras.callbacks.Callback):
         k = int(getattr(self.model, "steps_per_execution", 1) or 1)
         first, last = self._step + 1, self._step + k
         self._step = last
+        due = {}
         for w in self._wrappers:
-            due = [s for s in range(first, last + 1) if w.schedule.should_update(s)]
-            if due:
-                w.update_masks(step=due[-1])
+            steps = [s for s in range(first, last + 1) if w.schedule.should_update(s)]
+            if steps:
+                due[w] = steps[-1]
+        if due and self.score_data is not None and any(w.needs_data for w in due):
+            from tfprune import scoring
+
+            scoring.score(self.model, self.score_data, criterion=None,
+                          batches=self.score_batches)
+        joint = [w for w in due if getattr(w, "scope", "layer") == "global"]
+        if joint:
+            step = max(due[w] for w in joint)
+            masks = _global.global_masks(joint, joint[0].schedule(step))
+            for w in joint:
+                w.pruning_step.assign(due[w])
+                w.apply_masks(masks[w])
+        for w, step in due.items():
+            if w not in joint:
+                w.update_masks(step=step)
+        for w in self._wrappers:
             _set_step(w.pruning_step, last)
 
     def on_train_end(self, logs=None):

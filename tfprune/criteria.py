@@ -32,7 +32,8 @@ import difflib
 import keras
 import numpy as np
 
-__all__ = ["Criterion", "Magnitude", "L2", "Random", "get", "register", "names"]
+__all__ = ["Criterion", "Magnitude", "L2", "Random", "Taylor", "Movement", "SNIP", "Fisher",
+           "MeanActivation", "APoZ", "get", "register", "names"]
 
 _REGISTRY = {}
 
@@ -132,6 +133,115 @@ class Random(Criterion):
 
     def get_config(self):
         return {"seed": self.seed}
+
+
+def _need(stats, keys, name):
+    missing = [k for k in keys if not stats or k not in stats]
+    if missing:
+        raise ValueError(
+            f"Criterion '{name}' needs data statistics ({', '.join(missing)}) that were not "
+            "collected: call tfprune.score(model, data) before updating masks, or train "
+            "with tfprune.PruningCallback(score_data=(x, y)).")
+    return [np.asarray(stats[k], dtype=np.float64) for k in keys]
+
+
+@register("taylor")
+class Taylor(Criterion):
+    """First-order Taylor saliency (Molchanov et al. 2016/2019), averaged over batches.
+
+    .. math:: s_i = \frac{1}{B}\sum_b \left| w_i\, \partial L_b / \partial w_i \right|
+
+    The estimated loss change from removing ``w_i``. A weight with a large
+    magnitude but no effect on the loss (zero gradient) scores 0.
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, stats=None):
+        wg, n = _need(stats, ("wg_abs_sum", "batches"), "taylor")
+        return wg / max(float(n), 1.0)
+
+
+@register("movement")
+class Movement(Criterion):
+    """Movement pruning (Sanh et al. 2020): keep weights moving away from zero.
+
+    .. math:: s_i = -\sum_b w_i\, \partial L_b / \partial w_i
+
+    Accumulated at the current weights over the scored batches; positive when
+    gradient descent grows ``|w_i|``.
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, stats=None):
+        (g,) = _need(stats, ("grad_sum",), "movement")
+        return -np.asarray(weight, np.float64) * g
+
+
+@register("snip")
+class SNIP(Criterion):
+    """Connection sensitivity at initialisation (Lee et al. 2019).
+
+    .. math:: s_i = \left| w_i\, \frac{1}{B}\sum_b \partial L_b / \partial w_i \right|
+
+    Use on an untrained model with ``tfprune.score(model, data, "snip",
+    batches=1..few)`` and a ``OneShot`` schedule, then train the sparse model.
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, stats=None):
+        g, n = _need(stats, ("grad_sum", "batches"), "snip")
+        return np.abs(np.asarray(weight, np.float64) * g / max(float(n), 1.0))
+
+
+@register("fisher")
+class Fisher(Criterion):
+    """Diagonal empirical Fisher saliency (Optimal Brain Damage with F as Hessian).
+
+    .. math:: s_i = \tfrac12\, w_i^2\, \frac{1}{B}\sum_b (\partial L_b / \partial w_i)^2
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, stats=None):
+        g2, n = _need(stats, ("grad_sq_sum", "batches"), "fisher")
+        return 0.5 * np.square(np.asarray(weight, np.float64)) * g2 / max(float(n), 1.0)
+
+
+@register("mean_activation", "activation")
+class MeanActivation(Criterion):
+    """Mean absolute activation of the weight's output unit over the data.
+
+    .. math:: s_i = \mathbb{E}_x\, |a_{u(i)}(x)|
+
+    Every weight of a unit (neuron / filter) gets the unit's score, so it is
+    meant for ``Channels()``; with ``Unstructured`` whole units go first.
+    """
+
+    needs_activations = True
+
+    def score(self, weight, stats=None):
+        (a,) = _need(stats, ("act_mean",), "mean_activation")
+        return a
+
+
+@register("apoz")
+class APoZ(Criterion):
+    """Average Percentage of Zeros (Hu et al. 2016): prune units that rarely fire.
+
+    .. math:: s_i = 1 - \mathbb{E}_x\, [a_{u(i)}(x) \le 0]
+
+    Counts outputs ``<= 0`` of the layer: the zeros after its ReLU (fused or
+    the next layer). A filter whose ReLU output is always zero scores 0.
+    """
+
+    needs_activations = True
+
+    def score(self, weight, stats=None):
+        (z,) = _need(stats, ("apoz",), "apoz")
+        return 1.0 - z
 
 
 def get(identifier):

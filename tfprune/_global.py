@@ -1,0 +1,57 @@
+"""Global scope: one threshold on group scores across all layers.
+
+Used by ``tfprune.prune(..., scope="global")``: instead of pruning every
+layer to the same sparsity, the lowest-scored groups of the whole model go
+first, so robust layers end up sparser than sensitive ones. Each weight keeps
+at least ``min_keep`` groups (a layer is never emptied).
+"""
+
+import keras
+import numpy as np
+
+__all__ = ["global_masks"]
+
+
+def global_masks(wrappers, sparsity, min_keep=1):
+    """Masks for ``wrappers`` pruning ``sparsity`` of all their weights together.
+
+    Group scores are compared per weight: granularities that sum scores over
+    a group are divided by the group size, so a 64-weight channel is not
+    favoured over a 9-weight one for its size alone.
+
+    Returns ``{wrapper: [mask, ...]}``.
+    """
+    entries = []
+    for w in wrappers:
+        for i, info in enumerate(w.prunable_weights):
+            value = np.asarray(keras.ops.convert_to_numpy(info.variable))
+            scores = w.criterion.score(value, w.collect_stats(i))
+            try:
+                group_scores, expand = w.granularity.groups(scores, info)
+            except NotImplementedError:
+                raise ValueError(
+                    f"scope='global' ranks groups across layers; {w.granularity!r} (layer "
+                    f"'{w.name}') has no groups. Use scope='layer' with it.") from None
+            group_scores = np.asarray(group_scores, np.float64)
+            size = value.size / group_scores.size
+            ranked = group_scores / size if getattr(w.granularity, "reduce", None) == "sum" \
+                else group_scores
+            entries.append((w, ranked.reshape(-1), group_scores.shape, size, expand))
+    scores = np.concatenate([e[1] for e in entries])
+    sizes = np.concatenate([np.full(e[1].size, e[3]) for e in entries])
+    order = np.argsort(scores, kind="stable")
+    target = round(float(sparsity) * sizes.sum())
+    n_prune = 0
+    if target > 0:
+        cum = np.cumsum(sizes[order])
+        n_prune = min(int(np.searchsorted(cum, target - 1e-9)) + 1, order.size)
+    keep = np.ones(scores.size, np.float32)
+    keep[order[:n_prune]] = 0.0
+    result, offset = {}, 0
+    for w, ranked, shape, _, expand in entries:
+        part = keep[offset:offset + ranked.size]
+        offset += ranked.size
+        if part.sum() < min_keep:  # the floor: restore this weight's best groups
+            part[np.argsort(ranked, kind="stable")[-min_keep:]] = 1.0
+        result.setdefault(w, []).append(np.asarray(expand(part.reshape(shape)), np.float32))
+    return result
