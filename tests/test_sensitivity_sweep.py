@@ -254,3 +254,18 @@ def test_nested_model_paths_feed_prune():
     plan = rep.allocate(target_sparsity=0.5)
     pruned = tp.prune(model, schedule=tp.OneShot(0.0), sparsity=plan)
     assert len(tp.api.find_wrappers(pruned)) == 2
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "channels"])
+def test_data_dependent_criterion_through_tfprune_score(granularity):
+    if not hasattr(tp, "score") or "taylor" not in tp.criteria.names():
+        pytest.skip("tfprune.score / taylor criterion not available")
+    model, data = residual_cnn()
+    before = _bits(model)
+    rep = tp.sensitivity.sweep(model, data, sparsities=[0.5], criterion="taylor",
+                               granularity=granularity, metric="loss", verbose=0)
+    mag = tp.sensitivity.sweep(model, data, sparsities=[0.5], granularity=granularity,
+                               metric="loss", verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _bits(model)))
+    assert rep.layers == mag.layers
+    assert [r["drop"] for r in rep.table] != [r["drop"] for r in mag.table]

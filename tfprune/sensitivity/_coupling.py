@@ -119,7 +119,27 @@ def _layer_units(model, criterion, granularity, stats_for):
     return result
 
 
-def _channel_units(model, criterion):
+def _group_scores(group, layers, criterion, stats_for):
+    """Per-channel importance: like ``tfprune.structure`` (sum of each producer's
+    channel scores, each producer normalised by its mean so fan-in does not
+    decide), but with ``stats_for`` so data-dependent criteria work too."""
+    from tfprune.structure import surgery
+
+    total = np.zeros(group.size)
+    for m in group.members:
+        if m.role != "producer" or m.key == "bias":
+            continue
+        var = surgery._weights_by_key(layers[m.layer])[m.key]
+        ref = registry.PrunableWeight(var, m.key)
+        sc = np.asarray(criterion.score(_value(var), stats_for(m.layer, ref)), dtype=np.float64)
+        rows = np.moveaxis(sc, m.axis, 0).reshape(sc.shape[m.axis], -1).sum(axis=1)
+        per_channel = rows[m.index_matrix()].sum(axis=1)
+        mean = per_channel.mean()
+        total += per_channel / mean if mean > 0 else per_channel
+    return total
+
+
+def _channel_units(model, criterion, stats_for):
     from tfprune import structure
     from tfprune.structure import surgery
 
@@ -134,7 +154,7 @@ def _channel_units(model, criterion):
                             if m.role == "producer" and registry.is_prunable(layers[m.layer])})
         if not producers:
             continue
-        scores = surgery.group_scores(group, layers, criterion)
+        scores = _group_scores(group, layers, criterion, stats_for)
         slots, params, macs = [], 0, 0.0
         for m in touched:
             var = surgery._weights_by_key(layers[m.layer])[m.key]
@@ -171,7 +191,7 @@ def units(model, criterion="magnitude", granularity="unstructured", layers=None,
     criterion = criteria_lib.get(criterion)
     stats_for = stats_for or (lambda path, pw: {})
     if is_channel(granularity):
-        found = _channel_units(model, criterion)
+        found = _channel_units(model, criterion, stats_for)
     else:
         found = _layer_units(model, criterion, granularity_lib.get(granularity), stats_for)
     if layers is None:
