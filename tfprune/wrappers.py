@@ -54,6 +54,9 @@ class PruneWrapper(keras.layers.Wrapper):
         schedule: a ``tfprune.schedules.Schedule`` (or a number: one-shot).
         criterion: name or ``tfprune.criteria.Criterion``.
         granularity: name or ``tfprune.granularity.Granularity``.
+        scope: ``"layer"`` (this layer to the schedule's target) or
+            ``"global"`` (one threshold across all global-scope layers, applied
+            by ``PruningCallback``).
         **kwargs: base ``Layer`` arguments (``name`` defaults to the wrapped
             layer's name, so ``model.get_layer("dense")`` still finds it).
 
@@ -68,7 +71,7 @@ class PruneWrapper(keras.layers.Wrapper):
     """
 
     def __init__(self, layer, schedule, criterion="magnitude",
-                 granularity="unstructured", **kwargs):
+                 granularity="unstructured", scope="layer", **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 f"PruneWrapper expects a keras.layers.Layer; got {type(layer).__name__}."
@@ -94,10 +97,14 @@ class PruneWrapper(keras.layers.Wrapper):
             raise ValueError(f"Layer '{layer.name}': a pruning schedule is required.")
         self.criterion = criteria_lib.get(criterion)
         self.granularity = granularity_lib.get(granularity)
+        if scope not in ("layer", "global"):
+            raise ValueError(f"Layer '{layer.name}': scope must be 'layer' or 'global'; got {scope!r}.")
+        self.scope = scope
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._weights_info = []
         self._masks = []
         self._driven = False  # set by PruningCallback.set_model
+        self._stats = {}      # weight key -> statistics for data-dependent criteria
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
 
@@ -197,9 +204,26 @@ class PruneWrapper(keras.layers.Wrapper):
         return float(self.schedule(step)) if step >= 0 else 0.0
 
     def collect_stats(self, info_index):
-        """Statistics a data-dependent criterion needs (empty for data-free ones)."""
+        """Statistics a data-dependent criterion needs (empty for data-free ones).
+
+        Filled by ``tfprune.score`` or ``PruningCallback(score_data=...)``.
+        """
+        # Statistics accumulated during fit win over an older tfprune.score pass.
         state = getattr(self, "_accumulators", None)
-        return accumulate.read(self, state, info_index) if state is not None else {}
+        if state is not None:
+            stats = accumulate.read(self, state, info_index)
+            if stats:
+                return stats
+        return self._stats.get(self._weights_info[info_index].key, {})
+
+    def set_stats(self, key, stats):
+        """Stores the statistics of prunable weight ``key`` (see ``tfprune.scoring``)."""
+        self._stats[key] = stats
+
+    @property
+    def needs_data(self):
+        """True if this layer's criterion needs gradients or activations."""
+        return self.criterion.needs_gradients or self.criterion.needs_activations
 
     def compute_masks(self, sparsity):
         """Returns the new masks (NumPy) for ``sparsity`` without applying them."""
@@ -237,6 +261,7 @@ class PruneWrapper(keras.layers.Wrapper):
             "schedule": keras.saving.serialize_keras_object(self.schedule),
             "criterion": keras.saving.serialize_keras_object(self.criterion),
             "granularity": keras.saving.serialize_keras_object(self.granularity),
+            "scope": self.scope,
         })
         return config
 
