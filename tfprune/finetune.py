@@ -29,6 +29,8 @@ class FrozenMasks(Schedule):
     (0.8, False)
     """
 
+    static = True  # masks are enforced by the constraint alone: no callback needed
+
     def __init__(self, sparsity=0.0):
         self.sparsity = _check_sparsity("sparsity", sparsity, "FrozenMasks")
 

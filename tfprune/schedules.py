@@ -69,6 +69,8 @@ class Schedule:
 
     #: Sparsity reached once the schedule is over.
     final_sparsity = 0.0
+    #: True for schedules that never update masks (no PruningCallback needed).
+    static = False
 
     def __call__(self, step):
         raise NotImplementedError

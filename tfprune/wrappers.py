@@ -162,7 +162,8 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, **kwargs):
         global _warned_no_callback
-        if training and not self._driven and not _warned_no_callback:
+        if training and not self._driven and not _warned_no_callback \
+                and not getattr(self.schedule, "static", False):
             _warned_no_callback = True
             warnings.warn(
                 f"Training pruned layer '{self.name}' without "
