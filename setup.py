@@ -16,6 +16,7 @@ setup(
         "keras>=3.3",
         "ai-edge-litert>=1.0",
         "absl-py",
+        "flatbuffers",
         "numpy",
     ],
     extras_require={
