@@ -136,3 +136,23 @@ def test_custom_criterion_chooses_its_statistics():
 
     with pytest.raises(ValueError, match="unknown gradient_stats"):
         accumulate.gradient_keys(Bad())
+
+
+def test_movement_in_fit_sums_each_steps_weight_times_gradient():
+    model, x, y = _dead_input_model()
+    kernel, bias = [v.copy() for v in model.get_layer("d").get_weights()]
+    p = tp.prune(model, schedule=tp.ConstantSparsity(0.5, begin_step=100), criterion="movement")
+    p.compile(keras.optimizers.SGD(0.05), "mse")
+    p.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False,
+          callbacks=[tp.PruningCallback()])
+    expect = np.zeros_like(kernel)
+    for i in range(4):                       # plain SGD by hand, same batches
+        xb, yb = x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
+        err = xb @ kernel + bias - yb        # d mean((xk+b-y)^2) = 2/n x^T err
+        g_k, g_b = 2 * xb.T @ err / len(xb), 2 * err.mean(0)
+        expect += kernel * g_k
+        kernel, bias = kernel - 0.05 * g_k, bias - 0.05 * g_b
+    stats = p.get_layer("d").collect_stats(0)
+    np.testing.assert_allclose(stats["wg_sum"], expect, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(tp.criteria.get("movement").score(kernel, stats), -expect,
+                               rtol=1e-4, atol=1e-7)

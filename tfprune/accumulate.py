@@ -24,7 +24,7 @@ criterion          accumulated (per weight)    reset after a mask update
 =================  ==========================  =====================================
 taylor             sum_b |w_b g_b|             yes (Molchanov: averaged between
                                                pruning steps)
-movement           sum_b w_b g_b, sum_b g_b    no (Sanh et al.: accumulated over
+movement           sum_b w_b g_b               no (Sanh et al.: accumulated over
                                                the whole fine-tuning)
 snip               sum_b g_b                   yes
 fisher             sum_b g_b^2                 yes (a recent-batches estimate)
@@ -56,7 +56,7 @@ GRADIENT_KEYS = ("wg_sum", "wg_abs_sum", "grad_sum", "grad_sq_sum")
 
 _DEFAULT_KEYS = {
     "taylor": ("wg_abs_sum",),
-    "movement": ("wg_sum", "grad_sum"),
+    "movement": ("wg_sum",),
     "snip": ("grad_sum",),
     "fisher": ("grad_sq_sum",),
 }

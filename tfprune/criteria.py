@@ -168,13 +168,18 @@ class Movement(Criterion):
 
     .. math:: s_i = -\sum_b w_i\, \partial L_b / \partial w_i
 
-    Accumulated at the current weights over the scored batches; positive when
-    gradient descent grows ``|w_i|``.
+    During ``fit`` the sum runs over the training steps with each step's
+    weights ``w_i^{(b)}`` (statistic ``wg_sum``, never reset, as in the paper;
+    see ``tfprune.accumulate``). From ``tfprune.score`` it is taken at the
+    current weights over the scored batches (``-w_i \sum_b g_b``). Positive
+    when gradient descent grows ``|w_i|``.
     """
 
     needs_gradients = True
 
     def score(self, weight, stats=None):
+        if stats and "wg_sum" in stats:
+            return -np.asarray(stats["wg_sum"], np.float64)
         (g,) = _need(stats, ("grad_sum",), "movement")
         return -np.asarray(weight, np.float64) * g
 
