@@ -17,6 +17,18 @@ def _reducer(reduce, owner):
     return _REDUCERS[reduce]
 
 
+def _axis_groups(scores, axis, reduce):
+    """One group per index of ``axis`` (input channels, heads), reduced over the rest."""
+    other = tuple(a for a in range(scores.ndim) if a != axis)
+
+    def expand(keep):
+        shape = [1] * scores.ndim
+        shape[axis] = -1
+        return np.broadcast_to(keep.reshape(shape), scores.shape).astype(np.float32)
+
+    return reduce(scores, axis=other), expand
+
+
 def _where(weight, layer_name):
     name = f"layer '{layer_name}' " if layer_name else ""
     return f"{name}weight '{weight.key}' {weight.shape}"
@@ -175,16 +187,7 @@ class Channels(Granularity):
             group_scores = reduce(mat, axis=1)
             return group_scores, lambda keep: from_matrix(
                 np.repeat(keep[:, None], mat.shape[1], 1), scores.shape, weight.out_axes)
-        ax = self._in_axis(weight)
-        other = tuple(a for a in range(scores.ndim) if a != ax)
-        group_scores = reduce(scores, axis=other)
-
-        def expand(keep):
-            shape = [1] * scores.ndim
-            shape[ax] = -1
-            return np.broadcast_to(keep.reshape(shape), scores.shape).astype(np.float32)
-
-        return group_scores, expand
+        return _axis_groups(scores, self._in_axis(weight), reduce)
 
     def get_config(self):
         return {"axis": self.axis, "reduce": self.reduce}
@@ -213,16 +216,7 @@ class Heads(Granularity):
 
     def groups(self, scores, weight):
         scores = np.asarray(scores, np.float64)
-        ax = weight.head_axis % scores.ndim
-        other = tuple(a for a in range(scores.ndim) if a != ax)
-        group_scores = _REDUCERS[self.reduce](scores, axis=other)
-
-        def expand(keep):
-            shape = [1] * scores.ndim
-            shape[ax] = -1
-            return np.broadcast_to(keep.reshape(shape), scores.shape).astype(np.float32)
-
-        return group_scores, expand
+        return _axis_groups(scores, weight.head_axis % scores.ndim, _REDUCERS[self.reduce])
 
     def get_config(self):
         return {"reduce": self.reduce}
