@@ -156,3 +156,36 @@ def test_movement_in_fit_sums_each_steps_weight_times_gradient():
     np.testing.assert_allclose(stats["wg_sum"], expect, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(tp.criteria.get("movement").score(kernel, stats), -expect,
                                rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "mha"])
+def test_taps_reach_recurrent_and_attention_kernels(kind):
+    x = np.random.default_rng(0).random((8, 5, 8)).astype("float32")
+    inputs = keras.Input((5, 8))
+    if kind == "lstm":
+        outputs = L.LSTM(4, name="l")(inputs)
+    else:
+        h = L.MultiHeadAttention(2, 4, name="l")(inputs, inputs)
+        outputs = L.GlobalAveragePooling1D()(h)
+    p = tp.prune(keras.Model(inputs, outputs), schedule=tp.ConstantSparsity(0.5, begin_step=99),
+                 criterion="taylor")
+    p.compile("sgd", "mse")
+    p.fit(x, np.ones((8, outputs.shape[-1]), "float32"), batch_size=4, verbose=0,
+          callbacks=[tp.PruningCallback()])
+    w = p.get_layer("l")
+    for i in range(len(w.prunable_weights)):
+        assert w.collect_stats(i)["wg_abs_sum"].sum() > 0, w.prunable_weights[i].key
+
+
+def test_layer_losses_survive_the_stateless_scope():
+    x = np.random.default_rng(0).random((8, 6)).astype("float32")
+    losses = {}
+    for criterion in ("magnitude", "taylor"):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), L.Dense(
+            3, name="d", activity_regularizer=keras.regularizers.L2(10.0))])
+        p = tp.prune(model, schedule=tp.ConstantSparsity(0.5, begin_step=99), criterion=criterion)
+        p.compile("sgd", "mse")
+        losses[criterion] = p.fit(x, np.zeros((8, 3)), batch_size=4, verbose=0,
+                                  callbacks=[tp.PruningCallback()]).history["loss"]
+    assert losses["taylor"] == losses["magnitude"]
