@@ -141,3 +141,18 @@ def test_data_recalibrates_batchnorm_after_surgery():
     assert bn.momentum == 0.99
     untouched = tp.structure.prune_channels(model, 0.5)
     np.testing.assert_array_equal(untouched.get_layer("bn").moving_mean.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("axis, skip", [("out", "out"), ("in", "c1")])
+def test_strip_shrink_after_training_with_channels_granularity(axis, skip):
+    model = sm.seq_cnn()
+    x = sm.sample_input(model, n=64)
+    y = np.arange(64) % 3
+    granularity = tp.granularity.get("channels").__class__(axis=axis)
+    pruned = tp.prune(model, schedule=tp.OneShot(0.5), granularity=granularity, skip=[skip])
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[tp.PruningCallback()])
+    plain, small = tp.strip(pruned), tp.strip(pruned, shrink=True)
+    assert tp.structure.count(small)["flops"] < 0.7 * tp.structure.count(plain)["flops"]
+    np.testing.assert_allclose(small.predict(x, verbose=0), plain.predict(x, verbose=0),
+                               atol=1e-5)
