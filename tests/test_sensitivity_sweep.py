@@ -269,3 +269,16 @@ def test_data_dependent_criterion_through_tfprune_score(granularity):
     assert all(np.array_equal(a, b) for a, b in zip(before, _bits(model)))
     assert rep.layers == mag.layers
     assert [r["drop"] for r in rep.table] != [r["drop"] for r in mag.table]
+
+
+def test_channels_granularity_object():
+    if not hasattr(tp.granularity, "Channels") and not hasattr(tp, "Channels"):
+        pytest.skip("tfprune Channels granularity not available")
+    Channels = getattr(tp, "Channels", None) or tp.granularity.Channels
+    model, data = residual_cnn()
+    rep = tp.sensitivity.sweep(model, data, sparsities=[0.5], granularity=Channels(),
+                               metric="loss", verbose=0)
+    assert "branch+stem" in rep.layers                   # coupled, like "channels"
+    rep_in = tp.sensitivity.sweep(model, data, sparsities=[0.5],
+                                  granularity=Channels(axis="in"), metric="loss", verbose=0)
+    assert rep_in.layers == ["stem", "branch", "head_conv", "out"]   # per layer

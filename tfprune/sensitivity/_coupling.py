@@ -60,6 +60,9 @@ def is_channel(granularity):
     """True for granularities that remove whole output channels/units."""
     if isinstance(granularity, str):
         return granularity.lower() in _CHANNEL_NAMES
+    # Channels(axis="in") masks input rows per layer: no cross-layer coupling.
+    if getattr(granularity, "axis", "out") != "out":
+        return False
     return type(granularity).__name__.lower() in _CHANNEL_NAMES
 
 
