@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-fast bench bench-compare clean
+.PHONY: demo test test-fast bench bench-compare bench-criteria bench-sensitivity bench-structure bench-export bench-recipes clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,23 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench_train_step.py
+
+# The benchmarks behind docs/BENCHMARKS.md (CIFAR-10 ones need ../shared/data).
+bench-criteria: $(STAMP)
+	$(PY) tools/bench_criteria.py --dataset mnist
+	$(PY) tools/bench_criteria.py --dataset cifar10_small
+
+bench-sensitivity: $(STAMP)
+	$(PY) tools/bench_sensitivity.py
+
+bench-structure: $(STAMP)
+	$(PY) tools/bench_structure.py
+
+bench-export: $(STAMP)
+	$(PY) tools/bench_export.py
+
+bench-recipes: $(STAMP)
+	$(PY) tools/bench_recipes.py
 
 bench-compare: $(STAMP)
 	$(PIP) install -q -e ".[compare]"
