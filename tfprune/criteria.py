@@ -32,30 +32,18 @@ import difflib
 import keras
 import numpy as np
 
+from tfprune._config import ConfigObject, Registry
+
 __all__ = ["Criterion", "Magnitude", "L2", "Random", "Taylor", "Movement", "SNIP", "Fisher",
            "MeanActivation", "APoZ", "get", "register", "names"]
 
-_REGISTRY = {}
+_REGISTRY_OBJ = Registry("criterion")
+_REGISTRY = _REGISTRY_OBJ.classes
+register = _REGISTRY_OBJ.register
+names = _REGISTRY_OBJ.names
 
 
-def register(name, *aliases):
-    """Class decorator adding a criterion to the registry under ``name``."""
-
-    def wrap(cls):
-        for n in (name, *aliases):
-            _REGISTRY[n.lower()] = cls
-        cls.registered_name = name
-        return keras.saving.register_keras_serializable(package="tfprune")(cls)
-
-    return wrap
-
-
-def names():
-    """The registered criterion names, sorted."""
-    return sorted(_REGISTRY)
-
-
-class Criterion:
+class Criterion(ConfigObject):
     """Base class of pruning criteria.
 
     Subclasses implement ``score(weight, stats)``. ``weight`` is a NumPy array;
@@ -74,20 +62,6 @@ class Criterion:
 
     def get_config(self):
         return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash(type(self).__name__)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @register("magnitude", "l1", "magnitude_l1")

@@ -22,27 +22,15 @@ import difflib
 import keras
 import numpy as np
 
+from tfprune._config import ConfigObject, Registry
+
 __all__ = ["Granularity", "Unstructured", "get", "register", "names",
            "to_matrix", "from_matrix", "keep_top"]
 
-_REGISTRY = {}
-
-
-def register(name, *aliases):
-    """Class decorator adding a granularity to the registry under ``name``."""
-
-    def wrap(cls):
-        for n in (name, *aliases):
-            _REGISTRY[n.lower()] = cls
-        cls.registered_name = name
-        return keras.saving.register_keras_serializable(package="tfprune")(cls)
-
-    return wrap
-
-
-def names():
-    """The registered granularity names, sorted."""
-    return sorted(_REGISTRY)
+_REGISTRY_OBJ = Registry("granularity")
+_REGISTRY = _REGISTRY_OBJ.classes
+register = _REGISTRY_OBJ.register
+names = _REGISTRY_OBJ.names
 
 
 def _norm_axes(out_axes, ndim):
@@ -97,7 +85,7 @@ def keep_top(scores, sparsity, min_keep=1):
     return mask.reshape(scores.shape)
 
 
-class Granularity:
+class Granularity(ConfigObject):
     """Base class: ``mask(scores, sparsity, weight) -> {0, 1} array``.
 
     ``weight`` is the :class:`tfprune.registry.PrunableWeight` being pruned
@@ -119,20 +107,6 @@ class Granularity:
 
     def get_config(self):
         return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @register("unstructured", "element", "weight")

@@ -23,6 +23,8 @@ import math
 
 import keras
 
+from tfprune._config import ConfigObject
+
 __all__ = [
     "Schedule",
     "PolynomialDecay",
@@ -60,7 +62,7 @@ def _check_int(name, value, owner, minimum):
     return value
 
 
-class Schedule:
+class Schedule(ConfigObject):
     """Base class: a serialisable, stateless map ``step -> target sparsity``.
 
     Subclasses implement ``__call__(step)``, ``should_update(step)``,
@@ -88,20 +90,6 @@ class Schedule:
 
     def get_config(self):
         raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
