@@ -132,8 +132,8 @@ def main(argv):
             "keras": sizes(keras_path), "tflite": sizes(tfl_path)}
 
     kb = lambda n: f"{n / 1024:.1f} KiB"  # noqa: E731
-    print(f"\n| model | test acc (Keras) | test acc (.tflite) | params | nonzeros | "
-          f".keras | .keras gz | .tflite | .tflite gz |")
+    print("\n| model | test acc (Keras) | test acc (.tflite) | params | nonzeros | "
+          ".keras | .keras gz | .tflite | .tflite gz |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['acc']:.4f} | {r['tflite_acc']:.4f} | {r['params']:,} | "

@@ -3,8 +3,6 @@ import subprocess
 import sys
 import textwrap
 
-import keras
-import numpy as np
 import pytest
 
 import tfprune as tp

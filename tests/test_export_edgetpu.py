@@ -2,11 +2,10 @@
 
 import keras
 import numpy as np
-import pytest
 
 import tfprune as tp
 
-from _export_models import cnn, converted, data, mlp
+from _export_models import cnn, converted, data
 
 
 def test_edgetpu_target_passes():

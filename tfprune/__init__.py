@@ -9,29 +9,37 @@ Quick start::
     plain = tp.strip(pruned)      # plain Keras, masks folded in
 """
 
+# Families with registries (strings and objects both work).
 from tfprune import criteria, granularity, registry, schedules
-from tfprune.api import prune, prune_layer, sparsity, strip, strip_layer, summary
-from tfprune.callbacks import PruningCallback, PruningLogger
 from tfprune.criteria import Criterion
 from tfprune.granularity import Block, Channels, Filters, Granularity, Heads, NofM, Unstructured
 from tfprune.registry import PrunableLayer
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedule
+
+# Wrapping, training, stripping, reporting.
 from tfprune.wrappers import PruneWrapper
-from tfprune.scoring import score  # noqa: E402
-from tfprune import finetune, lottery, recipes, regularizers  # noqa: E402
-from tfprune.finetune import FrozenMasks, freeze_masks  # noqa: E402
-from tfprune.recipes import RegularizerSchedule, regularize  # noqa: E402
-from tfprune import compat  # noqa: E402  (imports the API above)
-from tfprune import structure  # noqa: E402
-from tfprune import sensitivity  # noqa: E402
-from tfprune import export  # noqa: E402
+from tfprune import accumulate
+from tfprune.api import prune, prune_layer, strip, strip_layer
+from tfprune.reporting import sparsity, summary
+from tfprune.callbacks import PruningCallback, PruningLogger
+from tfprune.scoring import score
+
+# Recipes: regularizers, frozen masks, lottery tickets.
+from tfprune import finetune, lottery, recipes, regularizers
+from tfprune.finetune import FrozenMasks, freeze_masks
+from tfprune.recipes import RegularizerSchedule, regularize
+
+# Subpackages; compat imports the API above.
+from tfprune import compat, datasets, export, sensitivity, structure
 
 __version__ = "0.1.0"
 
 __all__ = [
     "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary", "score",
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
-    "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot",
+    "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot", "FrozenMasks",
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",
-    "compat", "export", "criteria", "granularity", "registry", "schedules", "sensitivity", "structure",
+    "regularize", "RegularizerSchedule", "freeze_masks",
+    "accumulate", "compat", "criteria", "datasets", "export", "finetune", "granularity",
+    "lottery", "recipes", "registry", "regularizers", "schedules", "sensitivity", "structure",
 ]

@@ -20,7 +20,6 @@ hovering near it; prune or shrink those zero groups afterwards.
 import difflib
 
 import keras
-import numpy as np
 
 from tfprune import api, registry
 from tfprune.regularizers import GroupLasso, L1, _check_strength

@@ -78,7 +78,7 @@ def main(argv):
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"model={F.model} batch={F.batch_size} steps/round={F.steps} rounds={F.rounds} "
           f"jit_compile={F.jit} (no mask update during timing)\n")
-    print(f"| criterion | accumulated | ms/step median | ratio | ms/step min | ratio (min) |")
+    print("| criterion | accumulated | ms/step median | ratio | ms/step min | ratio (min) |")
     print("|---|---|---|---|---|---|")
     from tfprune import accumulate
     for c in names:
