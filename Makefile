@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-fast bench bench-compare bench-criteria bench-sensitivity bench-structure bench-export bench-recipes clean
+.PHONY: demo test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-structure bench-export bench-recipes clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --select F tfprune tests tools examples
 
 bench: $(STAMP)
 	$(PY) tools/bench_train_step.py

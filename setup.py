@@ -23,7 +23,7 @@ setup(
         "plots": ["matplotlib"],
         "data": ["mlxtend", "tensorflow-datasets"],
         "compare": ["tensorflow-model-optimization", "tf_keras"],
-        "dev": ["pytest", "pytest-xdist", "mlxtend", "matplotlib", "scikit-learn"],
+        "dev": ["pytest", "pytest-xdist", "ruff", "mlxtend", "matplotlib", "scikit-learn"],
     },
     entry_points={"console_scripts": [
         "tfprune-export=tfprune.cli.export:run",
