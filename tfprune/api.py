@@ -234,7 +234,17 @@ def prune_layer(layer, *, schedule, criterion="magnitude", granularity="unstruct
 
 
 def strip_layer(wrapper):
-    """Returns a plain copy of a wrapped layer with its masks folded in."""
+    """Returns a plain copy of a wrapped layer with its masks folded in.
+
+    For subclassed models, whose graph ``strip`` cannot rebuild.
+
+    >>> import keras, tfprune as tp
+    >>> w = tp.prune_layer(keras.layers.Dense(4, name="d"), schedule=tp.OneShot(0.5))
+    >>> w.build((None, 8)); w.update_masks(step=0)
+    >>> plain = tp.strip_layer(w)
+    >>> type(plain).__name__, tp.sparsity(plain)["d/kernel"]
+    ('Dense', 0.5)
+    """
     if not isinstance(wrapper, PruneWrapper):
         return wrapper
     inner = wrapper.layer

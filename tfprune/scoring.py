@@ -179,6 +179,17 @@ def score(model, data, criterion=None, *, batches=None, batch_size=32, loss=None
 
     ``criterion=None`` (default) uses each wrapper's own criterion (pruned
     models); a plain model needs an explicit criterion.
+
+    Example (pruning without training, by first-order Taylor saliency):
+
+    >>> import keras, numpy as np, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="d")])
+    >>> p = tp.prune(m, schedule=tp.OneShot(0.5), criterion="taylor")
+    >>> p.compile(loss="mse")
+    >>> _ = tp.score(p, (np.random.rand(32, 4), np.random.rand(32, 6)))
+    >>> p.get_layer("d").update_masks(step=0)
+    >>> tp.sparsity(p)["d/kernel"]
+    0.5
     """
     crit = criteria_lib.get(criterion) if criterion is not None else None
     wrappers = [l for _, l, _ in _targets(model) if isinstance(l, PruneWrapper)]

@@ -92,6 +92,13 @@ def edgetpu_report(tflite):
     Returns:
       A :class:`CompatibilityReport`; ``compatible`` is True when every op
       except a trailing DEQUANTIZE maps.
+
+    Example (a float model is not Edge TPU-compatible):
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> tp.export.edgetpu_report(tp.export.to_tflite(m, sparse="none")).compatible
+    False
     """
     data, model = fb.load(tflite)
     report = inspect(data)

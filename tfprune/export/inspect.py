@@ -151,6 +151,14 @@ def inspect(tflite):
 
     Raises:
       TFLiteFormatError: not a TFLite flatbuffer, or truncated/corrupt.
+
+    Example:
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> report = tp.export.inspect(tp.export.to_tflite(m, sparse="none"))
+    >>> [(op["type"], op["kernel"]) for op in report.to_dict()["ops"]]
+    [('FULLY_CONNECTED', 'XNNPACK')]
     """
     data, model = fb.load(tflite)
     graph = model.subgraphs[0]

@@ -226,6 +226,17 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
 
     Returns:
         A :class:`SensitivityReport`.
+
+    Example:
+
+    >>> import keras, numpy as np, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+    ...                       keras.layers.Dense(3, name="o")])
+    >>> m.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 3
+    >>> r = tp.sensitivity.sweep(m, (x, y), sparsities=[0.5, 0.9], verbose=0)
+    >>> [(row["layer"], row["sparsity"]) for row in r.table][:2]
+    [('h', 0.5), ('h', 0.9)]
     """
     who = "tfprune.sensitivity.sweep"
     check_model(model, who)
