@@ -48,7 +48,10 @@ class PruningCallback(keras.callbacks.Callback):
         score_data: ``(x, y)`` or a ``tf.data.Dataset`` used by data-dependent
             criteria (taylor, movement, snip, fisher, mean_activation, apoz):
             their statistics are collected on it (``tfprune.score``) at the
-            current weights right before every mask update.
+            current weights right before every mask update. Statistics the
+            wrappers accumulated inside ``fit`` since the last update take
+            precedence; ``score_data`` matters for updates with none yet
+            (e.g. a schedule that prunes at step 0).
         score_batches: at most this many batches of ``score_data`` per update.
 
     Example:
