@@ -31,7 +31,7 @@ from tfprune import granularity as granularity_lib
 from tfprune import registry
 from tfprune.wrappers import PruneWrapper
 
-__all__ = ["collect", "score"]
+__all__ = ["collect", "score", "loss_gradients"]
 
 
 def _targets(model):
@@ -83,6 +83,27 @@ def _unit_stat(values, info, who, key):
     return granularity_lib.from_matrix(mat, shape, info.out_axes)
 
 
+def loss_gradients(model, variables, loss_fn=None):
+    """A compiled ``f(x, y) -> (mean loss, [dL/dv for v in variables])``.
+
+    Uses ``loss_fn(y, y_pred)`` when given, else the model's compiled loss;
+    the forward pass runs with ``training=False`` (no dropout, frozen BN).
+    """
+    import tensorflow as tf
+
+    @tf.function
+    def loss_and_grads(x, y):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=False)
+            if loss_fn is not None:
+                value = tf.reduce_mean(loss_fn(y, y_pred))
+            else:
+                value = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+        return value, tape.gradient(value, variables)
+
+    return loss_and_grads
+
+
 def collect(model, data, *, gradients=True, activations=False, batches=None,
             batch_size=32, loss=None):
     """Returns ``{"layer/weight": stats dict}`` for every prunable weight.
@@ -118,15 +139,7 @@ def collect(model, data, *, gradients=True, activations=False, batches=None,
                 f"Sequential model whose pruned layers are each called once ({e}).") from None
         layer_index = {id(l): i for i, l in enumerate(layers)}
 
-    @tf.function
-    def grads(x, y):
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=False)
-            if loss_fn is not None:
-                value = tf.reduce_mean(loss_fn(y, y_pred))
-            else:
-                value = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-        return tape.gradient(value, variables)
+    loss_and_grads = loss_gradients(model, variables, loss_fn)
 
     weights = [np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in variables]
     stats = [{"batches": 0} for _ in targets]
@@ -134,7 +147,7 @@ def collect(model, data, *, gradients=True, activations=False, batches=None,
     for batch in _batches(data, batches, batch_size, who):
         x, y = batch[0], batch[1]
         if gradients:
-            for st, w, g in zip(stats, weights, grads(x, y)):
+            for st, w, g in zip(stats, weights, loss_and_grads(x, y)[1]):
                 g = np.zeros_like(w) if g is None else np.asarray(
                     keras.ops.convert_to_numpy(tf.convert_to_tensor(g)), np.float64)
                 st["grad_sum"] = st.get("grad_sum", 0.0) + g

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import criteria as criteria_lib
+from tfprune import scoring
 from tfprune.sensitivity import _coupling
 from tfprune.sensitivity.report import SensitivityReport
 
@@ -103,15 +104,7 @@ def estimate(model, data, *, method="taylor", sparsities=sweep_lib.DEFAULT_SPARS
 
     loss_fn = keras.losses.get(loss) if loss is not None else None
 
-    @tf.function
-    def grads(x, y):
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=False)
-            if loss_fn is not None:
-                value = tf.reduce_mean(loss_fn(y, y_pred))
-            else:
-                value = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-        return value, tape.gradient(value, variables)
+    grads = scoring.loss_gradients(model, variables, loss_fn)
 
     n_batches, loss_sum, size_sum = 0, 0.0, 0
     taylor = np.zeros(len(deltas))
