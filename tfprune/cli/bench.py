@@ -6,10 +6,11 @@ Example::
         --threads=1 --runs=200 --json=-
 """
 
-import json
 import sys
 
 from absl import app, flags
+
+from tfprune.cli import write_json
 
 FLAGS = flags.FLAGS
 
@@ -79,12 +80,7 @@ def _main(argv):
         print()
         print(export.edgetpu_report(FLAGS.model).to_markdown())
     if FLAGS.json:
-        text = json.dumps(result, indent=2, default=str)
-        if FLAGS.json == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(FLAGS.json, "w") as f:
-                f.write(text)
+        write_json(result, FLAGS.json)
 
 
 def run():

@@ -6,10 +6,11 @@ Example::
         --quantize=int8 --representative_data=calib.npy --json=report.json
 """
 
-import json
 import sys
 
 from absl import app, flags
+
+from tfprune.cli import write_json
 
 FLAGS = flags.FLAGS
 
@@ -72,12 +73,7 @@ def _main(argv):
     report = export.inspect(FLAGS.output)
     print(report.to_markdown())
     if FLAGS.json:
-        text = json.dumps(report.to_dict(), indent=2, default=str)
-        if FLAGS.json == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(FLAGS.json, "w") as f:
-                f.write(text)
+        write_json(report.to_dict(), FLAGS.json)
 
 
 def run():

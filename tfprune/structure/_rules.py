@@ -34,40 +34,44 @@ def _producer_out(b, call, key, axis):
     b.set(call.outputs[0], out)
 
 
+def _conv_input(b, call):
+    """The channel layout a convolution reads, or None once its skip is recorded."""
+    bad = _channels_last(call)
+    if bad:
+        b.skip(call, bad)
+        return None
+    src = b.get(call.inputs[0])
+    if src.repeat != 1:
+        b.skip(call, "convolution over a flattened tensor")
+        return None
+    return src
+
+
 def conv(b, call):
     layer = call.layer
     if getattr(layer, "groups", 1) != 1:
         return b.skip(call, f"grouped convolution (groups={layer.groups})")
-    bad = _channels_last(call)
-    if bad:
-        return b.skip(call, bad)
-    src = b.get(call.inputs[0])
-    if src.repeat != 1:
-        return b.skip(call, "convolution over a flattened tensor")
+    src = _conv_input(b, call)
+    if src is None:
+        return
     nd = len(layer.kernel.shape)
     b.member(src, call, "kernel", nd - 2, "consumer")
     _producer_out(b, call, "kernel", nd - 1)
 
 
 def conv_transpose(b, call):
-    bad = _channels_last(call)
-    if bad:
-        return b.skip(call, bad)
-    src = b.get(call.inputs[0])
-    if src.repeat != 1:
-        return b.skip(call, "convolution over a flattened tensor")
+    src = _conv_input(b, call)
+    if src is None:
+        return
     nd = len(call.layer.kernel.shape)  # (..., out, in)
     b.member(src, call, "kernel", nd - 1, "consumer")
     _producer_out(b, call, "kernel", nd - 2)
 
 
 def separable(b, call):
-    bad = _channels_last(call)
-    if bad:
-        return b.skip(call, bad)
-    src = b.get(call.inputs[0])
-    if src.repeat != 1:
-        return b.skip(call, "convolution over a flattened tensor")
+    src = _conv_input(b, call)
+    if src is None:
+        return
     nd = len(call.layer.pointwise_kernel.shape)
     b.member(src, call, "depthwise_kernel", nd - 2, "consumer")
     # pointwise input row c*mult + m comes from input channel c
@@ -88,12 +92,9 @@ def embedding(b, call):
 
 def depthwise(b, call):
     layer = call.layer
-    bad = _channels_last(call)
-    if bad:
-        return b.skip(call, bad)
-    src = b.get(call.inputs[0])
-    if src.repeat != 1:
-        return b.skip(call, "convolution over a flattened tensor")
+    src = _conv_input(b, call)
+    if src is None:
+        return
     mult = layer.depth_multiplier
     b.member(src, call, "kernel", len(layer.kernel.shape) - 2, "param")
     if layer.use_bias:  # output c*mult + m comes from input channel c
