@@ -124,6 +124,11 @@ def test_channel_granularity_groups_residual_layers():
     alloc = rep.allocate(target_sparsity=0.3)
     assert alloc["stem"] == alloc["branch"]
     tp.prune(model, schedule=tp.OneShot(0.0), sparsity=alloc)   # keys usable as-is
+    # ... and as per-layer channel ratios for the surgery
+    slim = tp.structure.prune_channels(model, alloc)
+    width = slim.get_layer("stem").filters
+    assert width == model.get_layer("stem").filters - round(alloc["stem"] * model.get_layer("stem").filters)
+    assert slim.get_layer("branch").filters == width
 
 
 def test_channel_trial_equals_removing_channels():

@@ -86,7 +86,7 @@ class MyConv(L.Conv2D):
     (lambda: L.Lambda(lambda t: t + 1.0, name="odd"), "unsupported layer type Lambda"),
     (lambda: Scale(name="odd"), "unsupported layer type Scale"),
     (lambda: MyConv(4, 1, name="odd"), "unsupported layer type MyConv"),
-    (lambda: L.LayerNormalization(name="odd"), "unsupported layer type LayerNormalization"),
+    (lambda: L.GroupNormalization(2, name="odd"), "unsupported layer type GroupNormalization"),
     (lambda: L.Softmax(name="odd"), "softmax couples the channels"),
 ])
 def test_unsupported_layers_leave_their_groups_unpruned(make, reason):
@@ -215,3 +215,27 @@ def test_wrapped_model_must_be_stripped_first():
         tp.structure.prune_channels(pruned, 0.5)
     with pytest.raises(ValueError, match="strip"):
         tp.structure.remove_dead_channels(pruned)
+
+
+def test_layernorm_over_channels_is_pruned_but_never_shrunk_as_dead():
+    inp = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, name="c1")(inp)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.LayerNormalization(axis=[1, 2, 3], name="ln_all")(
+        keras.layers.Conv2D(6, 1, name="c2")(x))
+    out = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x))
+    model = keras.Model(inp, out)
+    g = tp.structure.graph(model)
+    assert g.group_of("c1").prunable
+    assert "ln" in g.group_of("c1").layers
+    assert "normalises over axes" in g.skipped["ln_all"]
+    small = tp.structure.prune_channels(model, 0.5)
+    assert small.get_layer("ln").gamma.shape == (4,)
+    assert small.get_layer("c2").kernel.shape[2] == 4
+    assert small.predict(np.zeros((1, 6, 6, 3)), verbose=0).shape == (1, 2)
+    # a zero filter still shifts the LayerNorm statistics: not dead
+    k = model.get_layer("c1").kernel.numpy()
+    k[..., :2] = 0
+    model.get_layer("c1").kernel.assign(k)
+    model.get_layer("c1").bias.assign(np.zeros(8, "float32"))
+    assert tp.structure.remove_dead_channels(model).get_layer("c1").filters == 8

@@ -114,20 +114,6 @@ def test_strip_shrink_removes_channels_zeroed_in_training():
                                atol=1e-5)
 
 
-def test_scores_fold_the_following_batchnorm():
-    # Filter norms alike, but BN shrinks channel 2 to nothing: it goes first.
-    inp = keras.Input((6, 6, 2))
-    x = keras.layers.Conv2D(4, 3, use_bias=False, name="c")(inp)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inp, keras.layers.Dense(2, name="out")(x))
-    model.get_layer("c").kernel.assign(np.ones((3, 3, 2, 4), "float32"))
-    bn = model.get_layer("bn")
-    bn.gamma.assign(np.array([1.0, 1.0, 1e-4, 1.0], "float32"))
-    small = tp.structure.prune_channels(model, 0.25)
-    np.testing.assert_array_equal(small.get_layer("bn").gamma.numpy(), [1.0, 1.0, 1.0])
-
-
 def test_data_recalibrates_batchnorm_after_surgery():
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, name="d"),
                               keras.layers.BatchNormalization(name="bn"),

@@ -25,9 +25,10 @@ from tfprune.callbacks import PruningCallback, PruningLogger
 from tfprune.scoring import score
 
 # Recipes: regularizers, frozen masks, lottery tickets.
-from tfprune import finetune, lottery, recipes, regularizers
+from tfprune import distill, finetune, lottery, recipes, regularizers
 from tfprune.finetune import FrozenMasks, freeze_masks
 from tfprune.recipes import RegularizerSchedule, regularize
+from tfprune.distill import Distiller
 
 # Subpackages; compat imports the API above.
 from tfprune import compat, datasets, export, sensitivity, structure
@@ -39,7 +40,7 @@ __all__ = [
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot", "FrozenMasks",
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",
-    "regularize", "RegularizerSchedule", "freeze_masks",
+    "regularize", "RegularizerSchedule", "freeze_masks", "Distiller", "distill",
     "accumulate", "compat", "criteria", "datasets", "export", "finetune", "granularity",
     "lottery", "recipes", "registry", "regularizers", "schedules", "sensitivity", "structure",
 ]

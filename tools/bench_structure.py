@@ -1,15 +1,22 @@
 """Structural channel pruning on the CIFAR-10 subset: accuracy, size, FLOPs, latency.
 
-Trains a small residual CNN (widths 32/32/64/128), prunes channels with
-``tfprune.structure.prune_channels`` to ~2x and ~3x fewer FLOPs (uniform ratio
-per group, found by bisection on counted FLOPs; ``round_to`` 8 and 1),
-re-estimates BatchNorm statistics on --calib training images, fine-tunes
-each, and times the exported static batch-1 float .tflite files
-side by side (interleaved rounds, medians) at 1 and 2 threads. The dense
-baseline trains for the same total number of epochs as the pruned models.
+Trains a small residual CNN (widths 32/32/64/128) with augmentation (random
+flips and 4-pixel shifts) and a cosine learning-rate decay, prunes channels
+with ``tfprune.structure.prune_channels`` to --targets times fewer FLOPs
+(uniform ratio per dependency group, found by bisection on counted FLOPs,
+``round_to`` from --round_to) for each of --criteria, re-estimates BatchNorm
+statistics on --calib training images, and reports the accuracy right after
+surgery for every criterion (--oneshot_criteria, cheap). The --criteria models
+are then fine-tuned for --finetune_epochs (same augmentation and cosine decay;
+with knowledge distillation from the dense model when --alpha > 0, see
+``tfprune.distill.Distiller``). The dense model is reported as trained and
+after the same fine-tuning (plain labels), and the accuracy loss is taken
+against the better of the two. Finally the exported static batch-1 float
+.tflite files are timed side by side (interleaved rounds, medians) at 1 and 2
+threads.
 
     python tools/bench_structure.py
-    python tools/bench_structure.py --epochs 10 --finetune_epochs 3  # longer
+    python tools/bench_structure.py --targets 2,3 --round_to 16,8
     python tools/bench_structure.py --epochs 1 --finetune_epochs 0   # smoke run
 """
 
@@ -28,16 +35,27 @@ import tensorflow as tf  # noqa: E402
 import tfprune as tp  # noqa: E402
 
 flags.DEFINE_string("data", None, "cifar10_small.npz (default: ../shared/data/ of the repo)")
-flags.DEFINE_integer("epochs", 6, "dense training epochs")
-flags.DEFINE_integer("finetune_epochs", 2, "fine-tuning epochs after pruning")
+flags.DEFINE_integer("epochs", 15, "dense training epochs")
+flags.DEFINE_integer("finetune_epochs", 6, "fine-tuning epochs after pruning")
+flags.DEFINE_float("lr", 2e-3, "peak learning rate of dense training (Adam, cosine decay)")
+flags.DEFINE_float("finetune_lr", 1e-3, "peak learning rate of fine-tuning (cosine decay)")
+flags.DEFINE_float("alpha", 0.7, "distillation weight in fine-tuning (0: labels only)")
+flags.DEFINE_float("temperature", 4.0, "distillation temperature")
+flags.DEFINE_boolean("augment", True, "random flips and 4-pixel shifts in training")
 flags.DEFINE_list("targets", ["2", "3"], "FLOP reduction factors")
-flags.DEFINE_list("round_to", ["8", "1"], "round_to values")
+flags.DEFINE_list("round_to", ["16"], "round_to values")
+flags.DEFINE_list("criteria", ["magnitude", "taylor"], "criteria fine-tuned and timed")
+flags.DEFINE_list("oneshot_criteria", ["random", "magnitude", "l2", "taylor", "fisher",
+                                       "mean_activation", "apoz"],
+                  "criteria whose accuracy right after surgery is reported")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
 flags.DEFINE_integer("seed", 0, "random seed")
-flags.DEFINE_integer("calib", 1000, "training images used to re-estimate BatchNorm statistics")
+flags.DEFINE_integer("calib", 1000, "training images scoring data criteria and "
+                     "re-estimating BatchNorm statistics after surgery")
 F = flags.FLAGS
 L = keras.layers
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def load(path):
@@ -67,24 +85,51 @@ def resnet(widths=(32, 32, 64, 128)):
     return keras.Model(inp, L.Dense(10)(x), name="resnet_small")
 
 
+def train_set(x, y, batch_size=64):
+    """Shuffled batches; with --augment, random horizontal flips and 4-pixel shifts."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=F.seed)
+
+    def augment(img, label):
+        img = tf.image.random_flip_left_right(img)
+        img = tf.image.random_crop(tf.pad(img, [[4, 4], [4, 4], [0, 0]], "REFLECT"), (32, 32, 3))
+        return img, label
+
+    if F.augment:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def fit(model, data, epochs, lr):
+def fit(model, data, epochs, lr, teacher=None):
+    """Trains ``epochs`` with Adam and a cosine decay from ``lr``; returns test accuracy.
+
+    With ``teacher``, trains through ``tfprune.distill.Distiller`` (--alpha,
+    --temperature).
+    """
     x, y, xt, yt = data
-    model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    steps = epochs * int(np.ceil(len(x) / 64))
+    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, max(steps, 1)))
+    trainee = model
+    if teacher is not None and F.alpha > 0:
+        trainee = tp.distill.Distiller(model, teacher, F.alpha, F.temperature)
+    trainee.compile(opt, CE, metrics=["accuracy"])
     if epochs:
-        model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
-    return float(model.evaluate(xt, yt, batch_size=256, verbose=0)[1])
+        trainee.fit(train_set(x, y), epochs=epochs, verbose=0, shuffle=False)  # shuffled above
+    return evaluate(model, xt, yt)
 
 
-def prune_to(model, target, round_to, calib):
+def evaluate(model, x, y):
+    model.compile(loss=CE, metrics=["accuracy"])
+    return float(model.evaluate(x, y, batch_size=256, verbose=0)[1])
+
+
+def ratio_for(model, target, round_to):
     """Smallest uniform ratio whose counted FLOPs are <= dense / target.
 
-    The chosen model's BatchNorm statistics are re-estimated on ``calib``.
+    Widths depend on the ratio and ``round_to`` only, not on the criterion.
     """
     dense = tp.structure.count(model)["flops"]
     lo, hi, best = 0.0, 0.95, None
@@ -95,7 +140,7 @@ def prune_to(model, target, round_to, calib):
             hi, best = mid, mid
         else:
             lo = mid
-    return best, tp.structure.prune_channels(model, best, round_to=round_to, data=calib)
+    return best
 
 
 def latency(blobs, threads):
@@ -131,45 +176,74 @@ def main(argv):
     from tfprune.structure import _tflite
     keras.utils.set_random_seed(F.seed)
     t_start = time.time()
+    x, y, xt, yt = data
     dense = resnet()
     log(f"training dense for {F.epochs} epochs")
-    fit(dense, data, F.epochs, 1e-3)
-    dense_base = keras.models.clone_model(dense)
-    dense_base.set_weights(dense.get_weights())
-    rows = [("dense", None, None, dense_base)]
+    acc_dense = fit(dense, data, F.epochs, F.lr)
+    log(f"dense: {acc_dense:.4f}")
+    calib = (x[:F.calib], y[:F.calib])  # scores data criteria, then re-estimates BN
+    dense.compile(loss=CE)
+    oneshot, rows = [], []
     for target in [float(t) for t in F.targets]:
         for r in [int(v) for v in F.round_to]:
-            ratio, small = prune_to(dense_base, target, r, data[0][:F.calib])
-            rows.append((f"{target:g}x FLOPs, round_to={r}", ratio, r, small))
+            ratio = ratio_for(dense, target, r)
+            for crit in dict.fromkeys(F.oneshot_criteria + F.criteria):
+                t0 = time.time()
+                small = tp.structure.prune_channels(dense, ratio, criterion=crit, round_to=r,
+                                                    data=calib)
+                secs = time.time() - t0
+                acc = evaluate(small, xt, yt)
+                oneshot.append((target, r, crit, acc, secs))
+                log(f"{target:g}x round_to={r} {crit}: {acc:.4f} right after surgery")
+                if crit in F.criteria:
+                    rows.append((f"{target:g}x FLOPs, round_to={r}, {crit}", ratio, small, acc))
+
     results = []
-    for name, ratio, r, model in rows:
+    dense_ft = keras.models.clone_model(dense)
+    dense_ft.set_weights(dense.get_weights())
+    log(f"fine-tuning dense for {F.finetune_epochs} epochs (labels only)")
+    acc_ft = fit(dense_ft, data, F.finetune_epochs, F.finetune_lr)
+    for name, model, acc in (("dense", dense, acc_dense),
+                             (f"dense + {F.finetune_epochs} epochs", dense_ft, acc_ft)):
+        results.append(dict(name=name, ratio=None, acc=acc, acc_pruned=None, model=model))
+    for name, ratio, small, acc_pruned in rows:
         log(f"fine-tuning {name}")
-        acc_pruned = None
-        if ratio is not None:
-            model.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(True))
-            acc_pruned = float(model.evaluate(data[2], data[3], batch_size=256, verbose=0)[1])
-        acc = fit(model, data, F.finetune_epochs, 3e-4)
-        widths = [l.filters for l in model.layers if isinstance(l, L.Conv2D)]
-        results.append(dict(name=name, ratio=ratio, acc=acc, acc_pruned=acc_pruned,
-                            widths=widths, tflite=_tflite.to_tflite(model),
-                            **tp.structure.count(model)))
+        acc = fit(small, data, F.finetune_epochs, F.finetune_lr, teacher=dense)
+        log(f"{name}: {acc:.4f}")
+        results.append(dict(name=name, ratio=ratio, acc=acc, acc_pruned=acc_pruned, model=small))
+    for r in results:
+        r["widths"] = [l.filters for l in r["model"].layers if isinstance(l, L.Conv2D)]
+        r["tflite"] = _tflite.to_tflite(r["model"])
+        r.update(tp.structure.count(r["model"]))
     log("timing")
     lat = {t: latency([r["tflite"] for r in results], t) for t in (1, 2)}
     base = results[0]
+    best_dense = max(acc_dense, acc_ft)
     print(f"\ntensorflow {tf.__version__}, keras {keras.__version__}, ai-edge-litert "
           f"{_litert_version()}, {platform.machine()} {os.cpu_count()} cores, "
           f"{platform.processor() or platform.platform()}")
-    print(f"epochs {F.epochs} + fine-tune {F.finetune_epochs} (dense: same total), "
-          f"{F.rounds}x{F.invokes} invokes, total {time.time() - t_start:.0f} s\n")
+    print(f"dense {F.epochs} epochs (lr {F.lr}), fine-tune {F.finetune_epochs} epochs "
+          f"(lr {F.finetune_lr}, distillation alpha {F.alpha}, T {F.temperature}), "
+          f"augment {F.augment}, seed {F.seed}, {F.rounds}x{F.invokes} invokes, "
+          f"total {time.time() - t_start:.0f} s\n")
+    print(f"Right after surgery (data criteria scored and BatchNorm re-estimated on "
+          f"{F.calib} training images):\n")
+    print("| FLOPs target | round_to | criterion | acc before FT | seconds |")
+    print("|---|---|---|---|---|")
+    for target, r, crit, acc, secs in oneshot:
+        print(f"| {target:g}x | {r} | {crit} | {acc:.4f} | {secs:.1f} |")
+    print("\nAfter fine-tuning (loss vs the better dense row, "
+          f"{best_dense:.4f}):\n")
     print("| model | ratio | conv widths | params | MFLOPs (MACs) | FLOPs ratio | acc before FT "
-          "| acc | latency 1T | speedup 1T | latency 2T | speedup 2T |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| acc | loss (points) | latency 1T | speedup 1T | latency 2T | speedup 2T |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(results):
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
         before = "-" if r["acc_pruned"] is None else f"{r['acc_pruned']:.4f}"
+        loss = "-" if r["ratio"] is None else f"{100 * (best_dense - r['acc']):+.1f}"
         print(f"| {r['name']} | {ratio} | {'/'.join(map(str, r['widths']))} "
               f"| {r['params']:,} | {r['flops'] / 1e6:.1f} | {base['flops'] / r['flops']:.2f}x "
-              f"| {before} | {r['acc']:.4f} | {lat[1][i] * 1e6:.0f} us "
+              f"| {before} | {r['acc']:.4f} | {loss} | {lat[1][i] * 1e6:.0f} us "
               f"| {lat[1][0] / lat[1][i]:.2f}x | {lat[2][i] * 1e6:.0f} us "
               f"| {lat[2][0] / lat[2][i]:.2f}x |")
 

@@ -115,6 +115,26 @@ def batchnorm(b, call):
     b.set(call.outputs[0], src)
 
 
+def layernorm(b, call):
+    """LayerNormalization over the channel axis only: gamma/beta go with the channels.
+
+    Not exact: every channel enters the mean and variance of the others, so
+    removing one (even an all-zero one) changes the outputs. Groups through
+    it are pruned by :func:`prune_channels` (then fine-tuned) but never
+    shrunk by ``remove_dead_channels`` (role ``"norm"``).
+    """
+    layer = call.layer
+    ndim = len(call.in_shapes[0])
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    if sorted(a % ndim for a in axes) != [ndim - 1]:
+        return b.skip(call, f"normalises over axes {list(axes)}, not the channel axis alone")
+    src = b.get(call.inputs[0])
+    for w in layer.weights:
+        b.member(src, call, w.name, 0, "param")
+    b.member(src, call, None, -1, "norm")
+    b.set(call.outputs[0], src)
+
+
 def prelu(b, call):
     src = b.get(call.inputs[0])
     alpha = call.layer.alpha
@@ -270,6 +290,7 @@ TABLE = (
     ((L.Embedding,), embedding, _field("output_dim")),
     ((L.MultiHeadAttention,), attention, _resize_attention),
     ((L.BatchNormalization,), batchnorm, None),
+    ((L.LayerNormalization,), layernorm, None),
     ((L.PReLU,), prelu, None),
     ((L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax), elementwise, None),
     ((L.Rescaling,), rescaling, None),

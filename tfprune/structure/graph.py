@@ -56,8 +56,9 @@ class Member:
             ``"consumer"`` (reads it: kernel in-slice), ``"param"``
             (per-channel parameter of a pass-through layer, e.g. BN gamma),
             ``"bias"`` (additive per-channel term of a pass-through layer),
-            ``"op"`` (a layer on the way, e.g. an activation) or ``"act"`` (a
-            producer's fused activation).
+            ``"op"`` (a layer on the way, e.g. an activation), ``"act"`` (a
+            producer's fused activation) or ``"norm"`` (a LayerNormalization
+            mixing all the group's channels: removing one is never exact).
         repeat, stride: after ``Flatten`` each channel appears ``repeat`` times,
             ``stride`` positions apart (spatial positions of the flattened map).
         inner: each channel spans ``inner`` consecutive positions (after a

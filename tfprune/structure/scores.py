@@ -5,7 +5,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_lib
 
-__all__ = ["bn_scales", "group_scores"]
+__all__ = ["bn_scales", "group_scores", "data_stats"]
 
 
 def _axis_rows(array, axis, fn):
@@ -36,7 +36,7 @@ def bn_scales(g):
     return scales
 
 
-def group_scores(group, layers, criterion, bn_scales=None):
+def group_scores(group, layers, criterion, bn_scales=None, stats=None):
     """Importance of each channel of ``group`` (higher = keep).
 
     The sum, over the group's producer kernels (Conv filters, Dense columns,
@@ -47,9 +47,19 @@ def group_scores(group, layers, criterion, bn_scales=None):
     scale folded in (``bn_scales``, see :func:`bn_scales`). With
     ``"magnitude"`` this is the L1 norm of the (folded) filter, as in Li et al.
     (2017).
+
+    Data criteria read ``stats`` from :func:`data_stats`: gradient criteria
+    (taylor, fisher, snip, movement) score each producer kernel's weights
+    with their gradients, unfolded (``w * dL/dw`` is unchanged by folding a
+    BatchNorm scale into ``w``, and the gradient was taken without it);
+    activation criteria (mean_activation, apoz) score the group's channels
+    directly from the activations observed after the group's nonlinearity.
     """
     criterion = criteria_lib.get(criterion)
-    bn_scales = bn_scales or {}
+    if criterion.needs_activations:
+        return np.asarray(criterion.score(np.zeros(group.size), stats[("group", group.id)]),
+                          np.float64)
+    bn_scales = {} if criterion.needs_gradients else (bn_scales or {})
     total = np.zeros(group.size)
     for m in group.members:
         if m.role != "producer" or m.key.endswith("bias"):
@@ -60,11 +70,99 @@ def group_scores(group, layers, criterion, bn_scales=None):
             shape = [1] * w.ndim
             shape[m.axis] = -1
             w = w * scale.reshape(shape).astype(w.dtype)
-        rows = _axis_rows(np.asarray(criterion.score(w, {}), dtype=np.float64), m.axis, np.sum)
+        st = stats.get(f"{m.layer}/{m.key}") if criterion.needs_gradients else {}
+        if st is None:
+            raise ValueError(f"prune_channels: no gradient statistics for '{m.layer}/{m.key}' "
+                             f"(group of layers {group.layers}); use a data-free criterion.")
+        rows = _axis_rows(np.asarray(criterion.score(w, st), dtype=np.float64), m.axis, np.sum)
         per_channel = rows[m.index_matrix()].sum(axis=1)
         mean = per_channel.mean()
         total += per_channel / mean if mean > 0 else per_channel
     return total
+
+
+_ACTIVATIONS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
+                keras.layers.ELU, keras.layers.PReLU)
+
+
+def _observed(group, calls):
+    """``[(call, member)]`` whose outputs show the group's channels after their nonlinearity.
+
+    Fused activations and activation layers; else the producers' outputs.
+    """
+    seen = [(calls[m.layer], m) for m in group.members
+            if m.role == "act" or (m.role == "op" and isinstance(calls[m.layer].layer, _ACTIVATIONS))]
+    if not seen:
+        seen = [(calls[m.layer], m) for m in group.members
+                if m.role == "producer" and m.key != "bias" and m.inner == 1 and m.repeat == 1]
+    return seen
+
+
+def data_stats(model, g, data, criterion, *, loss=None, batches=None, batch_size=32):
+    """Statistics a data criterion needs to score ``g``'s prunable groups.
+
+    Gradient criteria: ``{"layer/key": stats}`` of :func:`tfprune.scoring.collect`.
+    Activation criteria: ``{("group", id): {"act_mean", "apoz", "batches"}}``
+    with one value per channel: the mean ``|a|`` and the fraction of
+    ``a <= 0`` over samples and positions, averaged over the tensors where
+    the group's channels leave a nonlinearity (each ``act_mean`` divided by
+    its mean first, so residual branches weigh equally).
+    """
+    from tfprune import scoring
+
+    if criterion.needs_gradients:
+        return scoring.collect(model, data, gradients=True, activations=False, loss=loss,
+                               batches=batches, batch_size=batch_size)
+    calls = {c.path: c for c in g.calls}
+    plan = {grp.id: _observed(grp, calls) for grp in g.prunable_groups}
+    layers = list(dict.fromkeys(c.layer for obs in plan.values() for c, _ in obs))
+    try:
+        probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    except (AttributeError, ValueError) as e:
+        raise ValueError("prune_channels: activation criteria need every observed layer to "
+                         f"be called once in the model ({e}).") from None
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    sums = [0.0] * len(layers)
+    zeros = [0.0] * len(layers)
+    count = [0] * len(layers)
+    n = 0
+    for batch in scoring._batches(_with_labels(data), batches, batch_size, "prune_channels"):
+        outs = probe(batch[0], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for i, o in enumerate(outs):
+            f = np.asarray(keras.ops.convert_to_numpy(o), np.float64)
+            f = f.reshape(-1, f.shape[-1])
+            sums[i] = sums[i] + np.abs(f).sum(0)
+            zeros[i] = zeros[i] + (f <= 0).sum(0)
+            count[i] += f.shape[0]
+        n += 1
+    if n == 0:
+        raise ValueError("prune_channels: `data` yielded no batch.")
+    out = {}
+    for gid, obs in plan.items():
+        act, apoz = 0.0, 0.0
+        for c, m in obs:
+            i = index[id(c.layer)]
+            cols = m.index_matrix()
+            a = (sums[i] / count[i])[cols].mean(axis=1)
+            act = act + (a / a.mean() if a.mean() > 0 else a)
+            apoz = apoz + (zeros[i] / count[i])[cols].mean(axis=1)
+        out[("group", gid)] = {"act_mean": act / len(obs), "apoz": apoz / len(obs),
+                               "batches": n}
+    return out
+
+
+def _with_labels(data):
+    """Activation statistics need inputs only: accept ``x`` or ``(x, y)``."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x = data[0]
+    else:
+        x = data
+    return (x, np.zeros(len(keras.tree.flatten(x)[0]), "float32"))
 
 
 def _weight(layer, key):

@@ -17,7 +17,7 @@ from tfprune import criteria as criteria_lib
 from tfprune.registry import _relative_key
 from tfprune.structure import _rules
 from tfprune.structure.calibrate import recalibrate_batchnorm
-from tfprune.structure.scores import bn_scales, group_scores
+from tfprune.structure.scores import bn_scales, data_stats, group_scores
 from tfprune.structure.graph import graph as _graph
 
 __all__ = ["prune_channels", "remove_dead_channels", "rebuild"]
@@ -176,7 +176,8 @@ def _resolve_ratios(g, ratio):
     return out
 
 
-def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1):
+def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1,
+                   loss=None, batches=None):
     """Returns a physically smaller copy of ``model`` with channels removed.
 
     Channels are removed per dependency group (see
@@ -192,13 +193,24 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
             groups of those layers' output channels only (in a residual
             group, naming any of its producers prunes the whole group; the
             largest fraction named wins).
-        criterion: name or ``tfprune.criteria.Criterion`` scoring weights.
-        data: optional input samples (an array, or ``(x, y)``): after the
-            surgery the BatchNorm statistics are re-estimated on them (see
-            :func:`tfprune.structure.calibrate.recalibrate_batchnorm`); a few
-            hundred training samples suffice. Weights are not trained.
+        criterion: name or ``tfprune.criteria.Criterion``. Data-free ones
+            (``"magnitude"``, ``"l2"``, ``"random"``) score the filters with
+            BatchNorm folded in. Gradient criteria (``"taylor"``,
+            ``"fisher"``, ``"snip"``, ``"movement"``) need ``data=(x, y)``
+            and a loss (the compiled one or ``loss=``); activation criteria
+            (``"mean_activation"``, ``"apoz"``) need inputs in ``data`` and
+            look at the group's channels after its nonlinearity.
+        data: optional samples (an array ``x``, ``(x, y)``, or for the
+            statistics a batched ``tf.data.Dataset``): after the surgery
+            the BatchNorm statistics are re-estimated on the inputs (see
+            :func:`tfprune.structure.calibrate.recalibrate_batchnorm`; a
+            few hundred training samples suffice; weights are not
+            trained), and data criteria are computed on them before it.
         round_to: keep channel counts multiples of this (hardware-friendly
-            widths: 8 suits XNNPACK's float kernels).
+            widths: 8 suits XNNPACK's float kernels, 16 was faster still on
+            the benchmark CPU, see docs/BENCHMARKS.md).
+        loss: loss for gradient criteria when ``model`` is not compiled.
+        batches: use at most this many batches (of 32) for data criteria.
 
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"),
@@ -211,12 +223,11 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
     _refuse_wrapped(model, "prune_channels")
     criterion = criteria_lib.get(criterion)
-    if criterion.needs_gradients or criterion.needs_activations:
-        raise NotImplementedError(
-            f"prune_channels does not collect statistics for {criterion!r} yet; "
-            "use a data-free criterion (magnitude, l2, random).")
     g = _graph(model)
     ratios = _resolve_ratios(g, ratio)
+    stats = _check_data(model, criterion, data, loss)
+    if stats:
+        stats = data_stats(model, g, data, criterion, loss=loss, batches=batches)
     layers = _layers(g)
     scales = bn_scales(g)
     removed = {}
@@ -225,12 +236,40 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
         keep = _keep_count(group.size, r, round_to)
         if keep >= group.size:
             continue
-        order = np.argsort(group_scores(group, layers, criterion, scales), kind="stable")
+        order = np.argsort(group_scores(group, layers, criterion, scales, stats),
+                           kind="stable")
         removed[gid] = np.sort(order[:group.size - keep])
     small = rebuild(model, g, removed)
-    if data is not None:
+    if data is not None and not _is_dataset(data):
         recalibrate_batchnorm(small, data)
     return small
+
+
+def _is_dataset(data):
+    import tensorflow as tf
+    return isinstance(data, tf.data.Dataset)
+
+
+def _check_data(model, criterion, data, loss):
+    """True if ``criterion`` needs statistics; raises before any work if they cannot be had."""
+    if not (criterion.needs_gradients or criterion.needs_activations):
+        return False
+    name = getattr(criterion, "registered_name", type(criterion).__name__)
+    if data is None:
+        raise ValueError(f"prune_channels: criterion {name!r} scores channels on data: pass "
+                         "data=(x, y) (a few hundred training samples), or use a data-free "
+                         "criterion ('magnitude', 'l2', 'random').")
+    if criterion.needs_gradients:
+        has_y = _is_dataset(data) or (isinstance(data, (tuple, list)) and len(data) == 2
+                                      and data[1] is not None)
+        if not has_y:
+            raise ValueError(f"prune_channels: criterion {name!r} needs gradients of the loss: "
+                             "pass data=(x, y) with labels, not inputs alone.")
+        if loss is None and getattr(model, "loss", None) is None:
+            raise ValueError(f"prune_channels: criterion {name!r} needs a loss: compile the "
+                             "model with one or pass loss=... (e.g. "
+                             "keras.losses.SparseCategoricalCrossentropy(from_logits=True)).")
+    return True
 
 
 # -- channels already zero -----------------------------------------------------
@@ -255,6 +294,8 @@ def dead_channels(g, group):
     it), or if every producer slice (kernel and bias) is zero and every layer
     on the way maps 0 to 0 (so the channel is identically 0).
     """
+    if any(m.role == "norm" for m in group.members):
+        return np.zeros(group.size, bool)  # a LayerNorm mixes every channel in
     layers = _layers(g)
     calls = {c.path: c for c in g.calls}
     consumers = [m for m in group.members if m.role == "consumer"]
