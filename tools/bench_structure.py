@@ -36,6 +36,8 @@ import tfprune as tp  # noqa: E402
 
 flags.DEFINE_string("data", None, "cifar10_small.npz (default: ../shared/data/ of the repo)")
 flags.DEFINE_integer("epochs", 15, "dense training epochs")
+flags.DEFINE_string("dense_model", None, "a .keras file: load the dense model from it if it "
+                    "exists (trained with the same flags), else train and save it there")
 flags.DEFINE_integer("finetune_epochs", 6, "fine-tuning epochs after pruning")
 flags.DEFINE_float("lr", 2e-3, "peak learning rate of dense training (Adam, cosine decay)")
 flags.DEFINE_float("finetune_lr", 1e-3, "peak learning rate of fine-tuning (cosine decay)")
@@ -177,9 +179,16 @@ def main(argv):
     keras.utils.set_random_seed(F.seed)
     t_start = time.time()
     x, y, xt, yt = data
-    dense = resnet()
-    log(f"training dense for {F.epochs} epochs")
-    acc_dense = fit(dense, data, F.epochs, F.lr)
+    if F.dense_model and os.path.exists(F.dense_model):
+        log(f"loading the dense model from {F.dense_model}")
+        dense = keras.models.load_model(F.dense_model)
+        acc_dense = evaluate(dense, xt, yt)
+    else:
+        dense = resnet()
+        log(f"training dense for {F.epochs} epochs")
+        acc_dense = fit(dense, data, F.epochs, F.lr)
+        if F.dense_model:
+            dense.save(F.dense_model)
     log(f"dense: {acc_dense:.4f}")
     calib = (x[:F.calib], y[:F.calib])  # scores data criteria, then re-estimates BN
     dense.compile(loss=CE)
