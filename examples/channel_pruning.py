@@ -28,13 +28,13 @@ def cnn():
     x = inp
     for i, filters in enumerate((32, 64)):
         x = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = L.BatchNormalization(name=f"bn{i}")(x)
+        x = L.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)  # short training
         x = L.MaxPooling2D()(L.ReLU()(x))
     x = L.Dense(128, activation="relu", name="fc")(L.Flatten()(x))
     return keras.Model(inp, L.Dense(10, name="logits")(x))
 
 
-def main(epochs=3, finetune_epochs=2, ratio=0.4, time_it=True):
+def main(epochs=3, finetune_epochs=2, ratio=0.4, runs=300):
     (x, y), (xt, yt) = datasets.mnist()
     dense = cnn()
     dense.compile("adam", LOSS, metrics=["accuracy"])
@@ -55,10 +55,10 @@ def main(epochs=3, finetune_epochs=2, ratio=0.4, time_it=True):
     print(f"params {before['params']:,} -> {after['params']:,}, "
           f"multiply-adds {before['flops']:,} -> {after['flops']:,} "
           f"({before['flops'] / after['flops']:.2f}x fewer)")
-    if time_it:
+    if runs:
         dense_tfl = tp.export.to_tflite(dense, sparse="none")
         small_tfl = tp.export.to_tflite(small, sparse="none")
-        r = tp.export.benchmark(small_tfl, (xt, yt), compare_to=dense_tfl, runs=300)
+        r = tp.export.benchmark(small_tfl, (xt, yt), compare_to=dense_tfl, runs=runs)
         print(f"LiteRT, 1 thread, side by side: pruned {r['p50_ms']:.3f} ms vs dense "
               f"{r['compare']['p50_ms']:.3f} ms ({1 / r['latency_ratio']:.2f}x faster); "
               f".tflite {r['size'] // 1024} KiB vs {r['compare']['size'] // 1024} KiB; "

@@ -1,4 +1,4 @@
-"""examples/group_lasso.py, lottery_ticket.py and sparse_finetune.py keep working."""
+"""examples/group_lasso.py, lottery_ticket.py, sparse_finetune.py and channel_pruning.py keep working."""
 
 import runpy
 from pathlib import Path
@@ -34,3 +34,12 @@ def test_lottery_ticket_example_resumes(tmp_path):
 def test_sparse_finetune_example():
     final = _main("sparse_finetune.py")(epochs=1, finetune_epochs=1)
     assert all(abs(v - 0.9) < 1e-3 for v in tp.sparsity(final).values())
+
+
+@pytest.mark.slow
+def test_channel_pruning_example(capsys):
+    dense, small = _main("channel_pruning.py")(epochs=1, finetune_epochs=1, runs=20)
+    assert small.get_layer("conv1").filters == 40        # 64 * 0.6 = 38.4 -> multiple of 8
+    assert tp.structure.count(small)["flops"] < tp.structure.count(dense)["flops"] / 2
+    out = capsys.readouterr().out
+    assert "after distillation" in out and "LiteRT, 1 thread, side by side" in out
