@@ -50,6 +50,7 @@ flags.DEFINE_list("criteria", ["magnitude", "taylor"], "criteria fine-tuned and 
 flags.DEFINE_list("oneshot_criteria", ["random", "magnitude", "l2", "taylor", "fisher",
                                        "mean_activation", "apoz"],
                   "criteria whose accuracy right after surgery is reported")
+flags.DEFINE_boolean("dense_finetune", True, "fine-tune a copy of the dense model as long")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
 flags.DEFINE_integer("seed", 0, "random seed")
@@ -207,14 +208,15 @@ def main(argv):
                 if crit in F.criteria:
                     rows.append((f"{target:g}x FLOPs, round_to={r}, {crit}", ratio, small, acc))
 
-    results = []
-    dense_ft = keras.models.clone_model(dense)
-    dense_ft.set_weights(dense.get_weights())
-    log(f"fine-tuning dense for {F.finetune_epochs} epochs (labels only)")
-    acc_ft = fit(dense_ft, data, F.finetune_epochs, F.finetune_lr)
-    for name, model, acc in (("dense", dense, acc_dense),
-                             (f"dense + {F.finetune_epochs} epochs", dense_ft, acc_ft)):
-        results.append(dict(name=name, ratio=None, acc=acc, acc_pruned=None, model=model))
+    results = [dict(name="dense", ratio=None, acc=acc_dense, acc_pruned=None, model=dense)]
+    acc_ft = acc_dense
+    if F.dense_finetune:
+        dense_ft = keras.models.clone_model(dense)
+        dense_ft.set_weights(dense.get_weights())
+        log(f"fine-tuning dense for {F.finetune_epochs} epochs (labels only)")
+        acc_ft = fit(dense_ft, data, F.finetune_epochs, F.finetune_lr)
+        results.append(dict(name=f"dense + {F.finetune_epochs} epochs", ratio=None,
+                            acc=acc_ft, acc_pruned=None, model=dense_ft))
     for name, ratio, small, acc_pruned in rows:
         log(f"fine-tuning {name}")
         acc = fit(small, data, F.finetune_epochs, F.finetune_lr, teacher=dense)
