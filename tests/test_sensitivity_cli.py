@@ -37,3 +37,5 @@ def test_cli_shards_merge_and_csv(tmp_path):
     merged = tp.sensitivity.load(tmp_path / "a.jsonl")
     assert len(merged.table) == 2
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 1 + 4
+    _cli(*common, "--recalibrate", "16", "--json", str(tmp_path / "r.json"))
+    assert tp.sensitivity.load(tmp_path / "r.json").meta["recalibrate"] == 16

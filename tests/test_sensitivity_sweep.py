@@ -287,3 +287,30 @@ def test_channels_granularity_object():
     rep_in = tp.sensitivity.sweep(model, data, sparsities=[0.5],
                                   granularity=Channels(axis="in"), metric="loss", verbose=0)
     assert rep_in.layers == ["stem", "branch", "head_conv", "out"]   # per layer
+
+
+def test_recalibrated_channel_trial_equals_surgery_with_calibration():
+    """With recalibrate=x a trial scores what prune_channels(data=x) returns."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inp, keras.layers.Dense(3, name="out")(x))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss=loss)
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(64, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 64)
+    before = _bits(model)
+    rep = tp.sensitivity.sweep(model, (xs, ys), sparsities=[0.5], granularity="channels",
+                               metric="loss", layers=["stem"], recalibrate=xs, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _bits(model)))  # BN stats too
+    slim = tp.structure.prune_channels(model, {"stem": 0.5}, data=xs)
+    slim.compile(loss=loss)
+    expected = slim.evaluate(xs, ys, verbose=0)
+    np.testing.assert_allclose(rep.table[0]["metric"], expected, rtol=1e-4)
+    assert rep.meta["recalibrate"] == 64
+    plain = tp.sensitivity.sweep(model, (xs, ys), sparsities=[0.5], granularity="channels",
+                                 metric="loss", layers=["stem"], verbose=0)
+    assert plain.table[0]["metric"] != pytest.approx(expected, rel=1e-3)

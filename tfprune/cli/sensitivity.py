@@ -40,6 +40,8 @@ def define_flags():
     flags.DEFINE_float("target_sparsity", None, "Also print an allocation for this budget.")
     flags.DEFINE_float("max_drop", None, "Per-layer drop limit for the allocation.")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    flags.DEFINE_integer("recalibrate", 0, "Re-estimate BatchNorm statistics on the first N "
+                         "samples in every trial (0 = off); see sweep(recalibrate=...).")
 
 
 def load_data(spec, max_samples=0):
@@ -79,8 +81,9 @@ def main(argv):
         if not FLAGS.model or not FLAGS.data:
             raise app.UsageError("--model and --data are required (or --merge).")
         model = keras.saving.load_model(FLAGS.model)
+        data = load_data(FLAGS.data, FLAGS.max_samples)
         report = tp.sensitivity.sweep(
-            model, load_data(FLAGS.data, FLAGS.max_samples),
+            model, data, recalibrate=data[0][:FLAGS.recalibrate] if FLAGS.recalibrate else None,
             sparsities=[float(s) for s in FLAGS.sparsities], criterion=FLAGS.criterion,
             granularity=FLAGS.granularity, metric=FLAGS.metric, layers=FLAGS.layers,
             output=FLAGS.output, shard=FLAGS.shard, batch_size=FLAGS.batch_size)

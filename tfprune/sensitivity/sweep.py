@@ -198,9 +198,31 @@ def _restore(saved):
         var.assign(original)
 
 
+def _inputs(x):
+    return np.asarray(x[0] if isinstance(x, (tuple, list)) else x)
+
+
+def _recalibrating(model, evaluate, x):
+    """``evaluate`` wrapped: re-estimate BatchNorm statistics, evaluate, put them back."""
+    from tfprune.structure.calibrate import _batchnorms, recalibrate_batchnorm
+
+    x = _inputs(x)
+    stats = [v for bn in _batchnorms(model) for v in (bn.moving_mean, bn.moving_variance)]
+
+    def run():
+        saved = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in stats]
+        try:
+            recalibrate_batchnorm(model, x)
+            return evaluate()
+        finally:
+            for v, value in zip(stats, saved):
+                v.assign(value)
+    return run
+
+
 def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
           granularity="unstructured", metric="accuracy", layers=None, output=None,
-          shard=None, batch_size=256, verbose=1, higher_is_better=None):
+          shard=None, batch_size=256, verbose=1, higher_is_better=None, recalibrate=None):
     """Measures the metric drop of pruning each layer alone at each sparsity.
 
     Args:
@@ -223,9 +245,13 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         batch_size: evaluation batch size for array data.
         verbose: 1 shows a progress bar.
         higher_is_better: override the metric's direction.
-
-    Returns:
-        A :class:`SensitivityReport`.
+        recalibrate: optional input samples: every trial (and the baseline)
+            re-estimates the BatchNorm statistics on them before evaluating,
+            as ``tfprune.structure.prune_channels(data=...)`` does after
+            surgery; the statistics are restored afterwards. Without it a
+            channel trial on a BatchNorm network mostly measures the stale
+            statistics of the layers below (the inputs shift when channels
+            go), which overstates the drop of residual groups.
 
     Example:
 
@@ -250,11 +276,14 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         raise ValueError(f"{who}: model '{model.name}' has no prunable layer to analyse.")
     lower = lower_is_better(metric, higher_is_better)
 
+    if recalibrate is not None:
+        evaluate = _recalibrating(model, evaluate, recalibrate)
     baseline = evaluate()
     header = {
         "model": model.name, "criterion": _criterion_name(criteria_lib.get(criterion)),
         "granularity": _coupling.granularity_name(granularity), "metric": _metric_name(metric),
         "higher_is_better": not lower, "baseline": baseline, "sparsities": sparsities,
+        "recalibrate": None if recalibrate is None else len(_inputs(recalibrate)),
         "units": {u.name: {"params": u.params, "flops": u.flops, "layers": u.layers,
                            "members": u.members} for u in units},
     }
