@@ -50,6 +50,9 @@ flags.DEFINE_list("criteria", ["magnitude", "taylor"], "criteria fine-tuned and 
 flags.DEFINE_list("oneshot_criteria", ["random", "magnitude", "l2", "taylor", "fisher",
                                        "mean_activation", "apoz"],
                   "criteria whose accuracy right after surgery is reported")
+flags.DEFINE_boolean("allocate", False, "also prune (with the first of --criteria) by a "
+                     "per-group plan from a channel sensitivity sweep (BatchNorm re-estimated "
+                     "in every trial), scaled to each FLOP target")
 flags.DEFINE_boolean("dense_finetune", True, "fine-tune a copy of the dense model as long")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
@@ -146,6 +149,34 @@ def ratio_for(model, target, round_to):
     return best
 
 
+def plan_for(model, target, round_to, data, calib):
+    """Per-group ratios shaped by a channel sensitivity sweep, scaled to the FLOP target.
+
+    The sweep (on ``data``) re-estimates BatchNorm statistics on ``calib`` in
+    every trial, as the surgery does. ``allocate`` gives the shape; its
+    scale is bisected on the FLOPs counted after the real surgery (with
+    ``round_to``). Returns None if no scale reaches the target.
+    """
+    report = tp.sensitivity.sweep(model, data, sparsities=[0.25, 0.5, 0.75],
+                                  granularity="channels", recalibrate=calib, verbose=0)
+    shape = report.allocate(target_sparsity=0.4)
+    log(f"sensitivity table:\n{report.to_markdown()}\nshape: {shape}")
+    top = max(shape.values())
+    if top <= 0:
+        return None
+    dense = tp.structure.count(model)["flops"]
+    lo, hi, best = 0.0, 0.95 / top, None
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        plan = {k: v * mid for k, v in shape.items()}
+        small = tp.structure.prune_channels(model, plan, round_to=round_to)
+        if tp.structure.count(small)["flops"] <= dense / target:
+            hi, best = mid, plan
+        else:
+            lo = mid
+    return best
+
+
 def latency(blobs, threads):
     """Median seconds per invoke of each model, interleaved rounds."""
     from tfprune.structure import _tflite
@@ -207,6 +238,17 @@ def main(argv):
                 log(f"{target:g}x round_to={r} {crit}: {acc:.4f} right after surgery")
                 if crit in F.criteria:
                     rows.append((f"{target:g}x FLOPs, round_to={r}, {crit}", ratio, small, acc))
+            if F.allocate:
+                t0 = time.time()
+                plan = plan_for(dense, target, r, (x[-2000:], y[-2000:]), calib[0])
+                log(f"{target:g}x round_to={r} sensitivity plan: {plan}")
+                if plan is not None:
+                    small = tp.structure.prune_channels(dense, plan, criterion=F.criteria[0],
+                                                        round_to=r, data=calib)
+                    acc = evaluate(small, xt, yt)
+                    name = f"{F.criteria[0]}, sensitivity plan"
+                    oneshot.append((target, r, name, acc, time.time() - t0))  # with the sweep
+                    rows.append((f"{target:g}x FLOPs, round_to={r}, {name}", None, small, acc))
 
     results = [dict(name="dense", ratio=None, acc=acc_dense, acc_pruned=None, model=dense)]
     acc_ft = acc_dense
@@ -250,8 +292,10 @@ def main(argv):
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(results):
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        if r["ratio"] is None and r["acc_pruned"] is not None:
+            ratio = "plan"
         before = "-" if r["acc_pruned"] is None else f"{r['acc_pruned']:.4f}"
-        loss = "-" if r["ratio"] is None else f"{100 * (best_dense - r['acc']):+.1f}"
+        loss = "-" if r["acc_pruned"] is None else f"{100 * (best_dense - r['acc']):+.1f}"
         print(f"| {r['name']} | {ratio} | {'/'.join(map(str, r['widths']))} "
               f"| {r['params']:,} | {r['flops'] / 1e6:.1f} | {base['flops'] / r['flops']:.2f}x "
               f"| {before} | {r['acc']:.4f} | {loss} | {lat[1][i] * 1e6:.0f} us "
