@@ -13,9 +13,12 @@ with knowledge distillation from the dense model when --alpha > 0, see
 after the same fine-tuning (plain labels), and the accuracy loss is taken
 against the better of the two. Finally the exported static batch-1 float
 .tflite files are timed side by side (interleaved rounds, medians) at 1 and 2
-threads.
+threads. With --allocate, one more model per target is pruned by a per-group
+plan from a channel sensitivity sweep (``tfprune.sensitivity.sweep`` with
+BatchNorm re-estimated per trial, then ``allocate``), scaled to the target.
 
     python tools/bench_structure.py
+    python tools/bench_structure.py --allocate --dense_model /tmp/dense.keras
     python tools/bench_structure.py --targets 2,3 --round_to 16,8
     python tools/bench_structure.py --epochs 1 --finetune_epochs 0   # smoke run
 """
@@ -132,21 +135,30 @@ def evaluate(model, x, y):
     return float(model.evaluate(x, y, batch_size=256, verbose=0)[1])
 
 
-def ratio_for(model, target, round_to):
-    """Smallest uniform ratio whose counted FLOPs are <= dense / target.
+def scale_to_flops(model, target, round_to, ratios, hi):
+    """Smallest ``t`` in [0, hi] with FLOPs of ``prune_channels(model, ratios(t))`` <= dense / target.
 
-    Widths depend on the ratio and ``round_to`` only, not on the criterion.
+    Bisection on the FLOPs counted after the real surgery (``round_to``
+    makes them a step function of ``t``); None if even ``hi`` is not enough.
     """
     dense = tp.structure.count(model)["flops"]
-    lo, hi, best = 0.0, 0.95, None
+    lo, best = 0.0, None
     for _ in range(14):
         mid = (lo + hi) / 2
-        small = tp.structure.prune_channels(model, mid, round_to=round_to)
+        small = tp.structure.prune_channels(model, ratios(mid), round_to=round_to)
         if tp.structure.count(small)["flops"] <= dense / target:
             hi, best = mid, mid
         else:
             lo = mid
     return best
+
+
+def ratio_for(model, target, round_to):
+    """Smallest uniform ratio whose counted FLOPs are <= dense / target.
+
+    Widths depend on the ratio and ``round_to`` only, not on the criterion.
+    """
+    return scale_to_flops(model, target, round_to, lambda t: t, 0.95)
 
 
 def plan_for(model, target, round_to, data, calib):
@@ -168,17 +180,9 @@ def plan_for(model, target, round_to, data, calib):
     top = max(shape.values())
     if top <= 0:
         return None
-    dense = tp.structure.count(model)["flops"]
-    lo, hi, best = 0.0, 0.95 / top, None
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        plan = {k: v * mid for k, v in shape.items()}
-        small = tp.structure.prune_channels(model, plan, round_to=round_to)
-        if tp.structure.count(small)["flops"] <= dense / target:
-            hi, best = mid, plan
-        else:
-            lo = mid
-    return best
+    scaled = lambda t: {k: v * t for k, v in shape.items()}  # noqa: E731
+    t = scale_to_flops(model, target, round_to, scaled, 0.95 / top)
+    return None if t is None else scaled(t)
 
 
 def latency(blobs, threads):
