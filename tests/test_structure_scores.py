@@ -103,3 +103,13 @@ def test_scores_fold_the_following_batchnorm():
     bn.gamma.assign(np.array([1.0, 1.0, 1e-4, 1.0], "float32"))
     small = tp.structure.prune_channels(model, 0.25)
     np.testing.assert_array_equal(small.get_layer("bn").gamma.numpy(), [1.0, 1.0, 1.0])
+
+
+def test_activation_criteria_refuse_attention_heads():
+    model = sm.attention()
+    x = sm.sample_input(model, n=8)
+    with pytest.raises(ValueError, match="cannot observe the channels"):
+        tp.structure.prune_channels(model, 0.5, criterion="apoz", data=x)
+    small = tp.structure.prune_channels(model, 0.5, criterion="taylor", loss="mse",
+                                        data=(x, np.zeros((8,) + model.output_shape[1:])))
+    assert small.count_params() < model.count_params()

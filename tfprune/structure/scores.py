@@ -57,8 +57,14 @@ def group_scores(group, layers, criterion, bn_scales=None, stats=None):
     """
     criterion = criteria_lib.get(criterion)
     if criterion.needs_activations:
-        return np.asarray(criterion.score(np.zeros(group.size), stats[("group", group.id)]),
-                          np.float64)
+        st = stats.get(("group", group.id))
+        if st is None:
+            raise ValueError(
+                f"prune_channels: {type(criterion).__name__} cannot observe the channels of the "
+                f"group of layers {group.layers} (no activation or Conv/Dense output carries "
+                "them one per position, e.g. attention heads); use a weight or gradient "
+                "criterion, or leave this group out of `ratio`.")
+        return np.asarray(criterion.score(np.zeros(group.size), st), np.float64)
     bn_scales = {} if criterion.needs_gradients else (bn_scales or {})
     total = np.zeros(group.size)
     for m in group.members:
@@ -92,9 +98,10 @@ def _observed(group, calls):
     """
     seen = [(calls[m.layer], m) for m in group.members
             if m.role == "act" or (m.role == "op" and isinstance(calls[m.layer].layer, _ACTIVATIONS))]
-    if not seen:
+    if not seen:  # a producer's output, if its kernel's last axis is the output channel
         seen = [(calls[m.layer], m) for m in group.members
-                if m.role == "producer" and m.key != "bias" and m.inner == 1 and m.repeat == 1]
+                if m.role == "producer" and m.key == "kernel" and m.inner == 1
+                and m.repeat == 1 and m.axis == len(_weight(calls[m.layer].layer, m.key).shape) - 1]
     return seen
 
 
@@ -114,7 +121,7 @@ def data_stats(model, g, data, criterion, *, loss=None, batches=None, batch_size
         return scoring.collect(model, data, gradients=True, activations=False, loss=loss,
                                batches=batches, batch_size=batch_size)
     calls = {c.path: c for c in g.calls}
-    plan = {grp.id: _observed(grp, calls) for grp in g.prunable_groups}
+    plan = {grp.id: obs for grp in g.prunable_groups if (obs := _observed(grp, calls))}
     layers = list(dict.fromkeys(c.layer for obs in plan.values() for c, _ in obs))
     try:
         probe = keras.Model(model.inputs, [layer.output for layer in layers])
