@@ -17,16 +17,10 @@ from tfprune import criteria as criteria_lib
 from tfprune.registry import _relative_key
 from tfprune.structure import _rules
 from tfprune.structure.calibrate import recalibrate_batchnorm
-from tfprune.structure.scores import bn_scales, data_stats, group_scores
+from tfprune.structure.scores import _axis_rows, bn_scales, data_stats, group_scores
 from tfprune.structure.graph import graph as _graph
 
 __all__ = ["prune_channels", "remove_dead_channels", "rebuild"]
-
-
-def _axis_rows(array, axis, fn):
-    """``fn`` reduced over every axis but ``axis``: one value per index of ``axis``."""
-    moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
-    return fn(moved, axis=1)
 
 
 def _weights_by_key(layer):
