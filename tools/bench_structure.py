@@ -55,7 +55,7 @@ flags.DEFINE_list("oneshot_criteria", ["random", "magnitude", "l2", "taylor", "f
                   "criteria whose accuracy right after surgery is reported")
 flags.DEFINE_boolean("allocate", False, "also prune (with the first of --criteria) by a "
                      "per-group plan from a channel sensitivity sweep (BatchNorm re-estimated "
-                     "in every trial), scaled to each FLOP target")
+                     "in every trial), budgeted by allocate(target_flops=...) to each FLOP target")
 flags.DEFINE_boolean("dense_finetune", True, "fine-tune a copy of the dense model as long")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
@@ -162,27 +162,38 @@ def ratio_for(model, target, round_to):
 
 
 def plan_for(model, target, round_to, data, calib):
-    """Per-group ratios shaped by a channel sensitivity sweep, scaled to the FLOP target.
+    """Per-group ratios from a channel sensitivity sweep with a FLOP budget.
 
     The sweep (on ``data``) re-estimates BatchNorm statistics on ``calib`` in
-    every trial, as the surgery does. ``allocate`` gives the shape; its
-    scale is bisected on the FLOPs counted after the real surgery (with
-    ``round_to``). Returns None if no scale reaches the target.
+    every trial, as the surgery does. ``allocate(target_flops=f * total)``
+    spends the budget where the sweep measured the smallest drop; ``f`` is
+    bisected on the FLOPs counted after the real surgery (``round_to``, and
+    a conv shrunk on both sides, make them differ from the sweep's linear
+    per-group estimate). Returns None if no budget reaches the target.
     """
     report = tp.sensitivity.sweep(model, data, sparsities=[0.25, 0.5, 0.75],
                                   granularity="channels", recalibrate=calib, verbose=0)
     stale = tp.sensitivity.sweep(model, data, sparsities=[0.25, 0.5, 0.75],
                                  granularity="channels", verbose=0)
-    shape = report.allocate(target_sparsity=0.4)
     log(f"channel sweep, accuracy drop, BatchNorm re-estimated per trial:\n"
-        f"{report.to_markdown()}\nthe same without re-estimation:\n{stale.to_markdown()}\n"
-        f"allocate(target_sparsity=0.4): {shape}")
-    top = max(shape.values())
-    if top <= 0:
-        return None
-    scaled = lambda t: {k: v * t for k, v in shape.items()}  # noqa: E731
-    t = scale_to_flops(model, target, round_to, scaled, 0.95 / top)
-    return None if t is None else scaled(t)
+        f"{report.to_markdown()}\nthe same without re-estimation:\n{stale.to_markdown()}")
+    total = sum(u["flops"] for u in report.meta["units"].values())
+    limit = tp.structure.count(model)["flops"] / target
+    lo, hi, best = 0.0, 1.0, None  # f = fraction of the groups' FLOPs kept
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        try:
+            plan = report.allocate(target_flops=mid * total)
+        except ValueError:  # more than the swept sparsities allow: keep more
+            lo = mid
+            continue
+        small = tp.structure.prune_channels(model, plan, round_to=round_to)
+        if tp.structure.count(small)["flops"] <= limit:
+            lo, best = mid, plan
+        else:
+            hi = mid
+    log(f"allocate(target_flops={lo:.3f} of the groups' FLOPs): {best}")
+    return best
 
 
 def latency(blobs, threads):
