@@ -135,32 +135,6 @@ def evaluate(model, x, y):
     return float(model.evaluate(x, y, batch_size=256, verbose=0)[1])
 
 
-def scale_to_flops(model, target, round_to, ratios, hi):
-    """Smallest ``t`` in [0, hi] with FLOPs of ``prune_channels(model, ratios(t))`` <= dense / target.
-
-    Bisection on the FLOPs counted after the real surgery (``round_to``
-    makes them a step function of ``t``); None if even ``hi`` is not enough.
-    """
-    dense = tp.structure.count(model)["flops"]
-    lo, best = 0.0, None
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        small = tp.structure.prune_channels(model, ratios(mid), round_to=round_to)
-        if tp.structure.count(small)["flops"] <= dense / target:
-            hi, best = mid, mid
-        else:
-            lo = mid
-    return best
-
-
-def ratio_for(model, target, round_to):
-    """Smallest uniform ratio whose counted FLOPs are <= dense / target.
-
-    Widths depend on the ratio and ``round_to`` only, not on the criterion.
-    """
-    return scale_to_flops(model, target, round_to, lambda t: t, 0.95)
-
-
 def plan_for(model, target, round_to, data, calib):
     """Per-group ratios from a channel sensitivity sweep with a FLOP budget.
 
@@ -246,7 +220,7 @@ def main(argv):
     oneshot, rows = [], []
     for target in [float(t) for t in F.targets]:
         for r in [int(v) for v in F.round_to]:
-            ratio = ratio_for(dense, target, r)
+            ratio = tp.structure.ratio_for_flops(dense, target, round_to=r)
             for crit in dict.fromkeys(F.oneshot_criteria + F.criteria):
                 t0 = time.time()
                 small = tp.structure.prune_channels(dense, ratio, criterion=crit, round_to=r,

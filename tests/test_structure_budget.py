@@ -1,0 +1,69 @@
+"""ratio_for_flops: the least pruning that reaches a FLOP reduction factor."""
+
+import keras
+import pytest
+
+import tfprune as tp
+
+import _structure_models as sm
+
+
+def _factor(model, ratio, round_to=1):
+    small = tp.structure.prune_channels(model, ratio, round_to=round_to)
+    return tp.structure.count(model)["flops"] / tp.structure.count(small)["flops"]
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(64, name="h1"),
+                             keras.layers.Dense(64, name="h2"), keras.layers.Dense(2, name="o")],
+                            name="mlp")
+
+
+@pytest.mark.parametrize("name", ["seq_cnn", "residual", "concat", "mobilenet_block"])
+@pytest.mark.parametrize("factor", [1.5, 2.0, 3.0])
+def test_uniform_ratio_reaches_factor_and_is_least(name, factor):
+    model = sm.PATTERNS[name]()
+    r = tp.structure.ratio_for_flops(model, factor)
+    assert 0 < r < 1
+    assert _factor(model, r) >= factor
+    # A visibly smaller ratio no longer reaches the target: r is (close to) the least.
+    assert _factor(model, max(r - 0.02, 0.0)) < factor
+
+
+def test_round_to_widths_and_budget():
+    model = _mlp()
+    r = tp.structure.ratio_for_flops(model, 2.0, round_to=8)
+    small = tp.structure.prune_channels(model, r, round_to=8)
+    widths = [small.get_layer(n).units for n in ("h1", "h2")]
+    assert all(w % 8 == 0 for w in widths), widths
+    assert _factor(model, r, round_to=8) >= 2.0
+
+
+def test_plan_is_scaled_as_a_whole():
+    model = _mlp()
+    plan = tp.structure.ratio_for_flops(model, 1.6, plan={"h1": 0.2, "h2": 0.8})
+    assert set(plan) == {"h1", "h2"}
+    assert plan["h2"] == pytest.approx(4 * plan["h1"])
+    assert max(plan.values()) < 1
+    assert _factor(model, plan) >= 1.6
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5, -2, float("nan"), "2x", True])
+def test_bad_factor(factor):
+    with pytest.raises(ValueError, match="factor must be a number > 1"):
+        tp.structure.ratio_for_flops(_mlp(), factor)
+
+
+def test_unreachable_factor_says_what_is_possible():
+    # The output layer's 2 units and the 8 inputs cannot be pruned.
+    with pytest.raises(ValueError, match=r"cannot be made 1000x cheaper.*only \d+\.\d\dx"):
+        tp.structure.ratio_for_flops(_mlp(), 1000)
+
+
+def test_bad_plan():
+    with pytest.raises(ValueError, match="not a layer producing channels"):
+        tp.structure.ratio_for_flops(_mlp(), 2.0, plan={"nope": 0.5})
+    with pytest.raises(ValueError, match="every ratio in plan is 0"):
+        tp.structure.ratio_for_flops(_mlp(), 2.0, plan={"h1": 0.0})
+    with pytest.raises(ValueError, match="non-empty"):
+        tp.structure.ratio_for_flops(_mlp(), 2.0, plan={})
