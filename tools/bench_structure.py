@@ -56,6 +56,9 @@ flags.DEFINE_list("oneshot_criteria", ["random", "magnitude", "l2", "taylor", "f
 flags.DEFINE_boolean("allocate", False, "also prune (with the first of --criteria) by a "
                      "per-group plan from a channel sensitivity sweep (BatchNorm re-estimated "
                      "in every trial), budgeted by allocate(target_flops=...) to each FLOP target")
+flags.DEFINE_integer("steps", 1, "also prune iteratively (with the first of --criteria): "
+                     "widths move to the one-shot widths in this many equal steps, each "
+                     "followed by --finetune_epochs / steps epochs (1: one-shot only)")
 flags.DEFINE_boolean("dense_finetune", True, "fine-tune a copy of the dense model as long")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
@@ -170,6 +173,39 @@ def plan_for(model, target, round_to, data, calib):
     return best
 
 
+def producer_widths(model):
+    """{name of a producer layer: channels} for each prunable group."""
+    g = tp.structure.graph(model)
+    return {next(m.layer for m in grp.members if m.role == "producer").split("/")[-1]: grp.size
+            for grp in g.prunable_groups}
+
+
+def iterative(dense, final, crit, calib, data, steps):
+    """Prunes ``dense`` to the widths of ``final`` in ``steps`` equal width steps.
+
+    Each step removes channels by ``crit`` (scored on the current, already
+    fine-tuned model) and fine-tunes ``--finetune_epochs // steps`` epochs
+    distilled from ``dense``; the last step gets the remainder, so the total
+    fine-tuning matches the one-shot rows. Returns (model, test accuracy).
+    """
+    start, goal = producer_widths(dense), producer_widths(final)
+    model, acc = dense, None
+    for k in range(1, steps + 1):
+        now = producer_widths(model)
+        plan = {}
+        for name, n in now.items():
+            want = round(start[name] - (start[name] - goal.get(name, start[name])) * k / steps)
+            if want < n:
+                plan[name] = (n - want) / n
+        if plan:
+            model = tp.structure.prune_channels(model, plan, criterion=crit, data=calib)
+        epochs = F.finetune_epochs // steps + (F.finetune_epochs % steps if k == steps else 0)
+        acc = fit(model, data, epochs, F.finetune_lr, teacher=dense)
+        log(f"step {k}/{steps}: widths {list(producer_widths(model).values())}, "
+            f"{epochs} epochs, {acc:.4f}")
+    return model, acc
+
+
 def latency(blobs, threads):
     """Median seconds per invoke of each model, interleaved rounds."""
     from tfprune.structure import _tflite
@@ -257,6 +293,11 @@ def main(argv):
         acc = fit(small, data, F.finetune_epochs, F.finetune_lr, teacher=dense)
         log(f"{name}: {acc:.4f}")
         results.append(dict(name=name, ratio=ratio, acc=acc, acc_pruned=acc_pruned, model=small))
+        if F.steps > 1 and name.endswith(f", {F.criteria[0]}"):
+            name = f"{name}, {F.steps} steps"
+            log(f"fine-tuning {name}")
+            model, acc = iterative(dense, small, F.criteria[0], calib, data, F.steps)
+            results.append(dict(name=name, ratio=ratio, acc=acc, acc_pruned=None, model=model))
     for r in results:
         r["widths"] = [l.filters for l in r["model"].layers if isinstance(l, L.Conv2D)]
         r["tflite"] = _tflite.to_tflite(r["model"])
@@ -288,7 +329,7 @@ def main(argv):
         if r["ratio"] is None and r["acc_pruned"] is not None:
             ratio = "plan"
         before = "-" if r["acc_pruned"] is None else f"{r['acc_pruned']:.4f}"
-        loss = "-" if r["acc_pruned"] is None else f"{100 * (best_dense - r['acc']):+.1f}"
+        loss = "-" if r["name"].startswith("dense") else f"{100 * (best_dense - r['acc']):+.1f}"
         print(f"| {r['name']} | {ratio} | {'/'.join(map(str, r['widths']))} "
               f"| {r['params']:,} | {r['flops'] / 1e6:.1f} | {base['flops'] / r['flops']:.2f}x "
               f"| {before} | {r['acc']:.4f} | {loss} | {lat[1][i] * 1e6:.0f} us "
