@@ -67,3 +67,57 @@ def test_bad_plan():
         tp.structure.ratio_for_flops(_mlp(), 2.0, plan={"h1": 0.0})
     with pytest.raises(ValueError, match="non-empty"):
         tp.structure.ratio_for_flops(_mlp(), 2.0, plan={})
+
+
+def _small_resnet():
+    """The benchmark's residual CNN at a quarter of the input size: stages 32/32/64."""
+    L = keras.layers
+
+    def cbr(x, filters, stride=1, relu=True):
+        x = L.Conv2D(filters, 3, stride, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        return L.ReLU()(x) if relu else x
+
+    inp = keras.Input((8, 8, 3))
+    x = cbr(inp, 32)
+    for i, w in enumerate((32, 64)):
+        x = cbr(x, w, stride=1 if i == 0 else 2)
+        x = L.ReLU()(L.Add()([x, cbr(cbr(x, w), w, relu=False)]))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(10)(x), name="resnet_small")
+
+
+@pytest.mark.parametrize("build,round_to", [(_mlp, 8), (_small_resnet, 16), (_small_resnet, 8)])
+def test_fill_lands_closer_and_no_group_can_take_another_step(build, round_to):
+    model = build()
+    uniform = _factor(model, tp.structure.ratio_for_flops(model, 2.0, round_to=round_to),
+                      round_to)
+    plan = tp.structure.ratio_for_flops(model, 2.0, round_to=round_to, fill=True)
+    assert isinstance(plan, dict) and plan
+    filled = _factor(model, plan, round_to)
+    assert 2.0 <= filled <= uniform
+    small = tp.structure.prune_channels(model, plan, round_to=round_to)
+    g, gs = tp.structure.graph(model), tp.structure.graph(small)
+    sizes = {n: g.group_of(n).size for n in plan}
+    for name, r in plan.items():
+        keep = gs.group_of(name).size
+        assert keep % round_to == 0 and keep == sizes[name] - round(r * sizes[name])
+        if keep + round_to <= sizes[name]:  # one more step would break the budget
+            wider = dict(plan, **{name: (sizes[name] - keep - round_to) / sizes[name]})
+            if wider[name] == 0:
+                del wider[name]
+            assert _factor(model, wider, round_to) < 2.0, name
+
+
+def test_fill_gives_the_rounding_slack_back_on_the_residual_cnn():
+    model = _small_resnet()
+    uniform = _factor(model, tp.structure.ratio_for_flops(model, 2.0, round_to=16), 16)
+    filled = _factor(model, tp.structure.ratio_for_flops(model, 2.0, round_to=16, fill=True), 16)
+    assert uniform > 2.2 and filled < uniform - 0.1, (uniform, filled)
+
+
+def test_fill_with_a_plan_touches_only_its_groups():
+    model = _mlp()
+    plan = tp.structure.ratio_for_flops(model, 1.6, plan={"h2": 0.9}, round_to=8, fill=True)
+    assert set(plan) == {"h2"}
+    assert _factor(model, plan, 8) >= 1.6

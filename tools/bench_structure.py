@@ -16,6 +16,9 @@ against the better of the two. Finally the exported static batch-1 float
 threads. With --allocate, one more model per target is pruned by a per-group
 plan from a channel sensitivity sweep (``tfprune.sensitivity.sweep`` with
 BatchNorm re-estimated per trial, then ``allocate``), scaled to the target.
+With --fill, one more model per target and criterion is pruned to the widths
+of ``ratio_for_flops(fill=True)`` (closer to the target than a uniform ratio
+can land with ``round_to``).
 
     python tools/bench_structure.py
     python tools/bench_structure.py --allocate --dense_model /tmp/dense.keras
@@ -59,6 +62,9 @@ flags.DEFINE_boolean("allocate", False, "also prune (with the first of --criteri
 flags.DEFINE_integer("steps", 1, "also prune iteratively (with the first of --criteria): "
                      "widths move to the one-shot widths in this many equal steps, each "
                      "followed by --finetune_epochs / steps epochs (1: one-shot only)")
+flags.DEFINE_boolean("fill", False, "also prune to the per-group widths of "
+                     "ratio_for_flops(fill=True): the uniform cut, then the FLOPs that "
+                     "round_to overshot given back to the hardest-cut groups")
 flags.DEFINE_boolean("dense_finetune", True, "fine-tune a copy of the dense model as long")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
@@ -256,17 +262,22 @@ def main(argv):
     oneshot, rows = [], []
     for target in [float(t) for t in F.targets]:
         for r in [int(v) for v in F.round_to]:
-            ratio = tp.structure.ratio_for_flops(dense, target, round_to=r)
-            for crit in dict.fromkeys(F.oneshot_criteria + F.criteria):
-                t0 = time.time()
-                small = tp.structure.prune_channels(dense, ratio, criterion=crit, round_to=r,
-                                                    data=calib)
-                secs = time.time() - t0
-                acc = evaluate(small, xt, yt)
-                oneshot.append((target, r, crit, acc, secs))
-                log(f"{target:g}x round_to={r} {crit}: {acc:.4f} right after surgery")
-                if crit in F.criteria:
-                    rows.append((f"{target:g}x FLOPs, round_to={r}, {crit}", ratio, small, acc))
+            variants = [("", tp.structure.ratio_for_flops(dense, target, round_to=r))]
+            if F.fill:
+                variants.append((", fill", tp.structure.ratio_for_flops(
+                    dense, target, round_to=r, fill=True)))
+            for how, ratio in variants:
+                for crit in dict.fromkeys(F.oneshot_criteria + F.criteria):
+                    t0 = time.time()
+                    small = tp.structure.prune_channels(dense, ratio, criterion=crit,
+                                                        round_to=r, data=calib)
+                    secs = time.time() - t0
+                    acc = evaluate(small, xt, yt)
+                    oneshot.append((target, f"{r}{how}", crit, acc, secs))
+                    log(f"{target:g}x round_to={r}{how} {crit}: {acc:.4f} right after surgery")
+                    if crit in F.criteria:
+                        rows.append((f"{target:g}x FLOPs, round_to={r}{how}, {crit}", ratio,
+                                     small, acc))
             if F.allocate:
                 t0 = time.time()
                 plan = plan_for(dense, target, r, (x[-2000:], y[-2000:]), calib[0])
@@ -325,9 +336,10 @@ def main(argv):
           "| acc | loss (points) | latency 1T | speedup 1T | latency 2T | speedup 2T |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(results):
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        if r["ratio"] is None and r["acc_pruned"] is not None:
+        if isinstance(r["ratio"], dict) or (r["ratio"] is None and r["acc_pruned"] is not None):
             ratio = "plan"
+        else:
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
         before = "-" if r["acc_pruned"] is None else f"{r['acc_pruned']:.4f}"
         loss = "-" if r["name"].startswith("dense") else f"{100 * (best_dense - r['acc']):+.1f}"
         print(f"| {r['name']} | {ratio} | {'/'.join(map(str, r['widths']))} "

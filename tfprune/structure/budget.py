@@ -12,6 +12,17 @@ budget is met on the counts of the real surgery, by bisection on a scale
     smallest t  such that  flops(prune_channels(model, t * shape)) <= flops(model) / factor
 
 Each distinct set of widths is built and counted once.
+
+With ``round_to`` the least such ``t`` usually overshoots: one step of a
+wide, early group can move the count well past the target (a residual CNN
+asked for 2x lands on 2.3x with widths in multiples of 16). ``fill=True``
+then gives the slack back, ``round_to`` channels at a time, always to the
+group that is cut hardest relative to its size among the steps that still
+fit (ties: the cheaper step), so no group ends up cut more than the budget
+requires:
+
+    repeat  g* = argmin_g { keep_g / size_g : flops(keep + round_to e_g) <= limit }
+            keep_g* += round_to
 """
 
 import numbers
@@ -24,7 +35,7 @@ from tfprune.structure import surgery
 __all__ = ["ratio_for_flops"]
 
 
-def ratio_for_flops(model, factor, *, round_to=1, plan=None):
+def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
     """The least pruning that makes ``model`` at least ``factor`` times cheaper.
 
     Args:
@@ -35,10 +46,15 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None):
         plan: optional ``{layer: ratio}`` giving the *shape* of a non-uniform
             plan (e.g. ``SensitivityReport.allocate(...)``); it is scaled as
             a whole (each ratio times the same ``t``, all below 1).
+        fill: after scaling, give back what ``round_to`` overshot (see the
+            module docstring): groups move off the common ratio, so the
+            result is a per-group plan that lands closer to ``factor``.
+            Costs one rebuild of the model per candidate step.
 
     Returns:
-        A float ratio for every prunable group, or the scaled plan: pass it
-        to ``prune_channels(model, ..., round_to=round_to)``.
+        A float ratio for every prunable group, or the scaled plan; with
+        ``fill``, ``{producer layer: ratio}`` for each group that is cut.
+        Pass it to ``prune_channels(model, ..., round_to=round_to)``.
 
     Raises:
         ValueError: ``factor`` is not above 1, the plan is empty or all
@@ -50,8 +66,15 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None):
     ...                       keras.layers.Dense(64, name="h2"), keras.layers.Dense(2)])
     >>> r = tp.structure.ratio_for_flops(m, 2.0, round_to=8)
     >>> small = tp.structure.prune_channels(m, r, round_to=8)
-    >>> tp.structure.count(m)["flops"] / tp.structure.count(small)["flops"] >= 2.0
-    True
+    >>> cheaper = lambda s: tp.structure.count(m)["flops"] / tp.structure.count(s)["flops"]
+    >>> small.get_layer("h").units, small.get_layer("h2").units, round(cheaper(small), 2)
+    (40, 40, 2.37)
+    >>> plan = tp.structure.ratio_for_flops(m, 2.0, round_to=8, fill=True)
+    >>> plan
+    {'h': 0.375, 'h2': 0.25}
+    >>> small = tp.structure.prune_channels(m, plan, round_to=8)
+    >>> small.get_layer("h").units, small.get_layer("h2").units, round(cheaper(small), 2)
+    (40, 48, 2.03)
     """
     if (not isinstance(factor, numbers.Real) or isinstance(factor, bool)
             or not np.isfinite(factor) or factor <= 1):
@@ -81,16 +104,21 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None):
     limit = dense / float(factor)
     cache = {}
 
-    def flops(t):
-        widths = tuple(sorted(
-            (gid, surgery._keep_count(g.groups[gid].size, r, round_to))
-            for gid, r in surgery._resolve_ratios(g, ratios(t)).items()))
-        if widths not in cache:
+    def widths(t):
+        return {gid: surgery._keep_count(g.groups[gid].size, r, round_to)
+                for gid, r in surgery._resolve_ratios(g, ratios(t)).items()}
+
+    def cost(keep):
+        key = tuple(sorted(keep.items()))
+        if key not in cache:
             # Which channels go does not change the count: drop the first ones.
-            removed = {gid: np.arange(g.groups[gid].size - keep)
-                       for gid, keep in widths if keep < g.groups[gid].size}
-            cache[widths] = count_lib.count(surgery.rebuild(model, g, removed))["flops"]
-        return cache[widths]
+            removed = {gid: np.arange(g.groups[gid].size - k)
+                       for gid, k in key if k < g.groups[gid].size}
+            cache[key] = count_lib.count(surgery.rebuild(model, g, removed))["flops"]
+        return cache[key]
+
+    def flops(t):
+        return cost(widths(t))
 
     hi = 0.999 / top  # every ratio stays below 1
     best = flops(hi)
@@ -112,4 +140,30 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None):
     t = round(hi, 6)
     if flops(t) > limit:  # rounding crossed a step: keep the feasible value
         t = hi
-    return ratios(t)
+    if not fill:
+        return ratios(t)
+    return _fill(g, widths(t), cost, limit, round_to)
+
+
+def _fill(g, keep, cost, limit, step):
+    """Adds ``step`` channels to the hardest-cut group that still fits, until none does."""
+    keep = dict(keep)
+    while True:
+        best = None
+        for gid, k in keep.items():
+            size = g.groups[gid].size
+            if k + step > size:  # only widths prune_channels can produce
+                continue
+            trial = {**keep, gid: k + step}
+            f = cost(trial)
+            if f <= limit and (best is None or (k / size, f) < best[0]):
+                best = ((k / size, f), gid)
+        if best is None:
+            break
+        keep[best[1]] += step
+    names = {}
+    for name, grp in surgery._producers(g).items():
+        names.setdefault(grp.id, name)
+    # A group kept whole is left out: a ratio of 0 with round_to could still round it.
+    return {names[gid]: (g.groups[gid].size - k) / g.groups[gid].size
+            for gid, k in keep.items() if k < g.groups[gid].size}

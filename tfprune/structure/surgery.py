@@ -143,17 +143,23 @@ def _check_ratio(name, value):
     return float(value)
 
 
-def _resolve_ratios(g, ratio):
-    """{group id: ratio} from a number or {layer name: ratio}."""
-    if not isinstance(ratio, dict):
-        r = _check_ratio("ratio", ratio)
-        return {grp.id: r for grp in g.prunable_groups}
+def _producers(g):
+    """{layer path or short name: the group of that layer's output channels}."""
     producers = {}
     for c in g.calls:
         resize = _rules.lookup(c.layer)[1]
         if resize is not None and not isinstance(c.layer, keras.layers.Reshape):
             for name in (c.path, c.path.split("/")[-1]):
                 producers.setdefault(name, g.group_of(c.path))
+    return producers
+
+
+def _resolve_ratios(g, ratio):
+    """{group id: ratio} from a number or {layer name: ratio}."""
+    if not isinstance(ratio, dict):
+        r = _check_ratio("ratio", ratio)
+        return {grp.id: r for grp in g.prunable_groups}
+    producers = _producers(g)
     out = {}
     for name, value in ratio.items():
         r = _check_ratio(f"ratio['{name}']", value)
