@@ -111,9 +111,24 @@ def sequence():
     return keras.Model(inp, L.Dense(2, name="out")(x), name="sequence")
 
 
+def merges():
+    """Subtract, Maximum, Minimum and Average: every branch shares one channel space."""
+    inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(6, 3, padding="same", name="a")(inp)
+    b = L.Conv2D(6, 1, name="b")(inp)
+    x = L.Subtract()([a, b])
+    c = L.Conv2D(6, 3, padding="same", name="c")(x)
+    x = L.Maximum()([x, c])
+    d = L.Conv2D(6, 1, name="d")(x)
+    x = L.Average()([L.Minimum()([x, d]), d])
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(2, name="out")(x), name="merges")
+
+
 PATTERNS = {"seq_cnn": seq_cnn, "residual": residual, "concat": concat,
             "mobilenet_block": mobilenet_block, "squeeze_excite": squeeze_excite,
-            "spatial": spatial, "nested": nested, "sequence": sequence}
+            "spatial": spatial, "nested": nested, "sequence": sequence,
+            "merges": merges}
 
 
 def sample_input(model, n=4, seed=0):

@@ -27,6 +27,17 @@ def test_residual_branches_share_one_group():
     assert inner.layers == ["r1", "r2", "rbn1"]
 
 
+def test_subtract_maximum_minimum_average_merge_into_one_group():
+    g = tp.structure.graph(sm.merges())
+    group = g.group_of("a")
+    assert all(g.group_of(n) is group for n in "bcd") and group.prunable
+    assert sorted(m.layer for m in group.members if m.role == "producer"
+                  and m.key == "kernel") == ["a", "b", "c", "d"]
+    # c and d read the merged channels too: each is producer and consumer of the group.
+    assert _members(group, "c")[0] == ("bias", 0, 0, "producer")
+    assert ("kernel", 2, 0, "consumer") in _members(group, "d")
+
+
 def test_concatenate_gives_offsets():
     g = tp.structure.graph(sm.concat())
     a, b, c = g.group_of("a"), g.group_of("b"), g.group_of("c")

@@ -58,7 +58,7 @@ def test_all_dead_keeps_one_channel():
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["residual", "concat", "mobilenet_block", "nested"])
+@pytest.mark.parametrize("name", ["residual", "concat", "mobilenet_block", "nested", "merges"])
 def test_prune_channels_shrinks_runs_saves_and_converts(name, tmp_path):
     model = sm.PATTERNS[name]()
     sm.randomize(model)
