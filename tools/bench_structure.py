@@ -313,10 +313,12 @@ def main(argv):
         r["widths"] = [l.filters for l in r["model"].layers if isinstance(l, L.Conv2D)]
         r["tflite"] = _tflite.to_tflite(r["model"])
         r.update(tp.structure.count(r["model"]))
+        r["correct"] = np.argmax(r["model"].predict(xt, batch_size=256, verbose=0), -1) == yt
     log("timing")
     lat = {t: latency([r["tflite"] for r in results], t) for t in (1, 2)}
     base = results[0]
     best_dense = max(acc_dense, acc_ft)
+    ref = results[int(acc_ft > acc_dense)]["correct"]  # the better dense row
     print(f"\ntensorflow {tf.__version__}, keras {keras.__version__}, ai-edge-litert "
           f"{_litert_version()}, {platform.machine()} {os.cpu_count()} cores, "
           f"{platform.processor() or platform.platform()}")
@@ -331,7 +333,8 @@ def main(argv):
     for target, r, crit, acc, secs in oneshot:
         print(f"| {target:g}x | {r} | {crit} | {acc:.4f} | {secs:.1f} |")
     print("\nAfter fine-tuning (loss vs the better dense row, "
-          f"{best_dense:.4f}):\n")
+          f"{best_dense:.4f}; ± is the paired standard error over the {len(yt)} test "
+          "images, not the spread between seeds):\n")
     print("| model | ratio | conv widths | params | MFLOPs (MACs) | FLOPs ratio | acc before FT "
           "| acc | loss (points) | latency 1T | speedup 1T | latency 2T | speedup 2T |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -341,7 +344,10 @@ def main(argv):
         else:
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
         before = "-" if r["acc_pruned"] is None else f"{r['acc_pruned']:.4f}"
-        loss = "-" if r["name"].startswith("dense") else f"{100 * (best_dense - r['acc']):+.1f}"
+        loss = "-"
+        if not r["name"].startswith("dense"):
+            diff = ref.astype(float) - r["correct"]
+            loss = f"{100 * diff.mean():+.1f} ± {100 * diff.std(ddof=1) / np.sqrt(diff.size):.1f}"
         print(f"| {r['name']} | {ratio} | {'/'.join(map(str, r['widths']))} "
               f"| {r['params']:,} | {r['flops'] / 1e6:.1f} | {base['flops'] / r['flops']:.2f}x "
               f"| {before} | {r['acc']:.4f} | {loss} | {lat[1][i] * 1e6:.0f} us "
