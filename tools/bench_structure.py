@@ -66,6 +66,8 @@ flags.DEFINE_boolean("fill", False, "also prune to the per-group widths of "
                      "ratio_for_flops(fill=True): the uniform cut, then the FLOPs that "
                      "round_to overshot given back to the hardest-cut groups")
 flags.DEFINE_boolean("dense_finetune", True, "fine-tune a copy of the dense model as long")
+flags.DEFINE_string("save_dir", None, "write each row's .tflite here (re-time them later "
+                    "with tfprune-bench --model A --compare_to B)")
 flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
 flags.DEFINE_integer("invokes", 40, "invocations per model per round")
 flags.DEFINE_integer("seed", 0, "random seed")
@@ -314,6 +316,11 @@ def main(argv):
         r["tflite"] = _tflite.to_tflite(r["model"])
         r.update(tp.structure.count(r["model"]))
         r["correct"] = np.argmax(r["model"].predict(xt, batch_size=256, verbose=0), -1) == yt
+        if F.save_dir:
+            os.makedirs(F.save_dir, exist_ok=True)
+            slug = "".join(c if c.isalnum() else "_" for c in r["name"]).strip("_")
+            with open(os.path.join(F.save_dir, f"{slug}.tflite"), "wb") as f:
+                f.write(r["tflite"])
     log("timing")
     lat = {t: latency([r["tflite"] for r in results], t) for t in (1, 2)}
     base = results[0]
