@@ -59,6 +59,32 @@ def test_fit_trains_the_student_only():
     np.testing.assert_allclose(d.predict(x, verbose=0), student.predict(x, verbose=0), atol=1e-6)
 
 
+def test_teacher_is_left_as_it_was_and_can_be_pruned_again():
+    # Iterative pruning distils from the dense model, then prunes it again: the
+    # new copy must train (a frozen teacher would give a frozen clone).
+    x, y = random_data()
+    inp = keras.Input((x.shape[1],))
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(32, name="hidden")(inp))
+    teacher = keras.Model(inp, keras.layers.Dense(4, name="out")(keras.layers.ReLU()(h)))
+    before = [w.copy() for w in teacher.get_weights()]  # BN statistics included
+    d = tp.Distiller(tp.structure.prune_channels(teacher, 0.5), teacher)
+    assert {id(v) for v in d.trainable_variables} == {
+        id(v) for v in d.student.trainable_variables}
+    assert {id(v) for v in teacher.variables} <= {id(v) for v in d.non_trainable_variables}
+    d.compile("adam", CE)
+    d.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for a, b in zip(teacher.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert teacher.trainable and all(layer.trainable for layer in teacher.layers)
+    again = tp.structure.prune_channels(teacher, 0.25)
+    assert again.trainable_weights
+    start = [w.copy() for w in again.get_weights()]
+    d2 = tp.Distiller(again, teacher)
+    d2.compile("adam", CE)
+    d2.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(again.get_weights(), start))
+
+
 def test_pruned_student_after_channel_surgery():
     x, y = random_data()
     teacher = mlp()

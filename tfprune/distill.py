@@ -21,8 +21,10 @@ class Distiller(keras.Model):
             \\mathrm{KL}\\big(\\mathrm{softmax}(t/T)\\,\\|\\,\\mathrm{softmax}(s/T)\\big)
 
     where ``s`` and ``t`` are the student's and teacher's logits and ``ℓ`` the
-    compiled loss. The teacher runs in inference mode and is never trained
-    (its ``trainable`` flag is set to False).
+    compiled loss. The teacher runs in inference mode and is never trained:
+    its variables are left out of the distiller's trainable ones, and the
+    teacher model itself is not changed (its ``trainable`` flags stay as they
+    were, so pruning it again later gives a trainable model).
     Calling the distiller calls the student, so compiled metrics and
     ``evaluate`` report the student; after ``fit`` use ``distiller.student``.
     Both models must output logits (no final softmax) of the same shape.
@@ -56,12 +58,37 @@ class Distiller(keras.Model):
                              f"teacher '{teacher.name}' outputs {t_shape}; they must match.")
         self.student = student
         self.teacher = teacher
-        self.teacher.trainable = False
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         # Both models carry their own weights: nothing left to build, and
         # saving before the first call must not warn about missing weights.
         self.built = bool(student.built and teacher.built)
+
+    # Freezing the teacher with `teacher.trainable = False` would change the
+    # caller's model for good (and every clone or pruned copy of it); the
+    # teacher's variables are moved to the non-trainable side here instead.
+    def _teacher_ids(self):
+        return {id(v) for v in self.teacher.variables}
+
+    @property
+    def trainable_weights(self):
+        ids = self._teacher_ids()
+        return [v for v in super().trainable_weights if id(v) not in ids]
+
+    @property
+    def non_trainable_weights(self):
+        ids = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in ids]
+
+    @property
+    def trainable_variables(self):
+        ids = self._teacher_ids()
+        return [v for v in super().trainable_variables if id(v) not in ids]
+
+    @property
+    def non_trainable_variables(self):
+        ids = {id(v) for v in self.trainable_variables}
+        return [v for v in self.variables if id(v) not in ids]
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
