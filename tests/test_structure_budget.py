@@ -121,3 +121,36 @@ def test_fill_with_a_plan_touches_only_its_groups():
     plan = tp.structure.ratio_for_flops(model, 1.6, plan={"h2": 0.9}, round_to=8, fill=True)
     assert set(plan) == {"h2"}
     assert _factor(model, plan, 8) >= 1.6
+
+
+def _conv_widths(model):
+    return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def test_fill_with_a_cost_takes_the_step_it_rates_cheapest():
+    model = _small_resnet()
+
+    def widths(fill):
+        plan = tp.structure.ratio_for_flops(model, 2.0, round_to=16, fill=fill)
+        assert _factor(model, plan, 16) >= 2.0
+        return _conv_widths(tp.structure.prune_channels(model, plan, round_to=16))
+
+    uniform = widths(False)
+    assert widths(True)[0] == 32 > uniform[0]  # the stem is cut hardest: it is refilled first
+    # A cost that makes a wider stem dearest than anything else: fill looks elsewhere.
+    stem_cost = widths(lambda m: float(_conv_widths(m)[0]))
+    assert stem_cost[0] == uniform[0] and stem_cost != uniform
+
+
+def test_fill_by_measured_latency_meets_the_budget():
+    model = _mlp()
+    plan = tp.structure.ratio_for_flops(model, 2.0, round_to=8, fill="latency")
+    assert set(plan) <= {"h1", "h2"}
+    assert 2.0 <= _factor(model, plan, 8) <= _factor(
+        model, tp.structure.ratio_for_flops(model, 2.0, round_to=8), 8)
+
+
+@pytest.mark.parametrize("fill", ["flops", 1, None])
+def test_bad_fill(fill):
+    with pytest.raises(ValueError, match="fill must be False, True, 'latency' or a callable"):
+        tp.structure.ratio_for_flops(_mlp(), 2.0, fill=fill)

@@ -16,13 +16,14 @@ against the better of the two. Finally the exported static batch-1 float
 threads. With --allocate, one more model per target is pruned by a per-group
 plan from a channel sensitivity sweep (``tfprune.sensitivity.sweep`` with
 BatchNorm re-estimated per trial, then ``allocate``), scaled to the target.
-With --fill, one more model per target and criterion is pruned to the widths
-of ``ratio_for_flops(fill=True)`` (closer to the target than a uniform ratio
-can land with ``round_to``).
+With --fill cut,latency, more models per target and criterion are pruned to
+the widths of ``ratio_for_flops(fill=True)`` and ``fill="latency"`` (closer
+to the target than a uniform ratio can land with ``round_to``).
 
     python tools/bench_structure.py
     python tools/bench_structure.py --allocate --dense_model /tmp/dense.keras
     python tools/bench_structure.py --targets 2,3 --round_to 16,8
+    python tools/bench_structure.py --targets 2 --fill cut,latency --dense_model /tmp/dense.keras
     python tools/bench_structure.py --epochs 1 --finetune_epochs 0   # smoke run
 """
 
@@ -62,9 +63,10 @@ flags.DEFINE_boolean("allocate", False, "also prune (with the first of --criteri
 flags.DEFINE_integer("steps", 1, "also prune iteratively (with the first of --criteria): "
                      "widths move to the one-shot widths in this many equal steps, each "
                      "followed by --finetune_epochs / steps epochs (1: one-shot only)")
-flags.DEFINE_boolean("fill", False, "also prune to the per-group widths of "
-                     "ratio_for_flops(fill=True): the uniform cut, then the FLOPs that "
-                     "round_to overshot given back to the hardest-cut groups")
+flags.DEFINE_list("fill", [], "also prune to the per-group widths of ratio_for_flops(fill=...): "
+                  "the uniform cut, then the FLOPs that round_to overshot given back; "
+                  "'cut': to the hardest-cut groups first (fill=True), 'latency': to the "
+                  "steps with the least measured LiteRT latency (fill='latency')")
 flags.DEFINE_boolean("dense_finetune", True, "fine-tune a copy of the dense model as long")
 flags.DEFINE_string("save_dir", None, "write each row's .tflite here (re-time them later "
                     "with tfprune-bench --model A --compare_to B)")
@@ -265,9 +267,12 @@ def main(argv):
     for target in [float(t) for t in F.targets]:
         for r in [int(v) for v in F.round_to]:
             variants = [("", tp.structure.ratio_for_flops(dense, target, round_to=r))]
-            if F.fill:
-                variants.append((", fill", tp.structure.ratio_for_flops(
-                    dense, target, round_to=r, fill=True)))
+            for how in F.fill:
+                fill = {"cut": True, "latency": "latency"}.get(how)
+                if fill is None:
+                    raise app.UsageError(f"--fill takes 'cut' and/or 'latency'; got {how!r}")
+                variants.append((f", fill {how}", tp.structure.ratio_for_flops(
+                    dense, target, round_to=r, fill=fill)))
             for how, ratio in variants:
                 for crit in dict.fromkeys(F.oneshot_criteria + F.criteria):
                     t0 = time.time()

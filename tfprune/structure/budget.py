@@ -23,6 +23,17 @@ requires:
 
     repeat  g* = argmin_g { keep_g / size_g : flops(keep + round_to e_g) <= limit }
             keep_g* += round_to
+
+FLOPs are not latency: on the benchmark CPU a stem channel costs about twice
+the microseconds per multiply-add of a stage-2 channel (docs/BENCHMARKS.md).
+``fill="latency"`` (or ``fill=cost``, any ``cost(model) -> float``) picks
+instead the fitting step that raises the cost least,
+
+    g* = argmin_g { cost(keep + round_to e_g) : flops(keep + round_to e_g) <= limit }
+
+where ``"latency"`` times every candidate of a round interleaved in one
+LiteRT process (float, static batch 1, 1 thread), so they are compared
+side by side rather than against a noisy absolute figure.
 """
 
 import numbers
@@ -49,7 +60,11 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
         fill: after scaling, give back what ``round_to`` overshot (see the
             module docstring): groups move off the common ratio, so the
             result is a per-group plan that lands closer to ``factor``.
-            Costs one rebuild of the model per candidate step.
+            ``True`` gives channels to the hardest-cut group first;
+            ``"latency"`` to the step with the least measured LiteRT latency;
+            a callable ``cost(model) -> float`` to the step it rates
+            cheapest. Costs one rebuild of the model per candidate step
+            (and with ``"latency"`` a conversion and a short timing).
 
     Returns:
         A float ratio for every prunable group, or the scaled plan; with
@@ -76,6 +91,9 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
     >>> small.get_layer("h").units, small.get_layer("h2").units, round(cheaper(small), 2)
     (40, 48, 2.03)
     """
+    if not (fill is False or fill is True or fill == "latency" or callable(fill)):
+        raise ValueError(f"ratio_for_flops: fill must be False, True, 'latency' or a "
+                         f"callable cost(model) -> float; got {fill!r}.")
     if (not isinstance(factor, numbers.Real) or isinstance(factor, bool)
             or not np.isfinite(factor) or factor <= 1):
         raise ValueError(f"ratio_for_flops: factor must be a number > 1 (dense FLOPs / "
@@ -108,13 +126,16 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
         return {gid: surgery._keep_count(g.groups[gid].size, r, round_to)
                 for gid, r in surgery._resolve_ratios(g, ratios(t)).items()}
 
+    def build(keep):
+        # Which channels go changes neither the count nor the latency: drop the first ones.
+        removed = {gid: np.arange(g.groups[gid].size - k)
+                   for gid, k in keep.items() if k < g.groups[gid].size}
+        return surgery.rebuild(model, g, removed)
+
     def cost(keep):
         key = tuple(sorted(keep.items()))
         if key not in cache:
-            # Which channels go does not change the count: drop the first ones.
-            removed = {gid: np.arange(g.groups[gid].size - k)
-                       for gid, k in key if k < g.groups[gid].size}
-            cache[key] = count_lib.count(surgery.rebuild(model, g, removed))["flops"]
+            cache[key] = count_lib.count(build(keep))["flops"]
         return cache[key]
 
     def flops(t):
@@ -140,27 +161,52 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
     t = round(hi, 6)
     if flops(t) > limit:  # rounding crossed a step: keep the feasible value
         t = hi
-    if not fill:
+    if fill is False:
         return ratios(t)
-    return _fill(g, widths(t), cost, limit, round_to)
+    if fill is True:
+        rank = None
+    elif fill == "latency":
+        rank = _latency_rank
+    else:
+        rank = lambda models: [float(fill(m)) for m in models]  # noqa: E731
+    return _fill(g, widths(t), cost, build, limit, round_to, rank)
 
 
-def _fill(g, keep, cost, limit, step):
-    """Adds ``step`` channels to the hardest-cut group that still fits, until none does."""
+def _latency_rank(models):
+    """Median invoke seconds of each model's float .tflite, all timed interleaved."""
+    from tfprune.export import _timing
+    from tfprune.structure import _tflite
+    blobs = {i: _tflite.to_tflite(m) for i, m in enumerate(models)}
+    timings = _timing.interleaved(blobs, threads=1, rounds=8, runs=20)
+    if timings.errors:
+        raise RuntimeError(f"ratio_for_flops(fill='latency'): a candidate did not run "
+                           f"in LiteRT: {next(iter(timings.errors.values()))}")
+    return [timings.median(i) for i in range(len(models))]
+
+
+def _fill(g, keep, flops, build, limit, step, rank):
+    """Adds ``step`` channels to one group at a time while the FLOPs fit.
+
+    The group is the hardest-cut one (``rank`` None) or the one whose step
+    ``rank([models])`` rates cheapest.
+    """
     keep = dict(keep)
     while True:
-        best = None
+        steps = []
         for gid, k in keep.items():
             size = g.groups[gid].size
             if k + step > size:  # only widths prune_channels can produce
                 continue
             trial = {**keep, gid: k + step}
-            f = cost(trial)
-            if f <= limit and (best is None or (k / size, f) < best[0]):
-                best = ((k / size, f), gid)
-        if best is None:
+            f = flops(trial)
+            if f <= limit:
+                steps.append(((k / size, f), gid, trial))
+        if not steps:
             break
-        keep[best[1]] += step
+        if rank is not None and len(steps) > 1:
+            costs = rank([build(trial) for _, _, trial in steps])
+            steps = [((c,) + key, gid, trial) for c, (key, gid, trial) in zip(costs, steps)]
+        keep = min(steps, key=lambda s: s[0])[2]
     names = {}
     for name, grp in surgery._producers(g).items():
         names.setdefault(grp.id, name)
