@@ -63,8 +63,10 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
             ``True`` gives channels to the hardest-cut group first;
             ``"latency"`` to the step with the least measured LiteRT latency;
             a callable ``cost(model) -> float`` to the step it rates
-            cheapest. Costs one rebuild of the model per candidate step
-            (and with ``"latency"`` a conversion and a short timing).
+            cheapest. Candidates keep arbitrary channels (the widths are
+            what is compared), so a cost must not depend on weight values.
+            Costs one rebuild of the model per candidate step (and with
+            ``"latency"`` a conversion and a short timing).
 
     Returns:
         A float ratio for every prunable group, or the scaled plan; with
@@ -73,8 +75,11 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
 
     Raises:
         ValueError: ``factor`` is not above 1, the plan is empty or all
-            zeros, or no ratio below 1 reaches ``factor`` (the message says
-            the most this model's prunable groups can give).
+            zeros, ``fill`` is none of the above, or no ratio below 1
+            reaches ``factor`` (the message says the most this model's
+            prunable groups can give).
+        RuntimeError: with ``fill="latency"``, a candidate does not run in
+            LiteRT (the message has the interpreter's error).
 
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(64, name="h"),
