@@ -137,14 +137,14 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
                    for gid, k in keep.items() if k < g.groups[gid].size}
         return surgery.rebuild(model, g, removed)
 
-    def cost(keep):
+    def flops_of(keep):
         key = tuple(sorted(keep.items()))
         if key not in cache:
             cache[key] = count_lib.count(build(keep))["flops"]
         return cache[key]
 
     def flops(t):
-        return cost(widths(t))
+        return flops_of(widths(t))
 
     hi = 0.999 / top  # every ratio stays below 1
     best = flops(hi)
@@ -174,7 +174,7 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
         rank = _latency_rank
     else:
         rank = lambda models: [float(fill(m)) for m in models]  # noqa: E731
-    return _fill(g, widths(t), cost, build, limit, round_to, rank)
+    return _fill(g, widths(t), flops_of, build, limit, round_to, rank)
 
 
 def _latency_rank(models):
