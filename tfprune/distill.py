@@ -67,28 +67,21 @@ class Distiller(keras.Model):
     # Freezing the teacher with `teacher.trainable = False` would change the
     # caller's model for good (and every clone or pruned copy of it); the
     # teacher's variables are moved to the non-trainable side here instead.
-    def _teacher_ids(self):
-        return {id(v) for v in self.teacher.variables}
-
     @property
     def trainable_weights(self):
-        ids = self._teacher_ids()
-        return [v for v in super().trainable_weights if id(v) not in ids]
+        return _minus(super().trainable_weights, self.teacher.variables)
 
     @property
     def non_trainable_weights(self):
-        ids = {id(v) for v in self.trainable_weights}
-        return [v for v in self.weights if id(v) not in ids]
+        return _minus(self.weights, self.trainable_weights)
 
     @property
     def trainable_variables(self):
-        ids = self._teacher_ids()
-        return [v for v in super().trainable_variables if id(v) not in ids]
+        return _minus(super().trainable_variables, self.teacher.variables)
 
     @property
     def non_trainable_variables(self):
-        ids = {id(v) for v in self.trainable_variables}
-        return [v for v in self.variables if id(v) not in ids]
+        return _minus(self.variables, self.trainable_variables)
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -124,6 +117,11 @@ class Distiller(keras.Model):
         student = keras.saving.deserialize_keras_object(config.pop("student"))
         teacher = keras.saving.deserialize_keras_object(config.pop("teacher"))
         return cls(student, teacher, **config)
+
+
+def _minus(variables, excluded):
+    excluded = {id(v) for v in excluded}
+    return [v for v in variables if id(v) not in excluded]
 
 
 def _output_shape(model):

@@ -77,6 +77,7 @@ flags.DEFINE_integer("calib", 1000, "training images scoring data criteria and "
                      "re-estimating BatchNorm statistics after surgery")
 F = flags.FLAGS
 L = keras.layers
+FILLS = {"cut": True, "latency": "latency"}  # --fill value -> ratio_for_flops(fill=...)
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -242,6 +243,9 @@ def main(argv):
     from absl import logging
     logging.set_verbosity(logging.ERROR)
     tf.get_logger().setLevel("ERROR")
+    bad = [how for how in F.fill if how not in FILLS]
+    if bad:  # before the dense model trains for minutes
+        raise app.UsageError(f"--fill takes {sorted(FILLS)}; got {bad}")
     data = load(F.data)
     if data is None:
         print("SKIPPED: cifar10_small.npz not found (pass --data); it is only present in CI.")
@@ -268,11 +272,8 @@ def main(argv):
         for r in [int(v) for v in F.round_to]:
             variants = [("", tp.structure.ratio_for_flops(dense, target, round_to=r))]
             for how in F.fill:
-                fill = {"cut": True, "latency": "latency"}.get(how)
-                if fill is None:
-                    raise app.UsageError(f"--fill takes 'cut' and/or 'latency'; got {how!r}")
                 variants.append((f", fill {how}", tp.structure.ratio_for_flops(
-                    dense, target, round_to=r, fill=fill)))
+                    dense, target, round_to=r, fill=FILLS[how])))
             for how, ratio in variants:
                 for crit in dict.fromkeys(F.oneshot_criteria + F.criteria):
                     t0 = time.time()

@@ -1,7 +1,7 @@
 """What one more ``round_to`` channels costs in each group: FLOPs vs LiteRT latency.
 
 Starts from the benchmark ResNet (``tools/bench_structure.py``) cut uniformly
-to --target times fewer FLOPs with --round_to, then adds --round_to channels
+to --target times fewer FLOPs with --step_round_to, then adds that many channels
 to one prunable group at a time and times every variant (plus the dense
 model, the uniform cut and the ``ratio_for_flops(fill=...)`` plans)
 interleaved in one process at 1 and 2 threads. Weights are random: latency
@@ -10,7 +10,7 @@ given back to an early, high-resolution layer costs more microseconds per
 multiply-add than one given to a late layer.
 
     python tools/bench_width_steps.py
-    python tools/bench_width_steps.py --target 3 --round_to 8
+    python tools/bench_width_steps.py --target 3 --step_round_to 8
 """
 
 import os
@@ -37,9 +37,7 @@ def main(argv):
     dense = bs.resnet()
     r = F.step_round_to
     g = tp.structure.graph(dense)
-    names = {}
-    for name, grp in surgery._producers(g).items():
-        names.setdefault(grp.id, name)
+    names = surgery._producer_names(g)
     uniform = tp.structure.prune_channels(
         dense, tp.structure.ratio_for_flops(dense, F.target, round_to=r), round_to=r)
     gu = tp.structure.graph(uniform)

@@ -212,9 +212,7 @@ def _fill(g, keep, flops, build, limit, step, rank):
             costs = rank([build(trial) for _, _, trial in steps])
             steps = [((c,) + key, gid, trial) for c, (key, gid, trial) in zip(costs, steps)]
         keep = min(steps, key=lambda s: s[0])[2]
-    names = {}
-    for name, grp in surgery._producers(g).items():
-        names.setdefault(grp.id, name)
+    names = surgery._producer_names(g)
     # A group kept whole is left out: a ratio of 0 with round_to could still round it.
     return {names[gid]: (g.groups[gid].size - k) / g.groups[gid].size
             for gid, k in keep.items() if k < g.groups[gid].size}

@@ -154,6 +154,14 @@ def _producers(g):
     return producers
 
 
+def _producer_names(g):
+    """{group id: a layer name that ``prune_channels``' ratio dict accepts for it}."""
+    names = {}
+    for name, grp in _producers(g).items():
+        names.setdefault(grp.id, name)
+    return names
+
+
 def _resolve_ratios(g, ratio):
     """{group id: ratio} from a number or {layer name: ratio}."""
     if not isinstance(ratio, dict):
