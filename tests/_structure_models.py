@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tfprune.registry import _relative_key
+from tfprune.prunable import _relative_key
 
 L = keras.layers
 

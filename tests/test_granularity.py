@@ -4,7 +4,7 @@ import pytest
 
 import tfprune as tp
 from tfprune import granularity
-from tfprune.registry import PrunableWeight, prunable_weights
+from tfprune.prunable import PrunableWeight, prunable_weights
 
 from _helpers import assert_config_roundtrip, random_data
 

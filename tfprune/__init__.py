@@ -10,10 +10,10 @@ Quick start::
 """
 
 # Families with registries (strings and objects both work).
-from tfprune import criteria, granularity, registry, schedules
+from tfprune import criteria, granularity, prunable, schedules
 from tfprune.criteria import Criterion
 from tfprune.granularity import Block, Channels, Filters, Granularity, Heads, NofM, Unstructured
-from tfprune.registry import PrunableLayer
+from tfprune.prunable import PrunableLayer
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedule
 
 # Wrapping, training, stripping, reporting.
@@ -35,6 +35,10 @@ from tfprune import compat, datasets, export, sensitivity, structure
 
 __version__ = "0.1.0"
 
+# `tfprune.registry` was the old name of `tfprune.prunable` (it holds the table of
+# prunable weights, not a registry); the attribute keeps old code working.
+registry = prunable
+
 __all__ = [
     "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary", "score",
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
@@ -42,5 +46,5 @@ __all__ = [
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",
     "regularize", "RegularizerSchedule", "freeze_masks", "Distiller", "distill",
     "accumulate", "compat", "criteria", "datasets", "export", "finetune", "granularity",
-    "lottery", "recipes", "registry", "regularizers", "schedules", "sensitivity", "structure",
+    "lottery", "prunable", "recipes", "regularizers", "schedules", "sensitivity", "structure",
 ]

@@ -52,7 +52,7 @@ class Block(Granularity):
     ``"1x16"`` also work.
 
     >>> import numpy as np
-    >>> from tfprune.registry import PrunableWeight
+    >>> from tfprune.prunable import PrunableWeight
     >>> class V: shape = (8, 2)                     # Dense kernel, in=8, out=2
     >>> scores = np.arange(16.0).reshape(8, 2)
     >>> mask = Block(1, 4).mask(scores, 0.5, PrunableWeight(V(), "kernel"))
@@ -107,7 +107,7 @@ class NofM(Granularity):
     .. math:: \\text{keep}_g = \\mathrm{top}_{\\max(n,\\, m - \\mathrm{round}(s m))}(s_i : i \\in g)
 
     >>> import numpy as np
-    >>> from tfprune.registry import PrunableWeight
+    >>> from tfprune.prunable import PrunableWeight
     >>> class V: shape = (8, 1)
     >>> m = NofM(2, 4).mask(np.arange(8.0).reshape(8, 1), 0.5, PrunableWeight(V(), "k"))
     >>> m[:, 0].tolist()
@@ -154,7 +154,7 @@ class Channels(Granularity):
     .. math:: S_c = \\mathrm{reduce}_{i \\in c}\\, s_i \\quad(\\text{sum of } |w| = L_1 \\text{ norm})
 
     >>> import numpy as np
-    >>> from tfprune.registry import PrunableWeight
+    >>> from tfprune.prunable import PrunableWeight
     >>> class V: shape = (3, 2)                      # Dense kernel, 2 units
     >>> m = Channels().mask(np.array([[1., 5], [1, 5], [1, 5]]), 0.5, PrunableWeight(V(), "k"))
     >>> m.tolist()                                   # unit 0 (small) removed

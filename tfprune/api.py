@@ -6,7 +6,7 @@ import warnings
 
 import keras
 
-from tfprune import registry
+from tfprune import prunable
 from tfprune import schedules as schedules_lib
 from tfprune.wrappers import PruneWrapper
 
@@ -96,7 +96,7 @@ def _validate_names(model, sparsity, skip):
                 "set it in the schedule.")
         for name, value in items:
             layer = resolve(name, "sparsity")
-            if not registry.is_prunable(layer):
+            if not prunable.is_prunable(layer):
                 raise ValueError(
                     f"`sparsity` names layer '{name}' ({type(layer).__name__}), "
                     "which has no prunable weights (only kernels of Dense, Conv, "
@@ -198,9 +198,9 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
     def clone_fn(layer):
         new = _clone_layer(layer)
         pairs.append((layer, new))
-        if id(layer) in skipped or not registry.is_prunable(layer):
+        if id(layer) in skipped or not prunable.is_prunable(layer):
             return new
-        if not registry.prunable_weights(layer):
+        if not prunable.prunable_weights(layer):
             return new
         layer_schedule = schedule
         if id(layer) in per_layer:

@@ -88,7 +88,7 @@ def keep_top(scores, sparsity, min_keep=1):
 class Granularity(ConfigObject):
     """Base class: ``mask(scores, sparsity, weight) -> {0, 1} array``.
 
-    ``weight`` is the :class:`tfprune.registry.PrunableWeight` being pruned
+    ``weight`` is the :class:`tfprune.prunable.PrunableWeight` being pruned
     (it gives the layout, e.g. ``out_axes``); ``scores`` has its shape.
     Subclasses either override :meth:`mask`, or implement :meth:`groups`
     returning per-group scores and a function expanding a per-group keep mask

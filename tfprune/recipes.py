@@ -21,7 +21,7 @@ import difflib
 
 import keras
 
-from tfprune import api, registry
+from tfprune import api, prunable
 from tfprune.regularizers import GroupLasso, L1, _check_strength
 from tfprune.wrappers import PruneWrapper
 
@@ -31,8 +31,8 @@ __all__ = ["regularize", "RegularizerSchedule", "regularized_variables"]
 def _layer_infos(layer):
     if isinstance(layer, PruneWrapper):
         return layer.prunable_weights
-    if registry.is_prunable(layer) and layer.built:
-        return registry.prunable_weights(layer)
+    if prunable.is_prunable(layer) and layer.built:
+        return prunable.prunable_weights(layer)
     return []
 
 
@@ -69,7 +69,7 @@ def regularize(model, regularizer, layers=None):
     3 sums into ``model.losses``; Dense/Conv layers also get
     ``kernel_regularizer`` so the penalty is saved with the model.
     :class:`~tfprune.regularizers.GroupLasso` gets each kernel's layout
-    (``out_axes``, ``head_axis`` for attention) from :mod:`tfprune.registry`;
+    (``out_axes``, ``head_axis`` for attention) from :mod:`tfprune.prunable`;
     copies share one strength variable, so one schedule drives all. Every
     kernel is checked before any is changed. A model compiled before must be
     compiled again (or its ``train_function`` is reset here).

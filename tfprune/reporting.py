@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tfprune import registry
+from tfprune import prunable
 from tfprune.api import _is_graph_model, walk_layers
 from tfprune.wrappers import PruneWrapper
 
@@ -24,8 +24,8 @@ def _enumerate(model):
 def _layer_weights(layer):
     if isinstance(layer, PruneWrapper):
         return layer.prunable_weights, layer
-    if registry.is_prunable(layer) and layer.built:
-        return registry.prunable_weights(layer), None
+    if prunable.is_prunable(layer) and layer.built:
+        return prunable.prunable_weights(layer), None
     return [], None
 
 

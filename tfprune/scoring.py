@@ -28,7 +28,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
-from tfprune import registry
+from tfprune import prunable
 from tfprune.wrappers import PruneWrapper
 
 __all__ = ["collect", "score", "loss_gradients"]
@@ -42,8 +42,8 @@ def _targets(model):
     for path, layer in api._enumerate(model):
         if isinstance(layer, PruneWrapper):
             infos = layer.prunable_weights
-        elif registry.is_prunable(layer) and getattr(layer, "built", False):
-            infos = registry.prunable_weights(layer)
+        elif prunable.is_prunable(layer) and getattr(layer, "built", False):
+            infos = prunable.prunable_weights(layer)
         else:
             continue
         out += [(f"{path}/{info.key}", layer, info) for info in infos]

@@ -17,7 +17,7 @@ import keras
 from tfprune import accumulate
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
-from tfprune import registry
+from tfprune import prunable
 from tfprune import schedules as schedules_lib
 
 __all__ = ["PruneWrapper", "MaskConstraint"]
@@ -49,7 +49,7 @@ class PruneWrapper(keras.layers.Wrapper):
     Usually created by :func:`tfprune.prune` or :func:`tfprune.prune_layer`.
 
     Args:
-        layer: the Keras layer to prune (see ``tfprune.registry`` for the
+        layer: the Keras layer to prune (see ``tfprune.prunable`` for the
             supported types, or implement ``get_prunable_weights()``).
         schedule: a ``tfprune.schedules.Schedule`` (or a number: one-shot).
         criterion: name or ``tfprune.criteria.Criterion``.
@@ -82,7 +82,7 @@ class PruneWrapper(keras.layers.Wrapper):
             raise ValueError(
                 f"'{layer.name}' is a model, not a layer: use tfprune.prune(model)."
             )
-        if not registry.is_prunable(layer):
+        if not prunable.is_prunable(layer):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no prunable "
                 "weights. Prunable: Dense, EinsumDense, Conv*, Conv*Transpose, "
@@ -134,7 +134,7 @@ class PruneWrapper(keras.layers.Wrapper):
     def _create_pruning_state(self):
         if self._masks:
             return
-        infos = registry.prunable_weights(self.layer)
+        infos = prunable.prunable_weights(self.layer)
         if not infos:
             raise ValueError(
                 f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no "
@@ -186,7 +186,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     @property
     def prunable_weights(self):
-        """The :class:`tfprune.registry.PrunableWeight` list of the wrapped layer."""
+        """The :class:`tfprune.prunable.PrunableWeight` list of the wrapped layer."""
         return list(self._weights_info)
 
     @property

@@ -32,7 +32,7 @@ from tfprune import api
 from tfprune import granularity as granularity_lib
 from tfprune import schedules
 from tfprune.callbacks import PruningCallback, PruningLogger
-from tfprune.registry import PrunableLayer
+from tfprune.prunable import PrunableLayer
 from tfprune.wrappers import PruneWrapper
 
 __all__ = [

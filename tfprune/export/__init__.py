@@ -6,7 +6,7 @@
 XNNPACK
 """
 
-from tfprune.export.inspect import Report, TFLiteFormatError, inspect
+from tfprune.export.inspection import Report, TFLiteFormatError, inspect
 from tfprune.export.tflite import to_tflite
 from tfprune.export.edgetpu import CompatibilityReport, edgetpu_report, xnnpack_sparse_report
 from tfprune.export.bench import benchmark, load_delegate

@@ -10,7 +10,7 @@
 import numpy as np
 
 from tfprune.export import _flatbuffer as fb
-from tfprune.export.inspect import inspect
+from tfprune.export.inspection import inspect
 
 __all__ = ["edgetpu_report", "xnnpack_sparse_report", "EDGETPU_OPS", "CompatibilityReport"]
 

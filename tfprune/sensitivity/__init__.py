@@ -11,10 +11,10 @@
 (0.1, 0.2, 0.3)
 """
 
-from tfprune.sensitivity.allocate import allocate, predicted_drop
-from tfprune.sensitivity.estimate import agreement, estimate, spearman
+from tfprune.sensitivity.allocation import allocate, predicted_drop
+from tfprune.sensitivity.estimation import agreement, estimate, spearman
 from tfprune.sensitivity.report import SensitivityReport, load, merge
-from tfprune.sensitivity.sweep import DEFAULT_SPARSITIES, sweep
+from tfprune.sensitivity.sweeping import DEFAULT_SPARSITIES, sweep
 
 __all__ = ["sweep", "estimate", "agreement", "spearman", "allocate", "predicted_drop",
            "SensitivityReport", "load", "merge", "DEFAULT_SPARSITIES"]

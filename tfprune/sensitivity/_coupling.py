@@ -28,7 +28,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
-from tfprune import registry
+from tfprune import prunable
 from tfprune.api import walk_layers
 
 _CHANNEL_NAMES = {"channel", "channels", "filter", "filters", "neuron", "neurons"}
@@ -76,7 +76,7 @@ def _layer_flops(model):
     """``{layer path: multiply-adds per sample}`` summed over the layer's calls."""
     try:
         from tfprune.structure import _walk
-        from tfprune.structure.count import layer_flops
+        from tfprune.structure.costs import layer_flops
         calls = _walk.walk(model)[0]
     except Exception:  # subclassed models: fall back to params
         return {}
@@ -100,9 +100,9 @@ def _layer_units(model, criterion, granularity, stats_for):
     for path, layer in walk_layers(model):
         if id(layer) in seen or not getattr(layer, "built", False):
             continue
-        if isinstance(layer, keras.Model) or not registry.is_prunable(layer):
+        if isinstance(layer, keras.Model) or not prunable.is_prunable(layer):
             continue
-        weights = registry.prunable_weights(layer)
+        weights = prunable.prunable_weights(layer)
         if not weights:
             continue
         seen.add(id(layer))
@@ -133,7 +133,7 @@ def _group_scores(group, layers, criterion, stats_for):
         if m.role != "producer" or m.key == "bias":
             continue
         var = surgery._weights_by_key(layers[m.layer])[m.key]
-        ref = registry.PrunableWeight(var, m.key)
+        ref = prunable.PrunableWeight(var, m.key)
         sc = np.asarray(criterion.score(_value(var), stats_for(m.layer, ref)), dtype=np.float64)
         rows = np.moveaxis(sc, m.axis, 0).reshape(sc.shape[m.axis], -1).sum(axis=1)
         per_channel = rows[m.index_matrix()].sum(axis=1)
@@ -154,7 +154,7 @@ def _channel_units(model, criterion, stats_for):
         touched = [m for m in group.members
                    if m.role in ("producer", "consumer") and m.key is not None]
         producers = sorted({m.layer for m in touched
-                            if m.role == "producer" and registry.is_prunable(layers[m.layer])})
+                            if m.role == "producer" and prunable.is_prunable(layers[m.layer])})
         if not producers:
             continue
         scores = _group_scores(group, layers, criterion, stats_for)

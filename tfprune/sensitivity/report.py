@@ -109,7 +109,7 @@ class SensitivityReport:
                  max_drop=None):
         """Per-layer sparsities for ``tfprune.prune(sparsity=...)``; see
         :func:`tfprune.sensitivity.allocate`."""
-        from tfprune.sensitivity.allocate import allocate
+        from tfprune.sensitivity.allocation import allocate
         return allocate(self, target_sparsity=target_sparsity, target_params=target_params,
                         target_flops=target_flops, max_drop=max_drop)
 

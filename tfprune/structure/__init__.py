@@ -8,8 +8,8 @@
 """
 
 from tfprune.structure.budget import ratio_for_flops
-from tfprune.structure.count import count
-from tfprune.structure.graph import DependencyGraph, Group, Member, graph
+from tfprune.structure.costs import count
+from tfprune.structure.dependency import DependencyGraph, Group, Member, graph
 from tfprune.structure.surgery import prune_channels, remove_dead_channels
 
 __all__ = ["graph", "DependencyGraph", "Group", "Member", "prune_channels",

@@ -40,7 +40,7 @@ import numbers
 
 import numpy as np
 
-from tfprune.structure import count as count_lib
+from tfprune.structure import costs as count_lib
 from tfprune.structure import surgery
 
 __all__ = ["ratio_for_flops"]

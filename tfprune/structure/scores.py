@@ -173,5 +173,5 @@ def _with_labels(data):
 
 
 def _weight(layer, key):
-    from tfprune.registry import _relative_key
+    from tfprune.prunable import _relative_key
     return next(w for w in layer.weights if _relative_key(layer, w) == key)

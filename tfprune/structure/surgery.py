@@ -14,11 +14,11 @@ import keras
 import numpy as np
 
 from tfprune import criteria as criteria_lib
-from tfprune.registry import _relative_key
+from tfprune.prunable import _relative_key
 from tfprune.structure import _rules
 from tfprune.structure.calibrate import recalibrate_batchnorm
 from tfprune.structure.scores import _axis_rows, bn_scales, data_stats, group_scores
-from tfprune.structure.graph import graph as _graph
+from tfprune.structure.dependency import graph as _graph
 
 __all__ = ["prune_channels", "remove_dead_channels", "rebuild"]
 

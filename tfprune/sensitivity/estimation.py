@@ -27,7 +27,6 @@ increase; :func:`agreement` gives its Spearman rank correlation with a sweep.
 (['h', 'o'], True)
 """
 
-import importlib
 import time
 
 import keras
@@ -37,12 +36,11 @@ import tensorflow as tf
 from tfprune import criteria as criteria_lib
 from tfprune import scoring
 from tfprune.sensitivity import _coupling
+from tfprune.sensitivity import sweeping as sweep_lib
 from tfprune.sensitivity.report import SensitivityReport
 
 __all__ = ["estimate", "agreement", "spearman"]
 
-# The package re-exports the function `sweep` under the module's name.
-sweep_lib = importlib.import_module("tfprune.sensitivity.sweep")
 
 
 def _batches(data, batch_size, who):

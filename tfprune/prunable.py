@@ -33,7 +33,7 @@ class PrunableLayer:
     ...     def get_prunable_weights(self):
     ...         return [self.kernel]
     >>> layer = MyDense(4); layer.build((None, 3))
-    >>> [w.key for w in tp.registry.prunable_weights(layer)]
+    >>> [w.key for w in tp.prunable.prunable_weights(layer)]
     ['kernel']
     """
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tfprune as tp
-from tfprune import registry
+from tfprune import prunable
 
 L = keras.layers
 
@@ -26,19 +26,19 @@ def built(layer, *shapes):
 ])
 def test_prunable_weights_of_builtin_layers(layer, shape, expected):
     layer.build(shape)
-    got = {w.key: w.shape for w in registry.prunable_weights(layer)}
+    got = {w.key: w.shape for w in prunable.prunable_weights(layer)}
     assert got == expected
 
 
 def test_rnn_and_attention_weights():
     lstm = L.LSTM(3)
     lstm(np.zeros((1, 2, 4), "float32"))
-    assert [w.key for w in registry.prunable_weights(lstm)] == [
+    assert [w.key for w in prunable.prunable_weights(lstm)] == [
         "lstm_cell/kernel", "lstm_cell/recurrent_kernel"]
     mha = L.MultiHeadAttention(2, 4)
     x = np.zeros((1, 3, 8), "float32")
     mha(x, x)
-    ws = registry.prunable_weights(mha)
+    ws = prunable.prunable_weights(mha)
     assert [w.key for w in ws] == ["query/kernel", "key/kernel", "value/kernel",
                                    "attention_output/kernel"]
     assert ws[0].out_axes == (1, 2) and ws[0].head_axis == 1
@@ -47,9 +47,9 @@ def test_rnn_and_attention_weights():
 
 def test_biases_and_norms_are_never_prunable():
     bn = built(L.BatchNormalization(), (None, 4))
-    assert not registry.is_prunable(bn) and registry.prunable_weights(bn) == []
+    assert not prunable.is_prunable(bn) and prunable.prunable_weights(bn) == []
     dense = built(L.Dense(4), (None, 3))
-    assert all("bias" not in w.key for w in registry.prunable_weights(dense))
+    assert all("bias" not in w.key for w in prunable.prunable_weights(dense))
 
 
 def test_custom_layer_protocol():
@@ -65,7 +65,7 @@ def test_custom_layer_protocol():
             return [self.w]
 
     layer = built(Scaled(name="scaled"), (None, 3))
-    assert [w.key for w in registry.prunable_weights(layer)] == ["w"]
+    assert [w.key for w in prunable.prunable_weights(layer)] == ["w"]
 
 
 def test_custom_layer_protocol_bad_return():
@@ -74,19 +74,19 @@ def test_custom_layer_protocol_bad_return():
             return ["kernel"]
 
     with pytest.raises(TypeError, match="Bad.*not a variable|not a variable"):
-        registry.prunable_weights(Bad(name="bad"))
+        prunable.prunable_weights(Bad(name="bad"))
 
 
 def test_time_distributed_and_bidirectional():
     td = L.TimeDistributed(L.Dense(4))
     td.build((None, 5, 3))
-    assert [(w.key, w.shape) for w in registry.prunable_weights(td)] == [("kernel", (3, 4))]
+    assert [(w.key, w.shape) for w in prunable.prunable_weights(td)] == [("kernel", (3, 4))]
     bi = L.Bidirectional(L.LSTM(3))
     bi(np.zeros((1, 2, 4), "float32"))
-    keys = [w.key for w in registry.prunable_weights(bi)]
+    keys = [w.key for w in prunable.prunable_weights(bi)]
     assert len(keys) == 4 and keys[0].endswith("lstm_cell/kernel")
     assert keys[0].startswith(bi.forward_layer.name) and keys[2].startswith(bi.backward_layer.name)
-    assert registry.is_prunable(bi) and not registry.is_prunable(L.TimeDistributed(L.Flatten()))
+    assert prunable.is_prunable(bi) and not prunable.is_prunable(L.TimeDistributed(L.Flatten()))
 
 
 def test_prune_model_with_wrapped_layers():

@@ -134,9 +134,8 @@ def test_channel_granularity_groups_residual_layers():
 def test_channel_trial_equals_removing_channels():
     """Zeroing a coupled group's slices predicts exactly like the shrunk model."""
     model, (x, _) = residual_cnn()
-    import importlib
     from tfprune.sensitivity import _coupling
-    sweep_mod = importlib.import_module("tfprune.sensitivity.sweep")
+    from tfprune.sensitivity import sweeping as sweep_mod
     unit = [u for u in _coupling.units(model, "magnitude", "channels") if u.name == "branch+stem"][0]
     saved = sweep_mod._apply(unit.plan(0.5))
     zeroed = model.predict(x, verbose=0)

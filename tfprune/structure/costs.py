@@ -8,7 +8,7 @@ ops, BatchNorm (folded into the conv on export) and pooling are not counted.
 import keras
 import numpy as np
 
-from tfprune.registry import _einsum_out_axes
+from tfprune.prunable import _einsum_out_axes
 from tfprune.structure import _walk
 
 __all__ = ["count", "layer_flops"]
