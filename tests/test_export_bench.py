@@ -1,4 +1,4 @@
-"""tfprune.export.benchmark: latency fields, comparison, accuracy, delegates; int8 MNIST."""
+"""tfprune.export.benchmark: latency fields, comparison, accuracy (in batches), delegates; int8 MNIST."""
 
 import keras
 import numpy as np
@@ -76,3 +76,48 @@ def test_int8_accuracy_within_one_point_of_float_on_mnist():
     assert f["agreement"] == 1.0 and f["max_abs_diff"] < 1e-4
     assert abs(q["accuracy"] - f["accuracy"]) <= 0.01
     assert q["size"] < f["size"] / 3
+
+
+def _flatten_mlp():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((3, 16)), keras.layers.Flatten(),
+                             keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
+
+
+def test_quality_is_measured_in_batches_where_the_model_allows(monkeypatch):
+    from tfprune.export import _batch
+    model = _flatten_mlp()
+    x = data(n=100, shape=(3, 16))
+    y = model.predict(x, verbose=0).argmax(-1)
+    tflite = tp.export.to_tflite(model, sparse="none")
+    both = tp.export.benchmark(tflite, (x, y), runs=10, warmup=1, reference=model,
+                               resolver="both")
+    for r in both.values():
+        assert r["eval_batch"] == 64 and r["accuracy"] == 1.0 and r["max_abs_diff"] < 1e-4
+    r = tp.export.benchmark(tflite, (x, y), runs=10, warmup=1, eval_batch=1)
+    assert r["eval_batch"] == 1 and r["accuracy"] == 1.0
+    # outputs that change with the batch: back to the static batch, still right
+    monkeypatch.setattr(_batch, "close", lambda a, b: False)
+    r = tp.export.benchmark(tflite, (x, y), runs=10, warmup=1, reference=model)
+    assert r["eval_batch"] == 1 and r["accuracy"] == 1.0 and r["max_abs_diff"] < 1e-4
+    monkeypatch.undo()
+    # a file that cannot be resized (RESHAPE to the static batch): batch 1
+    monkeypatch.setattr(_batch, "free_batch", lambda data, batch: (data, 0))
+    static = tp.export.to_tflite(model, sparse="none")
+    both = tp.export.benchmark(static, (x, y), runs=10, warmup=1, reference=model,
+                               resolver="both", compare_to=tflite)
+    for r in both.values():
+        assert r["eval_batch"] == 1 and r["accuracy"] == 1.0 and r["max_abs_diff"] < 1e-4
+        assert r["compare"]["eval_batch"] == 64 and r["compare"]["accuracy"] == 1.0
+
+
+def test_predict_resizes_once_and_keeps_the_interpreter_usable():
+    from tfprune.export._timing import interpreter
+    from tfprune.export.bench import predict
+    model = _flatten_mlp()
+    x = data(n=10, shape=(3, 16))
+    interp = interpreter(tp.export.to_tflite(model, sparse="none"))
+    np.testing.assert_allclose(predict(interp, x), model.predict(x, verbose=0), atol=1e-4)
+    assert interp.get_input_details()[0]["shape"][0] == 10
+    np.testing.assert_allclose(predict(interp, x[:3]), model.predict(x[:3], verbose=0),
+                               atol=1e-4)       # padded into the resized batch

@@ -1,4 +1,4 @@
-"""tfprune.export.to_tflite: fidelity, quantization, sparse modes, bad input."""
+"""tfprune.export.to_tflite: fidelity, quantization, sparse modes, bad input, batches."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,9 @@ import keras
 import tfprune as tp
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _auto
+from tfprune.export import _timing
 
-from _export_models import cnn, converted, data, mlp, run_tflite
+from _export_models import block_prune, cnn, converted, data, mlp, run_tflite
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
@@ -200,3 +201,115 @@ def test_auto_keeps_conv_weights_dense_and_says_why():
     assert "DENSIFY" not in [op["type"] for op in report.ops]
     [decision] = report.decisions
     assert decision["decision"] == "dense" and "no sparse kernel" in decision["reason"]
+
+
+# -- batch-agnostic exports ---------------------------------------------------
+
+def _head(kind, sparse):
+    """Tiny models ending in a Flatten, a Reshape (batch folded by the converter) or GAP."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    layers = {
+        "flatten": [keras.Input((3, 16)), L.Flatten(), L.Dense(32, activation="relu"),
+                    L.Dense(4)],
+        "reshape": [keras.Input((16,)), L.Dense(32, activation="relu"), L.Reshape((2, 16)),
+                    L.Dense(16, activation="relu"), L.Flatten(), L.Dense(4)],
+        "gap": [keras.Input((6, 6, 3)), L.Conv2D(16, 3, activation="relu"),
+                L.GlobalAveragePooling2D(), L.Dense(4)],
+    }[kind]
+    model = keras.Sequential(layers)
+    if sparse != "none":  # 1x16 blocks: the sparse FC kernels of float and int8
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dense) and layer.kernel.shape[0] % 16 == 0:
+                k, b = layer.get_weights()
+                layer.set_weights([block_prune(k, 0.5), b])
+    return model
+
+
+def _xnnpack_partition(tflite):
+    """(inputs, outputs) of each XNNPACK delegate node at the static batch."""
+    interp = _timing.interpreter(tflite, resolver="default")
+    return sorted((tuple(map(int, op["inputs"])), tuple(map(int, op["outputs"])))
+                  for op in interp._get_ops_details() if op["op_name"] == "DELEGATE")
+
+
+def _run_at(tflite, x, resolver):
+    interp = _timing.interpreter(tflite, resolver=resolver)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], list(x.shape))
+    interp.allocate_tensors()
+    return _predict_static(interp, x)
+
+
+def _predict_static(interp, x):
+    from tfprune.export.bench import _dequantize, _quantize
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp.set_tensor(inp["index"], _quantize(x, inp))
+    interp.invoke()
+    return _dequantize(interp.get_tensor(out["index"]), out)
+
+
+@pytest.mark.parametrize("sparse", ["none", "force"])
+@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("kind", ["flatten", "reshape", "gap"])
+def test_exports_resize_to_any_batch(kind, quantize, sparse, monkeypatch):
+    model = _head(kind, sparse)
+    shape = tuple(model.inputs[0].shape[1:])
+    x = data(n=7, shape=shape)
+    kwargs = dict(sparse=sparse, quantize=quantize,
+                  representative_data=data(shape=shape) if quantize else None)
+    tflite = tp.export.to_tflite(model, **kwargs)
+    ref = model.predict(x, verbose=0)
+    assert np.abs(ref).max() > 0.1
+    if sparse != "none":
+        assert any(op["kernel"].startswith("sparse FC") for op in tp.export.inspect(tflite).ops)
+    # At batch 1 the file is what the converter made, but for the RESHAPE shapes:
+    # the same kernels per op, and XNNPACK takes the same ops (all but sparse FC).
+    from tfprune.export import _batch
+    monkeypatch.setattr(_batch, "free_batch", lambda data, batch: (data, 0))
+    static = tp.export.to_tflite(model, **kwargs)
+    assert [op["kernel"] for op in tp.export.inspect(tflite).ops] == \
+        [op["kernel"] for op in tp.export.inspect(static).ops]
+    assert _xnnpack_partition(tflite) == _xnnpack_partition(static)
+    if sparse == "none":
+        [(_, outputs)] = _xnnpack_partition(tflite)          # one delegate node...
+        assert set(outputs) == {d["index"] for d in _timing.interpreter(tflite)
+                                .get_output_details()}       # ... computing everything
+    for resolver in ("default", "builtin"):
+        out = _run_at(tflite, x, resolver)
+        assert out.shape == ref.shape
+        if quantize is None:
+            np.testing.assert_allclose(out, ref, atol=1e-4)
+        else:  # each sample as at batch 1 (within ~an int8 step), and near Keras
+            one = np.concatenate([_run_at(tflite, x[i:i + 1], resolver) for i in range(7)])
+            np.testing.assert_allclose(out, one, atol=0.01 * np.abs(one).max())
+            assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+        if kind != "gap":  # the converter's static-batch file cannot be resized
+            with pytest.raises(RuntimeError):
+                _run_at(static, x, resolver)
+
+
+def test_sparse_auto_export_resizes():
+    model = _head("flatten", "block")
+    tflite = tp.export.to_tflite(model, sparse="auto", auto_rounds=2)
+    x = data(n=7, shape=(3, 16))
+    for resolver in ("default", "builtin"):
+        np.testing.assert_allclose(_run_at(tflite, x, resolver), model.predict(x, verbose=0),
+                                   atol=1e-4)
+
+
+def test_reshape_rewrite_is_checked_and_skipped_for_edgetpu(monkeypatch):
+    from tfprune.export import _batch
+    model = _head("flatten", "none")
+    x = data(n=7, shape=(3, 16))
+    tflite = tp.export.to_tflite(model, sparse="none")
+    assert _batch.free_batch(tflite, 1) == (tflite, 0)          # nothing left to rewrite
+    monkeypatch.setattr(_batch, "resizes", lambda *a: False)    # a rewrite that fails its check
+    kept = tp.export.to_tflite(model, sparse="none")
+    with pytest.raises(RuntimeError):
+        _run_at(kept, x, "builtin")
+    # predict() then falls back to the static batch, with the same outputs
+    np.testing.assert_allclose(run_tflite(kept, x), model.predict(x, verbose=0), atol=1e-4)
+    monkeypatch.undo()
+    monkeypatch.setattr(_batch, "free_batch", lambda *a: pytest.fail("rewrote an Edge TPU file"))
+    tp.export.to_tflite(model, target="edgetpu", representative_data=data(shape=(3, 16)))

@@ -1,5 +1,6 @@
 """tfprune.sensitivity.allocate and SensitivityReport export/plot/load."""
 
+import itertools
 import json
 
 import numpy as np
@@ -77,6 +78,103 @@ def test_greedy_follows_convex_hull_of_noisy_curves():
              for s in (0.3, 0.6, 0.9)]
     plan = allocate(SensitivityReport(rows, {}), target_sparsity=0.45)
     assert plan == {"a": 0.9, "b": 0.0}
+
+
+def _random_report(seed, n_units=4, flops=False):
+    """Units of unequal sizes with noisy, often non-monotonic drop curves."""
+    rng = np.random.default_rng(seed)
+    sweep = [0.2, 0.4, 0.5, 0.7, 0.9]
+    rows, units = [], {}
+    for i in range(n_units):
+        name = f"u{i}"
+        params = int(rng.integers(5, 400))
+        drops = np.cumsum(rng.normal(0.03, 0.06, len(sweep))) * rng.random()
+        rows += [{"layer": name, "params": params, "sparsity": s, "metric": 0.0,
+                  "drop": float(d)} for s, d in zip(sweep, drops)]
+        units[name] = {"params": params, "layers": [name],
+                       "flops": int(rng.integers(10, 5000)) if flops else params}
+    return SensitivityReport(rows, {"units": units})
+
+
+def _brute_force(rep, kind, need, step=0.1, max_drop=None):
+    """Smallest predicted drop over every plan on the grid {0, step, ..., 0.9}."""
+    grid = np.round(np.arange(0, 0.9 + 1e-9, step), 6)
+    units = rep.meta["units"]
+    names = list(units)
+    drop = [np.array([predicted_drop(rep, {n: s}) for s in grid]) for n in names]
+    cost = [units[n][kind] * grid for n in names]
+    best = np.inf
+    for idx in itertools.product(range(len(grid)), repeat=len(names)):
+        if max_drop is not None and any(drop[i][j] > max_drop + 1e-12 for i, j in enumerate(idx)):
+            continue
+        if sum(cost[i][j] for i, j in enumerate(idx)) >= need - 1e-9:
+            best = min(best, sum(drop[i][j] for i, j in enumerate(idx)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_allocation_is_optimal_on_its_grid_and_meets_the_target(seed):
+    rep = _random_report(seed, flops=True)
+    units = rep.meta["units"]
+    params = sum(u["params"] for u in units.values())
+    flops = sum(u["flops"] for u in units.values())
+    rng = np.random.default_rng(100 + seed)
+    for target in rng.uniform(0.1, 0.85, 2):
+        plan = allocate(rep, target_sparsity=target, step=0.1)
+        assert target - 1e-9 <= plan.sparsity < target + 0.1
+        assert plan.sparsity == pytest.approx(
+            sum(plan[n] * units[n]["params"] for n in units) / params)
+        assert plan.predicted_drop == pytest.approx(predicted_drop(rep, plan))
+        assert plan.predicted_drop <= _brute_force(rep, "params", target * params) + 1e-9
+    # the other budget kinds, and max_drop on top of a budget
+    keep = float(rng.uniform(0.3, 0.8)) * flops
+    plan = allocate(rep, target_flops=keep, step=0.1)
+    assert keep - 0.1 * flops < plan.flops <= keep + 1e-6
+    assert plan.predicted_drop <= _brute_force(rep, "flops", flops - keep) + 1e-9
+    keep = 0.6 * params
+    plan = allocate(rep, target_params=keep, step=0.1)
+    assert keep - 0.1 * params < plan.params <= keep + 1e-6
+    assert plan.budget == {"target_params": keep}
+    assert plan.predicted_drop <= _brute_force(rep, "params", params - keep) + 1e-9
+    cap = float(np.median([r["drop"] for r in rep.table]))
+    best = _brute_force(rep, "params", 0.3 * params, max_drop=cap)
+    if np.isfinite(best):
+        plan = allocate(rep, target_sparsity=0.3, max_drop=cap, step=0.1)
+        assert plan.predicted_drop <= best + 1e-9 and plan.sparsity >= 0.3 - 1e-9
+        assert all(predicted_drop(rep, {n: plan[n]}) <= cap + 1e-12 for n in plan)
+    else:
+        with pytest.raises(ValueError, match="infeasible"):
+            allocate(rep, target_sparsity=0.3, max_drop=cap, step=0.1)
+
+
+def test_non_monotonic_curves_are_planned_on_their_running_max():
+    # "a" dips at 0.95 (0.02) below its drop at 0.9 (0.3): measurement noise.
+    rows = [{"layer": "a", "params": 100, "sparsity": s, "metric": 0, "drop": d}
+            for s, d in ((0.5, 0.01), (0.9, 0.3), (0.95, 0.02))]
+    rows += [{"layer": "b", "params": 100, "sparsity": s, "metric": 0, "drop": 0.2 * s}
+             for s in (0.5, 0.95)]
+    rep = SensitivityReport(rows, {})
+    dip = {"a": 0.95, "b": 0.0}
+    assert predicted_drop(rep, dip, envelope=False) == pytest.approx(0.02)
+    assert predicted_drop(rep, dip) == pytest.approx(0.3)          # the envelope
+    assert predicted_drop(rep, {"a": 0.7}) == pytest.approx(0.155)  # interpolated, rising
+    plan = allocate(rep, target_sparsity=0.475)
+    assert plan == {"a": 0.5, "b": 0.45}
+    assert plan.predicted_drop == pytest.approx(0.1) and plan.sparsity == pytest.approx(0.475)
+    # max_drop: "a" stops below 0.9 although its dip at 0.95 is within it
+    assert allocate(rep, max_drop=0.1)["a"] < 0.9
+
+
+def test_plan_is_a_dict_that_says_what_it_realises(twin):
+    _, _, rep = twin
+    plan = rep.allocate(target_sparsity=0.5)
+    assert isinstance(plan, dict) and json.loads(json.dumps(plan)) == dict(plan)
+    assert plan.budget == {"target_sparsity": 0.5}
+    assert 0.5 <= plan.sparsity < 0.51
+    assert plan.params == pytest.approx(256 * (1 - plan.sparsity))
+    assert set(plan.realised()) == {"sparsity", "params", "flops", "predicted_drop"}
+    only = rep.allocate(max_drop=0.01)
+    assert only.budget == {} and only.predicted_drop <= 2 * 0.01
 
 
 def test_exports_roundtrip_and_plot(twin, tmp_path):

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from tfprune.export import _batch
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _timing
 
@@ -50,26 +51,75 @@ def _dequantize(y, detail):
     return (y.astype(np.float32) - zero) * (scale or 1.0)
 
 
-def predict(interp, x):
-    """Runs a single-input interpreter over ``x`` in its static batch; float outputs."""
+def _run(interp, inp, out, chunk):
+    interp.set_tensor(inp["index"], _quantize(chunk, inp))
+    interp.invoke()
+    return interp.get_tensor(out["index"])
+
+
+def _resize(interp, inp, batch):
+    interp.resize_tensor_input(inp["index"], [batch] + [int(d) for d in inp["shape"][1:]])
+    interp.allocate_tensors()
+
+
+def _batched(interp, inp, out, x, want):
+    """Resizes ``interp`` to ``want`` samples if its outputs then match the static batch.
+
+    Returns the raw outputs of ``x[:want]`` at the new size, or None (and the
+    interpreter back at its static batch) when the graph does not allow it.
+    """
+    static = int(inp["shape"][0])
+    probes = [x[:static], x[want - static:want]]
+    refs = [_run(interp, inp, out, p).copy() for p in probes]
+    try:
+        _resize(interp, inp, want)
+        got = _run(interp, inp, out, x[:want])
+        if got.shape[0] == want and all(_batch.close(g, r) for g, r in zip(
+                (got[:static], got[want - static:]), refs)):
+            return got
+    except (RuntimeError, ValueError):
+        pass
+    _resize(interp, inp, static)
+    return None
+
+
+def _predict(interp, x, batch_size):
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
-    batch = int(inp["shape"][0])
     x = np.asarray(x, dtype=np.float32)
     expected = tuple(int(d) for d in inp["shape"][1:])
     if tuple(x.shape[1:]) != expected:
         raise ValueError(f"data has shape {x.shape}; the model takes (n, "
                          f"{', '.join(map(str, expected))})")
+    batch = int(inp["shape"][0])
     results = []
-    for start in range(0, len(x), batch):
+    want = min(int(batch_size or batch), len(x))
+    if want > batch:
+        first = _batched(interp, inp, out, x, want)
+        if first is not None:
+            batch = want
+            results.append(_dequantize(first, out))
+            inp = interp.get_input_details()[0]
+            out = interp.get_output_details()[0]
+    for start in range(batch if results else 0, len(x), batch):
         chunk = x[start:start + batch]
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], np.float32)])
-        interp.set_tensor(inp["index"], _quantize(chunk, inp))
-        interp.invoke()
-        results.append(_dequantize(interp.get_tensor(out["index"]), out)[:n])
-    return np.concatenate(results)
+        results.append(_dequantize(_run(interp, inp, out, chunk), out)[:n])
+    return np.concatenate(results), batch
+
+
+def predict(interp, x, batch_size=64):
+    """Runs a single-input interpreter over ``x``; float (dequantized) outputs.
+
+    The interpreter's input is resized once to ``min(batch_size, len(x))``
+    samples per invoke when the graph allows it (``to_tflite`` exports do):
+    the first batch is checked against runs in the model's static batch, and
+    the interpreter stays at the static batch (padding the last chunk) when
+    resizing fails or changes the outputs. The interpreter is left resized.
+    """
+    return _predict(interp, x, batch_size)[0]
 
 
 def _split(data):
@@ -80,10 +130,10 @@ def _split(data):
     return np.asarray(data), None
 
 
-def _quality(data_bytes, x, y, reference, threads, resolver, delegate):
+def _quality(data_bytes, x, y, reference, threads, resolver, delegate, eval_batch):
     interp = _timing.interpreter(data_bytes, threads, resolver, delegate)
-    out = predict(interp, x)
-    result = {}
+    out, used = _predict(interp, x, eval_batch)
+    result = {"eval_batch": used}
     if y is not None:
         labels = y.argmax(-1) if y.ndim > 1 else y
         result["accuracy"] = float(np.mean(out.argmax(-1) == labels))
@@ -103,7 +153,7 @@ def _one(name, data_bytes, timings, threads, resolver):
 
 
 def benchmark(tflite, data=None, *, threads=1, warmup=10, runs=200, delegate=None,
-              resolver="default", compare_to=None, reference=None):
+              resolver="default", compare_to=None, reference=None, eval_batch=64):
     """Benchmarks a ``.tflite`` model (optionally side by side with another).
 
     Args:
@@ -120,10 +170,16 @@ def benchmark(tflite, data=None, *, threads=1, warmup=10, runs=200, delegate=Non
         and ``size_ratio``.
       reference: a Keras model; adds ``agreement`` (argmax) and
         ``max_abs_diff`` (logits) against it on ``data``.
+      eval_batch: samples per invoke for the quality fields: the interpreter
+        is resized once to it where the graph allows (see :func:`predict`),
+        else ``data`` runs in the model's static batch; ``eval_batch`` in
+        the result says which. Latency is always per invoke at the static
+        batch.
 
     Returns:
       A dict with ``size``, ``gzip_size``, ``p50_ms``, ``p90_ms`` and the
-      quality fields (``{"default": {...}, "builtin": {...}}`` for "both").
+      quality fields (``accuracy``, ``agreement``, ``max_abs_diff``,
+      ``eval_batch``) (``{"default": {...}, "builtin": {...}}`` for "both").
 
     Example:
 
@@ -138,7 +194,8 @@ def benchmark(tflite, data=None, *, threads=1, warmup=10, runs=200, delegate=Non
     if resolver == "both":
         return {r: benchmark(tflite, data, threads=threads, warmup=warmup, runs=runs,
                              delegate=delegate, resolver=r, compare_to=compare_to,
-                             reference=reference) for r in _timing.RESOLVERS}
+                             reference=reference, eval_batch=eval_batch)
+                for r in _timing.RESOLVERS}
     if resolver not in _timing.RESOLVERS:
         raise ValueError(f"resolver={resolver!r}: expected 'default', 'builtin' or 'both'")
     if not isinstance(threads, int) or threads < 1:
@@ -154,11 +211,12 @@ def benchmark(tflite, data=None, *, threads=1, warmup=10, runs=200, delegate=Non
     result = _one("model", main, timings, threads, resolver)
     x, y = _split(data)
     if x is not None and "model" not in timings.errors:
-        result.update(_quality(main, x, y, reference, threads, resolver, dele))
+        result.update(_quality(main, x, y, reference, threads, resolver, dele, eval_batch))
     if compare_to is not None:
         other = _one("compare", models["compare"], timings, threads, resolver)
         if x is not None and "compare" not in timings.errors:
-            other.update(_quality(models["compare"], x, y, reference, threads, resolver, dele))
+            other.update(_quality(models["compare"], x, y, reference, threads, resolver, dele,
+                                  eval_batch))
         result["compare"] = other
         result["latency_ratio"] = timings.ratio("model", "compare")
         result["size_ratio"] = result["size"] / other["size"]

@@ -129,6 +129,13 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
     batch turns ``Flatten`` into ops XNNPACK does not take, and Flex ops are
     disabled because edge runtimes do not have them.
 
+    The graph stays batch-agnostic where it allows: the RESHAPEs of
+    ``Flatten``/``Reshape`` keep the batch as ``-1`` instead of the static
+    batch, so at ``batch_size`` every op still goes to XNNPACK and an
+    interpreter resized with ``resize_tensor_input(i, [n, ...])`` runs ``n``
+    samples per invoke (the signature itself stays static; not for
+    ``target="edgetpu"``).
+
     Args:
       model: a Keras model (pruned or not) or a path to a ``.keras`` file.
       sparse: ``"none"``: dense weights. ``"force"``: the converter's
@@ -209,6 +216,9 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
         if decisions:
             fb.add_metadata(fbm, decisions)
             data = fb.pack(fbm)
+    if target != "edgetpu":  # the Edge TPU compiler wants every shape static
+        from tfprune.export import _batch
+        data, _ = _batch.free_batch(data, batch_size)
     if output is not None:
         with open(output, "wb") as f:
             f.write(data)

@@ -1,27 +1,73 @@
-"""Per-layer sparsities from a sensitivity table: a budget at the smallest predicted drop.
+r"""Per-layer sparsities from a sensitivity table: a budget at the smallest predicted drop.
 
-Each unit's drop-vs-sparsity curve is interpolated linearly (never beyond the
-largest swept sparsity) and the total drop is predicted as the sum of the
-units' drops, the usual independence assumption of layer-wise sensitivity
-analysis. A greedy pass then repeatedly takes the step, on any unit, that
-removes budget at the lowest drop per removed weight (or FLOP). Steps may
-jump over a bump of a noisy curve, so the choice follows the curve's lower
-convex hull rather than its first wiggle.
+**Model.** Unit :math:`i` (a layer, or channels coupled across layers) has a
+measured drop curve, interpolated linearly between the swept sparsities
+(never beyond the largest one) and made monotone by its running maximum
 
-Budgets count the analysed units only: ``target_sparsity`` is the fraction
-of their weights removed, ``target_params`` / ``target_flops`` the weights /
-multiply-adds per sample they keep.
+.. math:: \hat d_i(s) = \max_{s' \le s} d_i(s'),
+
+so a noisy dip (drop at 0.95 below the drop at 0.9) is never planned on:
+pruning more is assumed to cost at least what pruning less cost. The total
+drop is predicted as the sum over units, the usual independence assumption
+of layer-wise sensitivity analysis (:func:`predicted_drop`).
+
+**Problem.** With :math:`c_i` the unit's weights (``target_sparsity``,
+``target_params``) or multiply-adds per sample (``target_flops``), pick one
+sparsity :math:`s_i` per unit from its grid (0, ``step``, 2 ``step``, ...
+up to the largest swept sparsity, plus the swept points) to
+
+.. math:: \min_s \sum_i \hat d_i(s_i) \quad \text{s.t.} \quad
+          \sum_i c_i s_i \ge R,
+
+with :math:`R` = ``target_sparsity`` :math:`\cdot \sum_i c_i`, or
+:math:`\sum_i c_i` minus ``target_params`` / ``target_flops``; with
+``max_drop`` each unit's grid stops before the first sparsity whose drop
+exceeds it. This multiple-choice knapsack is solved exactly (a dynamic
+programme over units keeping the Pareto front of removed budget vs drop, see
+``_knapsack``): no plan on the same grid that meets the budget has a smaller
+predicted drop. Among equally good plans it returns one no unit of which can
+step down without breaking the budget, so the plan overshoots the budget by
+less than one grid step of a unit (at most ``step`` of the overall sparsity).
+
+Budgets count the analysed units only. The result is a :class:`Plan`, a dict
+``{layer: sparsity}`` saying what it realises.
 
 >>> from tfprune.sensitivity import SensitivityReport
 >>> rows = [{"layer": n, "params": 100, "sparsity": s, "metric": 0, "drop": d * s}
 ...         for n, d in (("early", 1.0), ("late", 0.01)) for s in (0.5, 0.9)]
->>> allocate(SensitivityReport(rows, {}), target_sparsity=0.5)
+>>> plan = allocate(SensitivityReport(rows, {}), target_sparsity=0.5)
+>>> plan
 {'early': 0.1, 'late': 0.9}
+>>> round(plan.sparsity, 4), round(plan.predicted_drop, 4)
+(0.5, 0.109)
 """
 
 import numpy as np
 
-__all__ = ["allocate", "predicted_drop"]
+from tfprune.sensitivity import _knapsack
+
+__all__ = ["allocate", "predicted_drop", "Plan"]
+
+
+class Plan(dict):
+    """``{layer: sparsity}`` from :func:`allocate`, plus what it realises.
+
+    Attributes (over the analysed units):
+        sparsity: fraction of their weights removed.
+        params: weights kept.
+        flops: multiply-adds per sample kept.
+        predicted_drop: :func:`predicted_drop` of the plan (monotone envelope).
+        budget: the budget asked, e.g. ``{"target_sparsity": 0.8}`` (``{}``
+            with only ``max_drop``).
+    """
+
+    sparsity = params = flops = predicted_drop = None
+    budget = None
+
+    def realised(self):
+        """``{"sparsity", "params", "flops", "predicted_drop"}`` as a plain dict."""
+        return {"sparsity": self.sparsity, "params": self.params, "flops": self.flops,
+                "predicted_drop": self.predicted_drop}
 
 
 def _units(report):
@@ -40,32 +86,74 @@ def _grid(xs, step):
     return np.array(sorted(grid))
 
 
-def predicted_drop(report, allocation):
-    """Sum of the interpolated drops of ``allocation`` ({layer: sparsity}).
+def _drop(xs, ys, s, envelope=True):
+    """The interpolated drop at ``s`` (array), or its running maximum."""
+    s = np.asarray(s, dtype=np.float64)
+    d = np.interp(s, xs, ys)
+    if envelope:
+        # max over s' <= s of a piecewise-linear curve: at a knot or at s itself
+        knots = _knapsack.envelope(ys)
+        below = np.searchsorted(xs, s, side="right") - 1
+        d = np.maximum(d, knots[np.clip(below, 0, None)])
+    return d
+
+
+def predicted_drop(report, allocation, envelope=True):
+    """Sum over units of the drop at the unit's sparsity in ``allocation``.
+
+    ``allocation`` is ``{layer: sparsity}`` (a unit of coupled layers takes
+    the largest of its layers'). Each unit's drop is interpolated linearly
+    on its curve; with ``envelope`` (default) it is the curve's running
+    maximum :math:`\\max_{s' \\le s} d(s')`, which :func:`allocate` plans
+    with; ``envelope=False`` gives the raw interpolation.
 
     >>> from tfprune.sensitivity import SensitivityReport
-    >>> rep = SensitivityReport([{"layer": "a", "params": 1, "sparsity": 0.5,
-    ...                           "metric": 0, "drop": 0.2}], {})
+    >>> rep = SensitivityReport([{"layer": "a", "params": 1, "sparsity": s,
+    ...                           "metric": 0, "drop": d} for s, d in ((0.5, 0.2), (0.9, 0.1))], {})
     >>> round(predicted_drop(rep, {"a": 0.25}), 3)
     0.1
+    >>> predicted_drop(rep, {"a": 0.9}), predicted_drop(rep, {"a": 0.9}, envelope=False)
+    (0.2, 0.1)
     """
     total = 0.0
     for name, info in _units(report).items():
         s = max((allocation.get(l, 0.0) for l in info["layers"]), default=0.0)
         xs, ys = report.curve(name)
-        total += float(np.interp(s, xs, ys))
+        total += float(_drop(xs, ys, s, envelope))
     return total
+
+
+def _plan(report, units, names, sparsity, budget):
+    plan = Plan({l: round(float(sparsity[i]), 6) for i, n in enumerate(names)
+                 for l in units[n]["layers"]})
+    s = np.array([plan[units[n]["layers"][0]] for n in names])
+    params = np.array([units[n]["params"] for n in names])
+    flops = np.array([units[n]["flops"] for n in names])
+    plan.sparsity = float((s * params).sum() / max(params.sum(), 1e-300))
+    plan.params = float(((1 - s) * params).sum())
+    plan.flops = float(((1 - s) * flops).sum())
+    plan.predicted_drop = predicted_drop(report, plan)
+    plan.budget = dict(budget)
+    return plan
 
 
 def allocate(report, target_sparsity=None, target_params=None, target_flops=None,
              max_drop=None, step=0.01):
-    """Returns ``{layer: sparsity}`` for ``tfprune.prune(sparsity=...)``.
+    """Returns a :class:`Plan` ``{layer: sparsity}`` for ``tfprune.prune(sparsity=...)``.
 
     Give one budget (``target_sparsity``, ``target_params`` or
     ``target_flops``) and/or ``max_drop``, the largest drop allowed per unit.
-    With only ``max_drop`` every unit gets the largest swept sparsity whose
-    drop (and all smaller ones') stays within it. Units of coupled channels
-    give their sparsity to each of their layers.
+    The plan minimises the predicted drop (sum of the units' monotone drop
+    envelopes) over the grid of sparsities spaced ``step`` apart; see the
+    module docstring for the exact problem. With only ``max_drop`` every
+    unit gets the largest swept sparsity whose drop (and all smaller ones')
+    stays within it. Units of coupled channels give their sparsity to each
+    of their layers.
+
+    The realised budget meets the target and exceeds it by less than one
+    grid step: ``plan.sparsity`` is in ``[target, target + step)`` for
+    ``target_sparsity``; ``plan.params`` / ``plan.flops`` are at most the
+    target and above ``target - step * total``.
 
     Only analysed units appear in the plan: in ``tfprune.prune(schedule=...,
     sparsity=plan)`` other prunable layers follow the schedule's own final
@@ -85,24 +173,25 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
                          "or max_drop.")
     if target_sparsity is not None and not 0.0 <= float(target_sparsity) < 1.0:
         raise ValueError(f"allocate: target_sparsity must be in [0, 1); got {target_sparsity}.")
+    if not step > 0:
+        raise ValueError(f"allocate: step must be > 0; got {step}.")
     units = _units(report)
     names = list(units)
     if not names:
         raise ValueError("allocate: the report is empty.")
-    grids, drops, limit = [], [], []
+    grids, drops = [], []
     for name in names:
         xs, ys = report.curve(name)
         g = _grid(xs, step)
-        d = np.interp(g, xs, ys)
-        ok = np.ones(len(g), bool) if max_drop is None else np.logical_and.accumulate(
-            d <= max_drop + 1e-12)
+        d = _drop(xs, ys, g)
+        if max_drop is not None:  # d is monotone: a prefix of the grid stays within it
+            keep = max(int(np.count_nonzero(d <= max_drop + 1e-12)), 1)
+            g, d = g[:keep], d[:keep]
         grids.append(g)
         drops.append(d)
-        limit.append(int(np.flatnonzero(ok)[-1]) if ok.any() else 0)
 
     if not budgets:  # max_drop only
-        return {l: round(float(grids[i][limit[i]]), 4)
-                for i, n in enumerate(names) for l in units[n]["layers"]}
+        return _plan(report, units, names, [g[-1] for g in grids], budgets)
 
     kind = "flops" if "target_flops" in budgets else "params"
     cost = np.array([units[n][kind] for n in names])
@@ -114,8 +203,10 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         if value < 0:
             raise ValueError(f"allocate: {next(iter(budgets))} must be >= 0; got {value}.")
         need = total - value
-    best = sum(cost[i] * grids[i][limit[i]] for i in range(len(names)))
-    if best + 1e-9 < need:
+    choice = _knapsack.solve([c * g for c, g in zip(cost, grids)], drops, need,
+                             tol=1e-9 * max(total, 1.0))
+    if choice is None:
+        best = sum(c * g[-1] for c, g in zip(cost, grids))
         what = next(iter(budgets))
         raise ValueError(
             f"allocate: {what}={budgets[what]} is infeasible: the analysed units can "
@@ -123,25 +214,4 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
             f"within the swept sparsities (max {max(g[-1] for g in grids):g})"
             + (f" and max_drop={max_drop}" if max_drop is not None else "")
             + ". Sweep higher sparsities, relax max_drop or the budget.")
-
-    idx = [0] * len(names)
-    removed = 0.0
-    while removed + 1e-9 < need:
-        choice, best_ratio = None, np.inf
-        for i in range(len(names)):
-            j0, j1 = idx[i], limit[i]
-            if j1 <= j0:
-                continue
-            dr = (grids[i][j0 + 1:j1 + 1] - grids[i][j0]) * cost[i]
-            dd = drops[i][j0 + 1:j1 + 1] - drops[i][j0]
-            # Do not pay for more than is still needed: a step overshooting the
-            # budget is charged as if it only removed what was missing.
-            ratio = dd / np.minimum(dr, need - removed)
-            k = int(np.argmin(ratio))
-            if ratio[k] < best_ratio - 1e-15:
-                choice, best_ratio = (i, j0 + 1 + k), ratio[k]
-        i, j = choice
-        removed += (grids[i][j] - grids[i][idx[i]]) * cost[i]
-        idx[i] = j
-    return {l: round(float(grids[i][idx[i]]), 4)
-            for i, n in enumerate(names) for l in units[n]["layers"]}
+    return _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
