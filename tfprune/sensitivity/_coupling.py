@@ -75,9 +75,9 @@ def granularity_name(granularity):
 def _layer_flops(model):
     """``{layer path: multiply-adds per sample}`` summed over the layer's calls."""
     try:
-        from tfprune.structure import _walk
+        from tfprune._walk import walk
         from tfprune.structure.costs import layer_flops
-        calls = _walk.walk(model)[0]
+        calls = walk(model)[0]
     except Exception:  # subclassed models: fall back to params
         return {}
     out = {}

@@ -8,8 +8,8 @@ ops, BatchNorm (folded into the conv on export) and pooling are not counted.
 import keras
 import numpy as np
 
+from tfprune import _walk
 from tfprune.prunable import einsum_out_axes
-from tfprune.structure import _walk
 
 __all__ = ["count", "layer_flops"]
 

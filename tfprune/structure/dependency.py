@@ -35,7 +35,7 @@ import dataclasses
 
 import numpy as np
 
-from tfprune.structure import _walk
+from tfprune import _walk
 
 __all__ = ["Member", "Group", "DependencyGraph", "graph"]
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from tfprune import criteria as criteria_lib
+from tfprune._walk import find_wrappers
 from tfprune.prunable import _relative_key
 from tfprune.structure import _rules
 from tfprune.structure.calibrate import recalibrate_batchnorm
@@ -118,7 +119,6 @@ def _unsafe_scope():
 # -- choosing channels -------------------------------------------------------
 
 def _refuse_wrapped(model, what):
-    from tfprune.api import find_wrappers
     if isinstance(model, keras.Model) and find_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' still has PruneWrapper layers: call "
