@@ -62,7 +62,7 @@ def rebuild(model, g, removed):
     new_configs = {}
     for c in g.calls:
         _, resize = _rules.lookup(c.layer)
-        if resize is not None and c.outputs[0] in g._structs:
+        if resize is not None and c.outputs[0] in g.structs:
             config = c.layer.get_config()
             resize(config, c, width)
             new_configs[id(c.layer)] = config
@@ -83,11 +83,11 @@ def rebuild(model, g, removed):
     pairs = []
 
     def clone_fn(layer):
-        if id(layer) in g._nested:
+        if id(layer) in g.nested:
             # clone_model would rebuild a nested model on its old input shape.
             inputs = [keras.Input(batch_shape=tuple(t.shape[:-1]) + (width(k),),
                                   dtype=t.dtype, name=t.name)
-                      for t, k in zip(keras.tree.flatten(layer.inputs), g._nested[id(layer)])]
+                      for t, k in zip(keras.tree.flatten(layer.inputs), g.nested[id(layer)])]
             return keras.models.clone_model(
                 layer, input_tensors=inputs if len(inputs) > 1 else inputs[0],
                 clone_function=clone_fn)
