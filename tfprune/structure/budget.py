@@ -181,14 +181,12 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
 
 def _latency_rank(models):
     """Median invoke seconds of each model's float .tflite, all timed interleaved."""
-    from tfprune.export import _timing
-    from tfprune.structure import _tflite
-    blobs = {i: _tflite.to_tflite(m) for i, m in enumerate(models)}
-    timings = _timing.interleaved(blobs, threads=1, rounds=8, runs=20)
-    if timings.errors:
-        raise RuntimeError(f"ratio_for_flops(fill='latency'): a candidate did not run "
-                           f"in LiteRT: {next(iter(timings.errors.values()))}")
-    return [timings.median(i) for i in range(len(models))]
+    # export sits above structure: reach it here, at the call, never at import time.
+    from tfprune.export import latency
+    try:
+        return latency(models, threads=1, rounds=8, runs=20)
+    except RuntimeError as e:
+        raise RuntimeError(f"ratio_for_flops(fill='latency'): {e}") from None
 
 
 def _fill(g, keep, flops, build, limit, step, rank):
