@@ -69,7 +69,8 @@ class Member:
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
     ...                       keras.layers.Dense(1, name="o")])
-    >>> [(m.layer, m.key, m.axis, m.role) for m in tp.structure.graph(m).group_of("h").members]
+    >>> members = tp.structure.graph(m).group_of("h").members
+    >>> [(x.layer, x.key, x.axis, x.role) for x in members]
     [('h', 'kernel', 1, 'producer'), ('h', 'bias', 0, 'producer'), ('o', 'kernel', 0, 'consumer')]
     """
 
