@@ -9,6 +9,18 @@ Quick start::
     plain = tp.strip(pruned)      # plain Keras, masks folded in
 """
 
+# Layers; a module imports only from its own layer or the ones below it:
+#   core:      schedules, criteria, granularity, prunable, wrappers, and private
+#              leaf modules (_walk, _global, _config, ...)
+#   training:  api, callbacks, reporting, scoring (and the recipes built on them)
+#   analysis:  structure, sensitivity
+#   export:    export
+#   cli:       cli
+# Where a lower layer needs a higher one (strip(shrink=True) -> structure,
+# ratio_for_flops(fill="latency") -> export.latency) it imports a public name
+# lazily at the call site. No module imports a _private name of another module,
+# nor a private module of another package.
+
 # Families with registries (strings and objects both work).
 from tfprune import criteria, granularity, prunable, schedules
 from tfprune.criteria import Criterion

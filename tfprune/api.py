@@ -8,48 +8,14 @@ import keras
 
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
+from tfprune._walk import find_wrappers, is_graph_model, walk_layers
+from tfprune.reporting import sparsity, summary
 from tfprune.wrappers import PruneWrapper
 
+# walk_layers, find_wrappers (tfprune._walk) and sparsity, summary
+# (tfprune.reporting) are re-exported: tfprune.api is where users find them.
 __all__ = ["prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary",
-           "walk_layers", "find_wrappers"]
-
-
-def walk_layers(model, prefix=""):
-    """Yields ``(path, layer)`` for every layer, recursing into nested models.
-
-    Wrappers are yielded, not their inner layers. ``path`` is the layer's
-    name prefixed by the names of enclosing nested models (``"block/conv"``).
-    """
-    for layer in getattr(model, "layers", []):
-        path = prefix + layer.name
-        yield path, layer
-        if isinstance(layer, keras.Model):
-            yield from walk_layers(layer, path + "/")
-
-
-def find_wrappers(model):
-    """All :class:`PruneWrapper` layers of ``model`` (recursing), deduplicated.
-
-    Also finds wrappers held as attributes of subclassed models.
-    """
-    if isinstance(model, PruneWrapper):
-        return [model]
-    found, seen = [], set()
-    candidates = [l for _, l in walk_layers(model)] if isinstance(
-        model, (keras.Sequential, keras.Model)) else []
-    if hasattr(model, "_flatten_layers"):
-        candidates += list(model._flatten_layers(include_self=False, recursive=True))
-    for layer in candidates:
-        if isinstance(layer, PruneWrapper) and id(layer) not in seen:
-            seen.add(id(layer))
-            found.append(layer)
-    return found
-
-
-def _is_graph_model(model):
-    return isinstance(model, keras.Sequential) or (
-        isinstance(model, keras.Model) and hasattr(model, "_operations")
-        and type(model).__name__ in ("Functional", "Sequential"))
+           "walk_layers", "find_wrappers", "find_layers"]
 
 
 def _load_if_path(model):
@@ -63,14 +29,30 @@ def _suggest(name, names):
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _validate_names(model, sparsity, skip):
+def find_layers(model, names, what="names"):
+    """The layers of ``model`` that ``names`` name, in order.
+
+    A name is a layer path (``"block/conv"`` inside nested models) or a
+    layer name that is unique in the model. Unknown or ambiguous names raise
+    a ``ValueError`` naming the argument ``what`` and suggesting close names.
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="dense")],
+    ...                      name="m")
+    >>> [l.name for l in tp.api.find_layers(m, ["dense"])]
+    ['dense']
+    >>> tp.api.find_layers(m, ["dnse"], "skip")
+    Traceback (most recent call last):
+    ...
+    ValueError: `skip` names layer 'dnse', which is not in model 'm'. Did you mean 'dense'?
+    """
     paths = dict(walk_layers(model))
     by_name = {}
     for path, layer in paths.items():
         by_name.setdefault(layer.name, []).append(path)
     all_names = sorted(set(paths) | set(by_name))
 
-    def resolve(name, what):
+    def resolve(name):
         if not isinstance(name, str):
             raise TypeError(f"`{what}` keys must be layer names (str); got {name!r}.")
         if name in paths:
@@ -85,6 +67,10 @@ def _validate_names(model, sparsity, skip):
             f"`{what}` names layer '{name}', which is not in model "
             f"'{model.name}'.{_suggest(name, all_names)}")
 
+    return [resolve(name) for name in names]
+
+
+def _validate_names(model, sparsity, skip):
     per_layer = {}
     if sparsity is not None:
         if isinstance(sparsity, dict):
@@ -95,7 +81,7 @@ def _validate_names(model, sparsity, skip):
                 f"{type(sparsity).__name__}. For one target for every layer, "
                 "set it in the schedule.")
         for name, value in items:
-            layer = resolve(name, "sparsity")
+            layer = find_layers(model, [name], "sparsity")[0]
             if not prunable.is_prunable(layer):
                 raise ValueError(
                     f"`sparsity` names layer '{name}' ({type(layer).__name__}), "
@@ -104,9 +90,7 @@ def _validate_names(model, sparsity, skip):
                     "get_prunable_weights(), are pruned).")
             per_layer[id(layer)] = schedules_lib._check_sparsity(
                 f"sparsity['{name}']", value, "tfprune.prune")
-    skipped = set()
-    for name in (skip or ()):
-        skipped.add(id(resolve(name, "skip")))
+    skipped = {id(layer) for layer in find_layers(model, skip or (), "skip")}
     return per_layer, skipped
 
 
@@ -174,7 +158,7 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
             f"Model '{model.name}' is already pruned (it contains PruneWrapper "
             "layers). Continue training it with tfprune.PruningCallback, or call "
             "tfprune.strip(model) first to prune the stripped model again.")
-    if not _is_graph_model(model):
+    if not is_graph_model(model):
         raise ValueError(
             f"Model '{model.name}' is a subclassed model ({type(model).__name__}); "
             "tfprune.prune can only rebuild Sequential and Functional models. Wrap "
@@ -292,7 +276,7 @@ def strip(model, shrink=False):
     wrappers = find_wrappers(model)
     if not wrappers:
         return model
-    if not _is_graph_model(model):
+    if not is_graph_model(model):
         raise ValueError(
             f"Model '{model.name}' is a subclassed model; tfprune.strip cannot "
             "rebuild it. Replace each pruned layer with "
@@ -314,7 +298,3 @@ def strip(model, shrink=False):
     stripped = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
     _copy_weights(pairs)
     return stripped
-
-
-# Reporting lives in tfprune.reporting; re-exported for callers of tfprune.api.
-from tfprune.reporting import _enumerate, _layer_weights, sparsity, summary  # noqa: E402,F401

@@ -18,7 +18,9 @@ import os
 import keras
 import numpy as np
 
-from tfprune import _global, api
+from tfprune import _global, scoring
+from tfprune._walk import find_wrappers
+from tfprune.reporting import sparsity
 
 __all__ = ["PruningCallback", "PruningLogger"]
 
@@ -75,7 +77,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        self._wrappers = api.find_wrappers(model)
+        self._wrappers = find_wrappers(model)
         if not self._wrappers:
             raise ValueError(
                 f"PruningCallback: model '{model.name}' has no pruned layers; "
@@ -124,8 +126,6 @@ class PruningCallback(keras.callbacks.Callback):
             if steps:
                 due[w] = steps[-1]
         if due and self.score_data is not None and any(w.needs_data for w in due):
-            from tfprune import scoring
-
             scoring.score(self.model, self.score_data, criterion=None,
                           batches=self.score_batches)
         joint = [w for w in due if getattr(w, "scope", "layer") == "global"]
@@ -187,8 +187,8 @@ class PruningLogger(keras.callbacks.Callback):
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
-        wrappers = api.find_wrappers(self.model)
-        values = api.sparsity(self.model)
+        wrappers = find_wrappers(self.model)
+        values = sparsity(self.model)
         scalars = {f"pruning/{key}/sparsity": value for key, value in values.items()}
         scalars.update({f"pruning/{w.name}/target": w.target_sparsity() for w in wrappers})
         if values:

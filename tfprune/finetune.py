@@ -11,6 +11,7 @@ with :func:`tfprune.strip`, which returns a plain Keras model.
 import keras
 
 from tfprune import api
+from tfprune._walk import layer_weights
 from tfprune.schedules import Schedule, _check_sparsity
 
 __all__ = ["FrozenMasks", "freeze_masks"]
@@ -81,11 +82,11 @@ def freeze_masks(model, layers=None):
     skip = None
     if layers is not None:
         layers = [layers] if isinstance(layers, str) else list(layers)
-        api._validate_names(model, None, layers)      # clear error for unknown names
+        api.find_layers(model, layers, "skip")      # clear error for unknown names
         named = set(layers)
         skip = [p for p, l in api.walk_layers(model)
                 if p not in named and l.name not in named and not isinstance(l, keras.Model)]
-    if not any(api._layer_weights(l)[0] for _, l in api.walk_layers(model)):
+    if not any(layer_weights(l) for _, l in api.walk_layers(model)):
         wrappers = []
     else:
         frozen = api.prune(model, schedule=FrozenMasks(0.0), skip=skip)

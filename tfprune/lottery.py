@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from tfprune import api
+from tfprune._walk import layer_weights
 from tfprune.finetune import FrozenMasks
 
 __all__ = ["imp", "IMPReport"]
@@ -193,7 +194,7 @@ def imp(build_fn_or_model, train_fn, rounds, rate_per_round, rewind_to="init",
     if api.find_wrappers(model):
         model = api.strip(model)
     if not any(l for _, l in api.walk_layers(model)
-               if getattr(l, "built", False) and api._layer_weights(l)[0]):
+               if getattr(l, "built", False) and layer_weights(l)):
         raise ValueError(f"tfprune.lottery.imp: model '{model.name}' has nothing prunable "
                          "(no Dense/Conv/Embedding/RNN/attention kernel).")
     model = api.prune(model, schedule=FrozenMasks(0.0), skip=skip)

@@ -16,7 +16,8 @@ import re
 
 import keras
 
-__all__ = ["PrunableLayer", "PrunableWeight", "prunable_weights", "is_prunable"]
+__all__ = ["PrunableLayer", "PrunableWeight", "prunable_weights", "is_prunable",
+           "relative_key", "einsum_out_axes"]
 
 
 class PrunableLayer:
@@ -53,6 +54,12 @@ class PrunableWeight:
             ``"query/kernel"``, ``"lstm_cell/recurrent_kernel"``).
         out_axes: kernel axes that index output units / filters.
         head_axis: the axis that indexes attention heads, or ``None``.
+
+    >>> import keras
+    >>> conv = keras.layers.Conv2D(8, 3, name="c"); conv.build((None, 28, 28, 1))
+    >>> w = PrunableWeight(conv.kernel, "kernel")
+    >>> w.shape, w.out_axes
+    ((3, 3, 1, 8), (-1,))
     """
 
     variable: object
@@ -78,7 +85,15 @@ _TABLE = (
 )
 
 
-def _relative_key(layer, variable):
+def relative_key(layer, variable):
+    """Name of ``variable`` relative to ``layer`` (``"kernel"``, ``"query/kernel"``).
+
+    >>> import keras
+    >>> mha = keras.layers.MultiHeadAttention(2, 4, name="mha")
+    >>> mha.build((None, 3, 8), (None, 3, 8))
+    >>> relative_key(mha, mha._query_dense.kernel)
+    'query/kernel'
+    """
     path = getattr(variable, "path", variable.name)
     parts = path.split("/")
     # The path starts with the name scopes of the layer (and of any wrapper);
@@ -91,8 +106,12 @@ def _relative_key(layer, variable):
     return variable.name
 
 
-def _einsum_out_axes(equation):
-    """Kernel axes whose index letter appears in the output of an einsum."""
+def einsum_out_axes(equation):
+    """Kernel axes whose index letter appears in the output of an einsum.
+
+    >>> einsum_out_axes("abc,cde->abde")
+    (1, 2)
+    """
     m = re.match(r"^\s*([\w.]+)\s*,\s*([\w.]+)\s*->\s*([\w.]+)\s*$", equation or "")
     if not m:
         return (-1,)
@@ -101,13 +120,17 @@ def _einsum_out_axes(equation):
     return axes or (-1,)
 
 
+# The old private name, kept for code outside the package that still uses it.
+_relative_key = relative_key
+
+
 def _mha_weights(layer):
     out = []
     for sub_name in ("_query_dense", "_key_dense", "_value_dense", "_output_dense"):
         sub = getattr(layer, sub_name, None)
         if sub is None or not sub.built:
             continue
-        out_axes = _einsum_out_axes(sub.equation)
+        out_axes = einsum_out_axes(sub.equation)
         # q/k/v kernels are (dim, heads, head_dim): heads on axis 1; the output
         # projection is (heads, head_dim, dim): heads on axis 0.
         head_axis = 0 if sub_name == "_output_dense" else 1
@@ -162,7 +185,7 @@ def prunable_weights(layer):
                     f"Layer '{layer.name}': get_prunable_weights() returned "
                     f"{v!r}, which is not a variable."
                 )
-            result.append(PrunableWeight(v, _relative_key(layer, v)))
+            result.append(PrunableWeight(v, relative_key(layer, v)))
         return result
     if _wrapped_layers(layer):
         out = []
@@ -174,12 +197,12 @@ def prunable_weights(layer):
     if isinstance(layer, L.MultiHeadAttention):
         return _mha_weights(layer)
     if isinstance(layer, L.EinsumDense):
-        return [PrunableWeight(layer.kernel, "kernel", _einsum_out_axes(layer.equation))]
+        return [PrunableWeight(layer.kernel, "kernel", einsum_out_axes(layer.equation))]
     for classes, names in _TABLE:
         if isinstance(layer, classes):
             found = []
             for v in layer.trainable_weights + layer.non_trainable_weights:
                 if v.name in names and len(v.shape) >= 2:
-                    found.append(PrunableWeight(v, _relative_key(layer, v), names[v.name]))
+                    found.append(PrunableWeight(v, relative_key(layer, v), names[v.name]))
             return found
     return []

@@ -21,25 +21,18 @@ import difflib
 
 import keras
 
-from tfprune import api, prunable
+from tfprune import api
+from tfprune._walk import layer_weights
 from tfprune.regularizers import GroupLasso, L1, _check_strength
 from tfprune.wrappers import PruneWrapper
 
 __all__ = ["regularize", "RegularizerSchedule", "regularized_variables"]
 
 
-def _layer_infos(layer):
-    if isinstance(layer, PruneWrapper):
-        return layer.prunable_weights
-    if prunable.is_prunable(layer) and layer.built:
-        return prunable.prunable_weights(layer)
-    return []
-
-
 def _select_layers(model, layers):
     paths = dict(api.walk_layers(model))
     if layers is None:
-        return [(p, l) for p, l in paths.items() if _layer_infos(l)]
+        return [(p, l) for p, l in paths.items() if layer_weights(l)]
     if isinstance(layers, str):
         layers = [layers]
     by_name = {l.name: p for p, l in paths.items()}
@@ -52,7 +45,7 @@ def _select_layers(model, layers):
             raise ValueError(
                 f"tfprune.regularize: layer '{name}' is not in model '{model.name}'.{hint}")
         layer = paths[path]
-        if not _layer_infos(layer):
+        if not layer_weights(layer):
             raise ValueError(
                 f"tfprune.regularize: layer '{name}' ({type(layer).__name__}) has no "
                 "prunable kernel to regularize (Dense, Conv*, Embedding, RNN, attention).")
@@ -97,7 +90,7 @@ def regularize(model, regularizer, layers=None):
         raise TypeError(f"tfprune.regularize: {regularizer!r} is not a regularizer.")
     plan = []
     for path, layer in _select_layers(model, layers):
-        for info in _layer_infos(layer):
+        for info in layer_weights(layer):
             reg = regularizer
             if isinstance(regularizer, GroupLasso):
                 reg = regularizer.with_layout(info.out_axes, info.head_axis)

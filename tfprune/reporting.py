@@ -3,30 +3,10 @@
 import keras
 import numpy as np
 
-from tfprune import prunable
-from tfprune.api import _is_graph_model, walk_layers
+from tfprune._walk import enumerate_layers, layer_weights
 from tfprune.wrappers import PruneWrapper
 
 __all__ = ["sparsity", "summary"]
-
-
-def _enumerate(model):
-    """``(path, layer)`` pairs to report on: wrappers, not their inner layers."""
-    if not isinstance(model, keras.Model):
-        return [(model.name, model)]
-    if _is_graph_model(model):
-        return list(walk_layers(model))
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
-    inner = {id(l.layer) for l in layers if isinstance(l, PruneWrapper)}
-    return [(l.name, l) for l in layers if id(l) not in inner]
-
-
-def _layer_weights(layer):
-    if isinstance(layer, PruneWrapper):
-        return layer.prunable_weights, layer
-    if prunable.is_prunable(layer) and layer.built:
-        return prunable.prunable_weights(layer), None
-    return [], None
 
 
 def sparsity(model):
@@ -42,11 +22,9 @@ def sparsity(model):
     >>> tp.sparsity(m)
     {'d/kernel': 0.25}
     """
-    layers = _enumerate(model)
     result = {}
-    for path, layer in layers:
-        infos, _ = _layer_weights(layer)
-        for info in infos:
+    for path, layer in enumerate_layers(model):
+        for info in layer_weights(layer):
             value = keras.ops.convert_to_numpy(info.variable)
             result[f"{path}/{info.key}"] = float(np.mean(value == 0))
     return result
@@ -59,12 +37,10 @@ def summary(model, print_fn=print):
     step, ``-`` for unwrapped layers), achieved sparsity, nonzeros / total.
     """
     rows = []
-    layers = _enumerate(model)
     total = nonzero = 0
-    for path, layer in layers:
-        infos, wrapper = _layer_weights(layer)
-        target = wrapper.target_sparsity() if wrapper is not None else None
-        for info in infos:
+    for path, layer in enumerate_layers(model):
+        target = layer.target_sparsity() if isinstance(layer, PruneWrapper) else None
+        for info in layer_weights(layer):
             value = keras.ops.convert_to_numpy(info.variable)
             nz = int(np.count_nonzero(value))
             total += value.size

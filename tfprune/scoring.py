@@ -28,7 +28,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
-from tfprune import prunable
+from tfprune._walk import enumerate_layers, layer_weights
 from tfprune.wrappers import PruneWrapper
 
 __all__ = ["collect", "score", "loss_gradients"]
@@ -36,18 +36,8 @@ __all__ = ["collect", "score", "loss_gradients"]
 
 def _targets(model):
     """``[(key, layer, PrunableWeight)]`` for a pruned or plain model."""
-    from tfprune import api
-
-    out = []
-    for path, layer in api._enumerate(model):
-        if isinstance(layer, PruneWrapper):
-            infos = layer.prunable_weights
-        elif prunable.is_prunable(layer) and getattr(layer, "built", False):
-            infos = prunable.prunable_weights(layer)
-        else:
-            continue
-        out += [(f"{path}/{info.key}", layer, info) for info in infos]
-    return out
+    return [(f"{path}/{info.key}", layer, info)
+            for path, layer in enumerate_layers(model) for info in layer_weights(layer)]
 
 
 def _batches(data, batches, batch_size, who):

@@ -30,6 +30,11 @@ class MaskConstraint:
 
     Installed on each pruned variable by :class:`PruneWrapper`; not meant to
     be used directly.
+
+    >>> import keras, numpy as np
+    >>> c = MaskConstraint(np.array([1.0, 0.0, 1.0]))
+    >>> keras.ops.convert_to_numpy(c(keras.ops.ones(3))).tolist()
+    [1.0, 0.0, 1.0]
     """
 
     def __init__(self, mask, inner=None):

@@ -9,7 +9,8 @@ XNNPACK
 from tfprune.export.inspection import Report, TFLiteFormatError, inspect
 from tfprune.export.tflite import to_tflite
 from tfprune.export.edgetpu import CompatibilityReport, edgetpu_report, xnnpack_sparse_report
-from tfprune.export.bench import benchmark, load_delegate
+from tfprune.export.bench import benchmark, latency, load_delegate
 
 __all__ = ["to_tflite", "inspect", "Report", "TFLiteFormatError", "edgetpu_report",
-           "xnnpack_sparse_report", "CompatibilityReport", "benchmark", "load_delegate"]
+           "xnnpack_sparse_report", "CompatibilityReport", "benchmark", "latency",
+           "load_delegate"]

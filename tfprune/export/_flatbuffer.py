@@ -29,7 +29,15 @@ NUMPY_TYPES = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16:
 
 
 class TFLiteFormatError(ValueError):
-    """The bytes are not a readable TFLite flatbuffer."""
+    """The bytes are not a readable TFLite flatbuffer.
+
+    >>> import tfprune as tp
+    >>> try:
+    ...     tp.export.inspect(b"not a model")
+    ... except tp.export.TFLiteFormatError as e:
+    ...     print(str(e).split(";")[0])
+    <bytes>: not a TFLite flatbuffer (file identifier b'a mo', expected b'TFL3')
+    """
 
 
 def read_bytes(tflite, what="tflite"):

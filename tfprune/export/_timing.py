@@ -34,10 +34,20 @@ def random_inputs(interp, seed=0):
 
 
 class Timings:
-    """Per-round median invoke times (seconds) of several models timed in turn."""
+    """Per-round median invoke times (seconds) of several models timed in turn.
+
+    ``rounds`` holds each model's per-round medians, ``samples`` every timed
+    invoke, ``errors`` why a model could not be timed.
+
+    >>> t = Timings()
+    >>> t.rounds = {"a": [2.0, 4.0, 3.0], "b": [1.0, 2.0, 1.5]}
+    >>> t.median("a"), t.ratio("a", "b")
+    (3.0, 2.0)
+    """
 
     def __init__(self):
         self.rounds = {}
+        self.samples = {}
         self.errors = {}
 
     def median(self, name):
@@ -65,7 +75,6 @@ def interleaved(models, threads=1, rounds=12, runs=10, warmup=5, resolver="defau
     fails to load or run is recorded in ``errors`` and skipped.
     """
     result = Timings()
-    result.samples = {}
     interps = {}
     for name, m in models.items():
         try:

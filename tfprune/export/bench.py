@@ -15,8 +15,9 @@ import numpy as np
 from tfprune.export import _batch
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _timing
+from tfprune.export.tflite import to_tflite
 
-__all__ = ["benchmark", "load_delegate", "predict"]
+__all__ = ["benchmark", "latency", "load_delegate", "predict"]
 
 
 def load_delegate(library, options=None):
@@ -221,3 +222,48 @@ def benchmark(tflite, data=None, *, threads=1, warmup=10, runs=200, delegate=Non
         result["latency_ratio"] = timings.ratio("model", "compare")
         result["size_ratio"] = result["size"] / other["size"]
     return result
+
+
+def latency(models, *, threads=1, rounds=8, runs=20, resolver="default"):
+    """Median seconds per invoke of each of ``models``, timed side by side.
+
+    Every round invokes each model ``runs`` times (after a short warmup) in
+    alternating order, so the models are compared under the same load
+    rather than against a noisy absolute figure; a model's latency is the
+    median over rounds of its per-round median.
+
+    Args:
+      models: a list of Keras models (or ``.keras`` paths), converted with
+        ``to_tflite(model, sparse="none")`` (float, static batch 1, builtin
+        ops), or ``.tflite`` bytes or paths. Inputs are random.
+      threads: interpreter threads.
+      rounds, runs: timing rounds, and invokes per model per round.
+      resolver: ``"default"`` (XNNPACK applied) or ``"builtin"``.
+
+    Returns:
+      A list of floats, one per model.
+
+    Raises:
+      RuntimeError: a model does not load or run in LiteRT (the message has
+        the interpreter's error).
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    >>> [t > 0 for t in tp.export.latency([m, tp.export.to_tflite(m)], rounds=2, runs=3)]
+    [True, True]
+    """
+    if resolver not in _timing.RESOLVERS:
+        raise ValueError(f"resolver={resolver!r}: expected 'default' or 'builtin'")
+    blobs = {}
+    for i, m in enumerate(models):
+        if isinstance(m, (bytes, bytearray, memoryview)) or (
+                isinstance(m, (str, os.PathLike)) and os.fspath(m).endswith(".tflite")):
+            blobs[i] = fb.read_bytes(m)
+        else:
+            blobs[i] = to_tflite(m, sparse="none")
+    timings = _timing.interleaved(blobs, threads=threads, rounds=rounds, runs=runs,
+                                  resolver=resolver)
+    if timings.errors:
+        i, error = next(iter(timings.errors.items()))
+        raise RuntimeError(f"model {i} did not run in LiteRT: {error}")
+    return [timings.median(i) for i in range(len(blobs))]

@@ -24,7 +24,14 @@ _INT = ("INT8", "UINT8")
 
 
 class CompatibilityReport:
-    """Result of a compatibility check: ``compatible``, model-wide ``issues``, per-op ``ops``."""
+    """Result of a compatibility check: ``compatible``, model-wide ``issues``, per-op ``ops``.
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    >>> report = tp.export.xnnpack_sparse_report(tp.export.to_tflite(m, sparse="none"))
+    >>> report.compatible, report.issues[0]
+    (False, 'no CONV_2D: sparse inference targets ConvNets')
+    """
 
     def __init__(self, title, compatible, issues, ops, notes=()):
         self.title = title

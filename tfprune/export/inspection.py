@@ -57,6 +57,12 @@ class Report:
 
     ``str(report)`` and ``report.to_markdown()`` give a table;
     ``report.to_dict()`` a JSON-ready dict.
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    >>> report = tp.export.inspect(tp.export.to_tflite(m, sparse="none"))
+    >>> report.kernels, report.sparse_tensors
+    ({'XNNPACK': 1}, 0)
     """
 
     def __init__(self, ops, tensors, size, gzip_size, nonzero_bytes, decisions, inputs, outputs):

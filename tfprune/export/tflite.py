@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune.api import strip
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _auto
 
@@ -189,7 +190,6 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
         quantize, sparse = "int8", "none"
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    from tfprune.api import strip
     if isinstance(model, (str, os.PathLike)) and not os.path.exists(model):
         raise FileNotFoundError(f"no such model file: {os.fspath(model)!r}")
     model = strip(model)

@@ -29,6 +29,7 @@ import numpy as np
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import prunable
+from tfprune._walk import weights_by_key
 from tfprune.api import walk_layers
 
 _CHANNEL_NAMES = {"channel", "channels", "filter", "filters", "neuron", "neurons"}
@@ -75,9 +76,9 @@ def granularity_name(granularity):
 def _layer_flops(model):
     """``{layer path: multiply-adds per sample}`` summed over the layer's calls."""
     try:
-        from tfprune.structure import _walk
+        from tfprune._walk import walk
         from tfprune.structure.costs import layer_flops
-        calls = _walk.walk(model)[0]
+        calls = walk(model)[0]
     except Exception:  # subclassed models: fall back to params
         return {}
     out = {}
@@ -126,13 +127,11 @@ def _group_scores(group, layers, criterion, stats_for):
     """Per-channel importance: like ``tfprune.structure`` (sum of each producer's
     channel scores, each producer normalised by its mean so fan-in does not
     decide), but with ``stats_for`` so data-dependent criteria work too."""
-    from tfprune.structure import surgery
-
     total = np.zeros(group.size)
     for m in group.members:
         if m.role != "producer" or m.key == "bias":
             continue
-        var = surgery._weights_by_key(layers[m.layer])[m.key]
+        var = weights_by_key(layers[m.layer])[m.key]
         ref = prunable.PrunableWeight(var, m.key)
         sc = np.asarray(criterion.score(_value(var), stats_for(m.layer, ref)), dtype=np.float64)
         rows = np.moveaxis(sc, m.axis, 0).reshape(sc.shape[m.axis], -1).sum(axis=1)
@@ -144,10 +143,9 @@ def _group_scores(group, layers, criterion, stats_for):
 
 def _channel_units(model, criterion, stats_for):
     from tfprune import structure
-    from tfprune.structure import surgery
 
     g = structure.graph(model)
-    layers = surgery._layers(g)
+    layers = g.layers_by_path()
     flops = _layer_flops(model)
     result = []
     for group in g.prunable_groups:
@@ -160,7 +158,7 @@ def _channel_units(model, criterion, stats_for):
         scores = _group_scores(group, layers, criterion, stats_for)
         slots, params, macs = [], 0, 0.0
         for m in touched:
-            var = surgery._weights_by_key(layers[m.layer])[m.key]
+            var = weights_by_key(layers[m.layer])[m.key]
             idx = m.index_matrix()
             per_pos = int(np.prod(var.shape)) // int(var.shape[m.axis])
             params += idx.size * per_pos

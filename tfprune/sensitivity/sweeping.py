@@ -204,10 +204,10 @@ def _inputs(x):
 
 def _recalibrating(model, evaluate, x):
     """``evaluate`` wrapped: re-estimate BatchNorm statistics, evaluate, put them back."""
-    from tfprune.structure.calibrate import _batchnorms, recalibrate_batchnorm
+    from tfprune.structure.calibrate import batchnorms, recalibrate_batchnorm
 
     x = _inputs(x)
-    stats = [v for bn in _batchnorms(model) for v in (bn.moving_mean, bn.moving_variance)]
+    stats = [v for bn in batchnorms(model) for v in (bn.moving_mean, bn.moving_variance)]
 
     def run():
         saved = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in stats]

@@ -9,7 +9,7 @@ surgery). Layers absent from the table are skipped with a reason.
 import keras
 import numpy as np
 
-from tfprune.structure.dependency import Part, Struct
+from tfprune.structure._layout import Part, Struct
 
 L = keras.layers
 _last = lambda call: int(call.out_shapes[0][-1])  # noqa: E731

@@ -1,11 +1,16 @@
-"""TFLite helpers for the structure tests and benchmark (conversion is ``tfprune.export``)."""
+"""TFLite helpers kept for the scripts in tools/ (the library does not use them).
+
+New code should use the public export API instead: ``tfprune.export.to_tflite(
+model, sparse="none")`` for :func:`to_tflite`, ``tfprune.export.latency`` to
+time models side by side, and ``tfprune.export.benchmark`` for accuracy.
+"""
 
 import numpy as np
 
 
 def to_tflite(model):
     """Float TFLite bytes of ``model`` with a static batch-1 signature, builtin ops."""
-    from tfprune.export import to_tflite as export_to_tflite
+    from tfprune.export import to_tflite as export_to_tflite  # export sits above structure
 
     return export_to_tflite(model, sparse="none")
 

@@ -41,7 +41,9 @@ import numbers
 import numpy as np
 
 from tfprune.structure import costs as count_lib
-from tfprune.structure import surgery
+from tfprune.structure._plan import keep_count, producer_names, refuse_wrapped, resolve_ratios
+from tfprune.structure._rebuild import rebuild
+from tfprune.structure.dependency import graph
 
 __all__ = ["ratio_for_flops"]
 
@@ -105,15 +107,15 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
                          f"pruned FLOPs); got {factor!r}.")
     if not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
-    surgery._refuse_wrapped(model, "ratio_for_flops")
-    g = surgery._graph(model)
+    refuse_wrapped(model, "ratio_for_flops")
+    g = graph(model)
     if plan is None:
         shape, top = None, 1.0
     else:
         if not isinstance(plan, dict) or not plan:
             raise ValueError(f"ratio_for_flops: plan must be a non-empty {{layer: ratio}} "
                              f"dict; got {plan!r}.")
-        surgery._resolve_ratios(g, plan)  # names and values checked up front
+        resolve_ratios(g, plan)  # names and values checked up front
         top = max(plan.values())
         if top <= 0:
             raise ValueError("ratio_for_flops: every ratio in plan is 0, so no scale of "
@@ -128,14 +130,14 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
     cache = {}
 
     def widths(t):
-        return {gid: surgery._keep_count(g.groups[gid].size, r, round_to)
-                for gid, r in surgery._resolve_ratios(g, ratios(t)).items()}
+        return {gid: keep_count(g.groups[gid].size, r, round_to)
+                for gid, r in resolve_ratios(g, ratios(t)).items()}
 
     def build(keep):
         # Which channels go changes neither the count nor the latency: drop the first ones.
         removed = {gid: np.arange(g.groups[gid].size - k)
                    for gid, k in keep.items() if k < g.groups[gid].size}
-        return surgery.rebuild(model, g, removed)
+        return rebuild(model, g, removed)
 
     def flops_of(keep):
         key = tuple(sorted(keep.items()))
@@ -179,14 +181,12 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
 
 def _latency_rank(models):
     """Median invoke seconds of each model's float .tflite, all timed interleaved."""
-    from tfprune.export import _timing
-    from tfprune.structure import _tflite
-    blobs = {i: _tflite.to_tflite(m) for i, m in enumerate(models)}
-    timings = _timing.interleaved(blobs, threads=1, rounds=8, runs=20)
-    if timings.errors:
-        raise RuntimeError(f"ratio_for_flops(fill='latency'): a candidate did not run "
-                           f"in LiteRT: {next(iter(timings.errors.values()))}")
-    return [timings.median(i) for i in range(len(models))]
+    # export sits above structure: reach it here, at the call, never at import time.
+    from tfprune.export import latency
+    try:
+        return latency(models, threads=1, rounds=8, runs=20)
+    except RuntimeError as e:
+        raise RuntimeError(f"ratio_for_flops(fill='latency'): {e}") from None
 
 
 def _fill(g, keep, flops, build, limit, step, rank):
@@ -212,7 +212,7 @@ def _fill(g, keep, flops, build, limit, step, rank):
             costs = rank([build(trial) for _, _, trial in steps])
             steps = [((c,) + key, gid, trial) for c, (key, gid, trial) in zip(costs, steps)]
         keep = min(steps, key=lambda s: s[0])[2]
-    names = surgery._producer_names(g)
+    names = producer_names(g)
     # A group kept whole is left out: a ratio of 0 with round_to could still round it.
     return {names[gid]: (g.groups[gid].size - k) / g.groups[gid].size
             for gid, k in keep.items() if k < g.groups[gid].size}

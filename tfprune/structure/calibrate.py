@@ -9,13 +9,20 @@ samples is cheap and recovers much of it, with no training.
 import keras
 import numpy as np
 
-__all__ = ["recalibrate_batchnorm"]
+__all__ = ["recalibrate_batchnorm", "batchnorms"]
 
 
-def _batchnorms(model):
+def batchnorms(model):
+    """Yields every BatchNormalization layer of ``model``, recursing into nested models.
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(name="bn")])
+    >>> [bn.name for bn in batchnorms(m)]
+    ['bn']
+    """
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _batchnorms(layer)
+            yield from batchnorms(layer)
         elif isinstance(layer, keras.layers.BatchNormalization):
             yield layer
 
@@ -36,7 +43,7 @@ def recalibrate_batchnorm(model, x, batch_size=64):
     if isinstance(x, (tuple, list)):
         x = x[0]
     x = np.asarray(x)
-    layers = list(_batchnorms(model))
+    layers = list(batchnorms(model))
     if not layers:
         return
     saved = [layer.momentum for layer in layers]

@@ -8,8 +8,8 @@ ops, BatchNorm (folded into the conv on export) and pooling are not counted.
 import keras
 import numpy as np
 
-from tfprune.prunable import _einsum_out_axes
-from tfprune.structure import _walk
+from tfprune import _walk
+from tfprune.prunable import einsum_out_axes
 
 __all__ = ["count", "layer_flops"]
 
@@ -25,7 +25,7 @@ def _spatial(shape, what):
 
 
 def _einsum_macs(kernel_shape, equation, out_shape):
-    out_axes = _einsum_out_axes(equation)
+    out_axes = einsum_out_axes(equation)
     contracted = int(np.prod([d for i, d in enumerate(kernel_shape) if i not in out_axes]))
     return _spatial((None,) + tuple(out_shape[1:]) + (1,), "einsum output") * contracted
 

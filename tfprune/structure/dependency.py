@@ -35,7 +35,9 @@ import dataclasses
 
 import numpy as np
 
-from tfprune.structure import _walk
+from tfprune import _walk
+from tfprune.structure import _rules
+from tfprune.structure._layout import Struct
 
 __all__ = ["Member", "Group", "DependencyGraph", "graph"]
 
@@ -63,6 +65,13 @@ class Member:
             ``stride`` positions apart (spatial positions of the flattened map).
         inner: each channel spans ``inner`` consecutive positions (after a
             ``depth_multiplier`` > 1).
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
+    ...                       keras.layers.Dense(1, name="o")])
+    >>> members = tp.structure.graph(m).group_of("h").members
+    >>> [(x.layer, x.key, x.axis, x.role) for x in members]
+    [('h', 'kernel', 1, 'producer'), ('h', 'bias', 0, 'producer'), ('o', 'kernel', 0, 'consumer')]
     """
 
     layer: str
@@ -96,6 +105,13 @@ class Group:
         size: number of channels.
         members: the :class:`Member` slices.
         reasons: why the group cannot be pruned (empty if it can).
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
+    ...                       keras.layers.Dense(1, name="o")])
+    >>> grp = tp.structure.graph(m).group_of("h")
+    >>> grp.size, grp.prunable, grp.layers
+    (4, True, ['h', 'o'])
     """
 
     id: int
@@ -119,23 +135,41 @@ class DependencyGraph:
 
     Attributes:
         model: the analysed model.
+        calls: its layer calls in topological order (nested models inlined).
         groups: every :class:`Group`.
         skipped: ``{layer path: reason}`` for layers whose channels are left
             unpruned (unsupported, shared, model input/output).
+        structs: ``{tensor key: channel layout}`` of every tensor the rules
+            could describe (see :meth:`layout`).
+        nested: ``{id(nested model): keys of the tensors it was called on}``.
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
+    ...                       keras.layers.Dense(1, name="o")])
+    >>> g = tp.structure.graph(m)
+    >>> g
+    DependencyGraph(3 groups, 1 prunable, 0 skipped)
+    >>> sorted(g.layers_by_path())
+    ['h', 'o']
     """
 
-    def __init__(self, model, calls, structs, groups, skipped, root_of):
+    def __init__(self, model, calls, structs, groups, skipped, root_of, nested=None):
         self.model = model
         self.calls = calls
         self.groups = groups
         self.skipped = skipped
-        self._structs = structs
+        self.structs = structs
+        self.nested = {} if nested is None else nested
         self._root_of = root_of
 
     @property
     def prunable_groups(self):
         """The groups that can lose channels."""
         return [g for g in self.groups if g.prunable]
+
+    def layers_by_path(self):
+        """``{layer path: layer}`` of every layer call in the graph."""
+        return {c.path: c.layer for c in self.calls}
 
     def group_of(self, layer):
         """The group of ``layer``'s output channels (a path or a layer name).
@@ -151,59 +185,18 @@ class DependencyGraph:
         """
         for c in self.calls:
             if c.path == layer or c.path.split("/")[-1] == layer:
-                if c.outputs and c.outputs[0] in self._structs:
+                if c.outputs and c.outputs[0] in self.structs:
                     return self.groups[self.layout(c.outputs[0])[0][0][0][0]]
         return None
 
     def layout(self, key):
         """``[([(group id, length)], repeat, inner)]`` per part of a tensor's layout."""
         return [([(self._root_of[s], n) for s, n in p.segs], p.repeat, p.inner)
-                for p in self._structs[key].parts]
+                for p in self.structs[key].parts]
 
     def __repr__(self):
         return (f"DependencyGraph({len(self.groups)} groups, "
                 f"{len(self.prunable_groups)} prunable, {len(self.skipped)} skipped)")
-
-
-@dataclasses.dataclass(frozen=True)
-class Part:
-    """``repeat`` copies of the ``segs`` spaces, each channel spanning ``inner`` positions."""
-
-    segs: tuple  # ((space id, length), ...)
-    repeat: int = 1
-    inner: int = 1
-
-    @property
-    def channels(self):
-        return sum(n for _, n in self.segs)
-
-    @property
-    def size(self):
-        return self.repeat * self.inner * self.channels
-
-    def shape(self):
-        return (self.repeat, self.inner, tuple(n for _, n in self.segs))
-
-
-@dataclasses.dataclass(frozen=True)
-class Struct:
-    """Layout of a tensor's last axis: its :class:`Part` s one after the other
-    (several only after concatenating flattened or depth-multiplied tensors)."""
-
-    parts: tuple
-
-    @staticmethod
-    def of(segs, repeat=1, inner=1):
-        return Struct((Part(tuple(segs), repeat, inner),))
-
-    @property
-    def repeat(self):
-        """Largest repeat: 1 means no part is flattened."""
-        return max(p.repeat for p in self.parts)
-
-    @property
-    def size(self):
-        return sum(p.size for p in self.parts)
 
 
 class _Builder:
@@ -296,8 +289,6 @@ def graph(model):
     >>> len(g.prunable_groups), g.skipped["lam"]
     (0, 'unsupported layer type Lambda')
     """
-    from tfprune.structure import _rules  # rules import Struct from here
-
     _walk.check_graph_model(model, "tfprune.structure.graph")
     calls, inputs, outputs, nested = _walk.walk(model)
     b = _Builder()
@@ -329,6 +320,4 @@ def graph(model):
         root_of[s] = g.id
         g.members.extend(b.members[s])
         g.reasons.extend(x for x in b.reasons[s] if x not in g.reasons)
-    g = DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of)
-    g._nested = nested
-    return g
+    return DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of, nested)

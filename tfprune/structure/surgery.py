@@ -7,181 +7,24 @@ Both rebuild the model with ``keras.models.clone_model`` (layers re-created
 from their config with new widths) and copy sliced weights.
 """
 
-import difflib
 import numbers
 
 import keras
 import numpy as np
 
 from tfprune import criteria as criteria_lib
-from tfprune.prunable import _relative_key
-from tfprune.structure import _rules
+from tfprune._walk import weights_by_key
+from tfprune.granularity import to_matrix
+from tfprune.structure._plan import keep_count, producer_names, refuse_wrapped, resolve_ratios
+from tfprune.structure._rebuild import rebuild
 from tfprune.structure.calibrate import recalibrate_batchnorm
-from tfprune.structure.scores import _axis_rows, bn_scales, data_stats, group_scores
-from tfprune.structure.dependency import graph as _graph
+from tfprune.structure.dependency import graph
+from tfprune.structure.scores import bn_scales, data_stats, group_scores
 
-__all__ = ["prune_channels", "remove_dead_channels", "rebuild"]
+__all__ = ["prune_channels", "remove_dead_channels", "dead_channels", "rebuild"]
 
-
-def _weights_by_key(layer):
-    return {_relative_key(layer, w): w for w in layer.weights}
-
-
-def _layers(g):
-    return {c.path: c.layer for c in g.calls}
-
-
-def rebuild(model, g, removed):
-    """A copy of ``model`` without the channels ``removed`` ({group id: indices}).
-
-    ``g`` is ``graph(model)``. Removing every channel of a group is refused.
-    """
-    layers = _layers(g)
-    cuts = {}  # (path, weight key, axis) -> positions to delete
-    for gid, chans in removed.items():
-        chans = np.asarray(sorted(set(int(c) for c in chans)), dtype=np.int64)
-        group = g.groups[gid]
-        if chans.size == 0:
-            continue
-        if chans.size >= group.size:
-            raise ValueError(f"Refusing to remove all {group.size} channels of group "
-                             f"{gid} (layers {group.layers}).")
-        for m in group.members:
-            if m.key is None:
-                continue
-            pos = m.index_matrix()[chans].reshape(-1)
-            cuts.setdefault((m.layer, m.key, m.axis), []).extend(pos.tolist())
-
-    kept = {gid: g.groups[gid].size - len(set(c)) for gid, c in removed.items()}
-
-    def width(key):
-        return sum(repeat * inner * sum(kept.get(gid, n) for gid, n in segs)
-                   for segs, repeat, inner in g.layout(key))
-
-    new_configs = {}
-    for c in g.calls:
-        _, resize = _rules.lookup(c.layer)
-        if resize is not None and c.outputs[0] in g._structs:
-            config = c.layer.get_config()
-            resize(config, c, width)
-            new_configs[id(c.layer)] = config
-
-    sliced = {}
-    for path, layer in layers.items():
-        values = []
-        for w in layer.weights:  # set_weights order
-            key = _relative_key(layer, w)
-            arr = keras.ops.convert_to_numpy(w)
-            for axis in range(arr.ndim):
-                pos = cuts.get((path, key, axis))
-                if pos:
-                    arr = np.delete(arr, sorted(set(pos)), axis=axis)
-            values.append(arr)
-        sliced[id(layer)] = values
-
-    pairs = []
-
-    def clone_fn(layer):
-        if id(layer) in g._nested:
-            # clone_model would rebuild a nested model on its old input shape.
-            inputs = [keras.Input(batch_shape=tuple(t.shape[:-1]) + (width(k),),
-                                  dtype=t.dtype, name=t.name)
-                      for t, k in zip(keras.tree.flatten(layer.inputs), g._nested[id(layer)])]
-            return keras.models.clone_model(
-                layer, input_tensors=inputs if len(inputs) > 1 else inputs[0],
-                clone_function=clone_fn)
-        config = new_configs.get(id(layer), layer.get_config())
-        new = layer.__class__.from_config(config)
-        pairs.append((layer, new))
-        return new
-
-    # Lambda layers refuse from_config in safe mode; this model is already in
-    # memory (the user built it), so re-creating its lambdas is no new risk.
-    with _unsafe_scope():
-        new_model = keras.models.clone_model(model, clone_function=clone_fn)
-    for old, new in pairs:
-        values = sliced.get(id(old))
-        if values:
-            new.set_weights(values)
-    return new_model
-
-
-def _unsafe_scope():
-    try:
-        from keras.src.saving.serialization_lib import SafeModeScope
-        return SafeModeScope(False)
-    except ImportError:  # pragma: no cover - older/newer Keras layout
-        import contextlib
-        return contextlib.nullcontext()
-
-
-# -- choosing channels -------------------------------------------------------
-
-def _refuse_wrapped(model, what):
-    from tfprune.api import find_wrappers
-    if isinstance(model, keras.Model) and find_wrappers(model):
-        raise ValueError(
-            f"Model '{model.name}' still has PruneWrapper layers: call "
-            f"tfprune.strip(model) before {what} (or tfprune.strip(model, "
-            "shrink=True) to drop the channels training zeroed).")
-
-
-def _keep_count(n, ratio, round_to):
-    keep = n - int(round(ratio * n))
-    if round_to > 1:
-        keep = round_to * max(1, int(round(keep / round_to)))
-    return int(min(max(keep, 1), n))
-
-
-def _check_ratio(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number in [0, 1); got {value!r}.")
-    if not 0 <= value < 1:
-        raise ValueError(
-            f"{name}={value} would remove every channel: use a ratio in [0, 1) "
-            "(each group keeps at least 1 channel, or round_to).")
-    return float(value)
-
-
-def _producers(g):
-    """{layer path or short name: the group of that layer's output channels}."""
-    producers = {}
-    for c in g.calls:
-        resize = _rules.lookup(c.layer)[1]
-        if resize is not None and not isinstance(c.layer, keras.layers.Reshape):
-            for name in (c.path, c.path.split("/")[-1]):
-                producers.setdefault(name, g.group_of(c.path))
-    return producers
-
-
-def _producer_names(g):
-    """{group id: a layer name that ``prune_channels``' ratio dict accepts for it}."""
-    names = {}
-    for name, grp in _producers(g).items():
-        names.setdefault(grp.id, name)
-    return names
-
-
-def _resolve_ratios(g, ratio):
-    """{group id: ratio} from a number or {layer name: ratio}."""
-    if not isinstance(ratio, dict):
-        r = _check_ratio("ratio", ratio)
-        return {grp.id: r for grp in g.prunable_groups}
-    producers = _producers(g)
-    out = {}
-    for name, value in ratio.items():
-        r = _check_ratio(f"ratio['{name}']", value)
-        grp = producers.get(name)
-        if grp is None:
-            close = difflib.get_close_matches(str(name), list(producers), n=3)
-            hint = f" Did you mean {close}?" if close else ""
-            raise ValueError(f"ratio names '{name}', which is not a layer producing "
-                             f"channels in model '{g.model.name}'.{hint}")
-        if not grp.prunable:
-            raise ValueError(f"The output channels of '{name}' cannot be pruned: "
-                             f"{'; '.join(grp.reasons) or 'no producer'}.")
-        out[grp.id] = max(out.get(grp.id, 0.0), r)
-    return out
+# Old private name of producer_names (tfprune.structure._plan), used by tools/.
+_producer_names = producer_names
 
 
 def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1,
@@ -229,19 +72,19 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
     """
     if not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
-    _refuse_wrapped(model, "prune_channels")
+    refuse_wrapped(model, "prune_channels")
     criterion = criteria_lib.get(criterion)
-    g = _graph(model)
-    ratios = _resolve_ratios(g, ratio)
+    g = graph(model)
+    ratios = resolve_ratios(g, ratio)
     stats = _check_data(model, criterion, data, loss)
     if stats:
         stats = data_stats(model, g, data, criterion, loss=loss, batches=batches)
-    layers = _layers(g)
+    layers = g.layers_by_path()
     scales = bn_scales(g)
     removed = {}
     for gid, r in ratios.items():
         group = g.groups[gid]
-        keep = _keep_count(group.size, r, round_to)
+        keep = keep_count(group.size, r, round_to)
         if keep >= group.size:
             continue
         order = np.argsort(group_scores(group, layers, criterion, scales, stats),
@@ -283,8 +126,9 @@ def _check_data(model, criterion, data, loss):
 # -- channels already zero -----------------------------------------------------
 
 def _zero_rows(layers, m):
-    w = keras.ops.convert_to_numpy(_weights_by_key(layers[m.layer])[m.key])
-    return _axis_rows(w == 0, m.axis, np.all)[m.index_matrix()].all(axis=1)
+    """Per channel of ``m``: is its slice of the weight all zero?"""
+    w = keras.ops.convert_to_numpy(weights_by_key(layers[m.layer])[m.key])
+    return to_matrix(w == 0, (m.axis,)).all(axis=1)[m.index_matrix()].all(axis=1)
 
 
 def _maps_zero_to_zero(call, m):
@@ -304,7 +148,7 @@ def dead_channels(g, group):
     """
     if any(m.role == "norm" for m in group.members):
         return np.zeros(group.size, bool)  # a LayerNorm mixes every channel in
-    layers = _layers(g)
+    layers = g.layers_by_path()
     calls = {c.path: c for c in g.calls}
     consumers = [m for m in group.members if m.role == "consumer"]
     unread = np.ones(group.size, bool) if consumers else np.zeros(group.size, bool)
@@ -337,8 +181,8 @@ def remove_dead_channels(model):
     >>> remove_dead_channels(m).get_layer("h").units
     3
     """
-    _refuse_wrapped(model, "remove_dead_channels")
-    g = _graph(model)
+    refuse_wrapped(model, "remove_dead_channels")
+    g = graph(model)
     removed = {}
     for group in g.prunable_groups:
         dead = np.flatnonzero(dead_channels(g, group))
