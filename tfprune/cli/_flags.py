@@ -83,8 +83,16 @@ def quiet_logs():
 
 
 @contextlib.contextmanager
-def _stderr_to_file():
-    """File descriptor 2 goes to a temporary file; its text is replayed if the block fails."""
+def quiet_stderr():
+    """Without ``-v``, file descriptor 2 goes to a temporary file for the block.
+
+    For native code that prints whatever the log levels say (TensorFlow's
+    import, the TFLite converter, the LiteRT delegate). The text is replayed
+    if the block raises, so a failure still shows what it printed.
+    """
+    if verbosity() is not None:
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -109,8 +117,8 @@ def import_tfprune():
     ``TF_CPP_MIN_LOG_LEVEL`` says (absl logging is not initialized yet), so
     they are kept off the terminal here. Call it after the flags are checked.
     """
-    if verbosity() is None and "tensorflow" not in sys.modules:
-        with _stderr_to_file():
+    if "tensorflow" not in sys.modules:
+        with quiet_stderr():
             import tensorflow  # noqa: F401
     import tfprune
     return tfprune

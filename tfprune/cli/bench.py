@@ -117,9 +117,10 @@ def _main(argv):
     data = _load_data(export) if FLAGS.data else None
     print(f"timing {FLAGS.model}" + (f" and {FLAGS.compare_to}" if FLAGS.compare_to else "")
           + f", {FLAGS.runs} runs", file=sys.stderr, flush=True)
-    result = export.benchmark(FLAGS.model, data, threads=FLAGS.threads, warmup=FLAGS.warmup,
-                              runs=FLAGS.runs, delegate=FLAGS.delegate, resolver=FLAGS.resolver,
-                              compare_to=FLAGS.compare_to)
+    with _flags.quiet_stderr():  # LiteRT announces its delegate natively
+        result = export.benchmark(FLAGS.model, data, threads=FLAGS.threads,
+                                  warmup=FLAGS.warmup, runs=FLAGS.runs, delegate=FLAGS.delegate,
+                                  resolver=FLAGS.resolver, compare_to=FLAGS.compare_to)
     print(to_markdown(result))
     if FLAGS.edgetpu_report:
         print()

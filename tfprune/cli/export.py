@@ -98,12 +98,13 @@ def _main(argv):
                                     "representative_data", FLAGS.scale_uint8)
     print(f"converting {FLAGS.model} (sparse={FLAGS.sparse}, quantize={FLAGS.quantize})",
           file=sys.stderr, flush=True)
-    export.to_tflite(model, sparse=FLAGS.sparse,
-                     quantize=None if FLAGS.quantize == "none" else FLAGS.quantize,
-                     representative_data=rep, int8_io=FLAGS.int8_io,
-                     batch_size=FLAGS.batch_size,
-                     target=None if FLAGS.target == "cpu" else FLAGS.target,
-                     output=FLAGS.output)
+    with _flags.quiet_stderr():  # the converter prints its settings natively
+        export.to_tflite(model, sparse=FLAGS.sparse,
+                         quantize=None if FLAGS.quantize == "none" else FLAGS.quantize,
+                         representative_data=rep, int8_io=FLAGS.int8_io,
+                         batch_size=FLAGS.batch_size,
+                         target=None if FLAGS.target == "cpu" else FLAGS.target,
+                         output=FLAGS.output)
     report = export.inspect(FLAGS.output)
     print(report.to_markdown())
     if FLAGS.json:
