@@ -50,7 +50,7 @@ def test_clear_errors(tmp_path):
     bad.write_bytes(b"\0" * 64)
     with pytest.raises(SystemExit, match="tfprune-bench: error: .*not a TFLite flatbuffer"):
         _run(bench_cli, f"--model={bad}")
-    with pytest.raises(SystemExit, match="tfprune-export: error: no such model file"):
+    with pytest.raises(SystemExit, match="tfprune-export: error: --model=.*: no such file"):
         _run(export_cli, f"--model={tmp_path / 'missing.keras'}", f"--output={bad}")
 
 

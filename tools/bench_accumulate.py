@@ -11,17 +11,15 @@ magnitude's (no taps); on a shared machine the minimum is the steadier one.
 """
 
 import os
-import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tfprune as tp  # noqa: E402
+from _common import machine_line, mnist_model, random_mnist, timed_fit  # noqa: E402
 
 flags.DEFINE_integer("rounds", 6, "interleaved timing rounds")
 flags.DEFINE_integer("steps", 30, "training steps per round")
@@ -33,49 +31,28 @@ flags.DEFINE_bool("jit", False, "compile the train step with XLA")
 F = flags.FLAGS
 
 
-def build(kind):
-    if kind == "mlp":
-        return keras.Sequential([keras.Input((784,)), keras.layers.Dense(512, activation="relu"),
-                                 keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10)])
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
-
-
-def timed_fit(model, x, y):
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=F.batch_size, epochs=1, verbose=0, shuffle=False,
-              callbacks=[tp.PruningCallback()])
-    return (time.perf_counter() - start) / (len(x) // F.batch_size)
-
-
 def main(argv):
     del argv
     keras.utils.set_random_seed(0)
-    shape = (784,) if F.model == "mlp" else (28, 28, 1)
-    n = F.steps * F.batch_size
-    x = np.random.rand(n, *shape).astype("float32")
-    y = np.random.randint(0, 10, n)
-    base = build(F.model)
+    x, y = random_mnist(F.model, F.steps * F.batch_size)
+    base = mnist_model(F.model)
     models = {}
     for c in F.criteria:
         m = tp.prune(base, schedule=tp.ConstantSparsity(0.5, begin_step=10**9), criterion=c)
         m.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=F.jit)
-        timed_fit(m, x[:F.batch_size * 3], y[:F.batch_size * 3])  # trace
+        timed_fit(m, x[:F.batch_size * 3], y[:F.batch_size * 3], F.batch_size,
+                  [tp.PruningCallback()])  # trace
         models[c] = m
     times = {c: [] for c in models}
     names = list(models)
     for r in range(F.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for c in order:
-            times[c].append(timed_fit(models[c], x, y))
+            times[c].append(timed_fit(models[c], x, y, F.batch_size, [tp.PruningCallback()]))
     ref = np.median(times[names[0]])
     ref_min = np.min(times[names[0]])
-    print(f"tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(machine_line())
     print(f"model={F.model} batch={F.batch_size} steps/round={F.steps} rounds={F.rounds} "
           f"jit_compile={F.jit} (no mask update during timing)\n")
     print("| criterion | accumulated | ms/step median | ratio | ms/step min | ratio (min) |")

@@ -13,13 +13,14 @@ the per-round ratio to the dense export of the same weights.
 """
 
 import os
-import platform
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from _common import machine_line, time_interleaved  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["784", "2048", "2048", "10"], "MLP layer widths.")
@@ -29,17 +30,6 @@ flags.DEFINE_integer("threads", 1, "Interpreter threads.")
 flags.DEFINE_integer("rounds", 30, "Interleaved rounds (each: 10 invokes per model).")
 flags.DEFINE_list("resolvers", ["default", "builtin"], "Op resolvers to time.")
 flags.DEFINE_integer("seed", 0, "Weight seed.")
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(sizes, sparsity, pattern, seed):
@@ -68,10 +58,7 @@ def build(sizes, sparsity, pattern, seed):
 def main(argv):
     del argv
     import numpy as np
-    import keras
-    import tensorflow as tf
     import tfprune as tp
-    from tfprune.export import _timing
 
     sizes = [int(s) for s in FLAGS.sizes]
     s = FLAGS.sparsity
@@ -111,8 +98,8 @@ def main(argv):
     results = {}
     for resolver in FLAGS.resolvers:
         models = {label: data for label, _, data in rows}
-        results[resolver] = _timing.interleaved(models, threads=FLAGS.threads,
-                                                rounds=FLAGS.rounds, runs=10, resolver=resolver)
+        results[resolver] = time_interleaved(models, threads=FLAGS.threads,
+                                             rounds=FLAGS.rounds, runs=10, resolver=resolver)
     by_group = {g: label for label, g, _ in rows if g.endswith("dense") or "-dense-" in g}
     head = ["model", "size (KB)", "gzip (KB)", "nonzero bound (KB)", "size / bound",
             "kernels (FC)", "auto decisions"]
@@ -141,10 +128,7 @@ def main(argv):
     errors = {r: t.errors for r, t in results.items() if t.errors}
     if errors:
         print(f"\nerrors: {errors}")
-    from importlib.metadata import version
-    print(f"\ntensorflow {tf.__version__}, keras {keras.__version__}, ai-edge-litert "
-          f"{version('ai-edge-litert')}, numpy {np.__version__}; {cpu_model()}, "
-          f"{os.cpu_count()} cores ({platform.machine()})")
+    print(f"\n{machine_line('ai-edge-litert')}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ to the target than a uniform ratio can land with ``round_to``).
 """
 
 import os
-import platform
 import sys
 import time
 
@@ -40,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfprune as tp  # noqa: E402
+from _common import machine_line, producer_names, resnet, time_interleaved  # noqa: E402
 
 flags.DEFINE_string("data", None, "cifar10_small.npz (default: ../shared/data/ of the repo)")
 flags.DEFINE_integer("epochs", 15, "dense training epochs")
@@ -90,22 +90,6 @@ def load(path):
     d = np.load(path)
     prep = lambda x: (x.astype("float32") / 255.0 - 0.5) / 0.25  # noqa: E731
     return prep(d["x_train"]), d["y_train"].astype("int64"), prep(d["x_test"]), d["y_test"].astype("int64")
-
-
-def resnet(widths=(32, 32, 64, 128)):
-    def cbr(x, filters, stride=1, relu=True):
-        x = L.Conv2D(filters, 3, stride, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
-        return L.ReLU()(x) if relu else x
-
-    inp = keras.Input((32, 32, 3))
-    x = cbr(inp, widths[0])
-    for i, w in enumerate(widths[1:]):
-        x = cbr(x, w, stride=1 if i == 0 else 2)
-        y = cbr(cbr(x, w), w, relu=False)
-        x = L.ReLU()(L.Add()([x, y]))
-    x = L.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, L.Dense(10)(x), name="resnet_small")
 
 
 def train_set(x, y, batch_size=64):
@@ -187,8 +171,8 @@ def plan_for(model, target, round_to, data, calib):
 def producer_widths(model):
     """{name of a producer layer: channels} for each prunable group."""
     g = tp.structure.graph(model)
-    return {next(m.layer for m in grp.members if m.role == "producer").split("/")[-1]: grp.size
-            for grp in g.prunable_groups}
+    names = producer_names(g)
+    return {names[grp.id]: grp.size for grp in g.prunable_groups}
 
 
 def iterative(dense, final, crit, calib, data, steps):
@@ -218,24 +202,12 @@ def iterative(dense, final, crit, calib, data, steps):
 
 
 def latency(blobs, threads):
-    """Median seconds per invoke of each model, interleaved rounds."""
-    from tfprune.structure import _tflite
-    interps = [_tflite.interpreter(b, threads) for b in blobs]
-    x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
-    for it in interps:
-        it.set_tensor(it.get_input_details()[0]["index"], x)
-        for _ in range(10):
-            it.invoke()
-    times = [[] for _ in interps]
-    for _ in range(F.rounds):
-        for i, it in enumerate(interps):
-            per = []
-            for _ in range(F.invokes):
-                t0 = time.perf_counter()
-                it.invoke()
-                per.append(time.perf_counter() - t0)
-            times[i].append(np.median(per))
-    return [float(np.median(t)) for t in times]
+    """Median seconds per invoke of each model, interleaved rounds (--rounds x --invokes)."""
+    t = time_interleaved(dict(enumerate(blobs)), threads=threads, rounds=F.rounds,
+                         runs=F.invokes, warmup=10)
+    if t.errors:
+        raise RuntimeError(f"LiteRT could not run every model: {t.errors}")
+    return [t.median(i) for i in range(len(blobs))]
 
 
 def main(argv):
@@ -250,7 +222,6 @@ def main(argv):
     if data is None:
         print("SKIPPED: cifar10_small.npz not found (pass --data); it is only present in CI.")
         return
-    from tfprune.structure import _tflite
     keras.utils.set_random_seed(F.seed)
     t_start = time.time()
     x, y, xt, yt = data
@@ -319,7 +290,7 @@ def main(argv):
             results.append(dict(name=name, ratio=ratio, acc=acc, acc_pruned=None, model=model))
     for r in results:
         r["widths"] = [l.filters for l in r["model"].layers if isinstance(l, L.Conv2D)]
-        r["tflite"] = _tflite.to_tflite(r["model"])
+        r["tflite"] = tp.export.to_tflite(r["model"], sparse="none")
         r.update(tp.structure.count(r["model"]))
         r["correct"] = np.argmax(r["model"].predict(xt, batch_size=256, verbose=0), -1) == yt
         if F.save_dir:
@@ -332,9 +303,7 @@ def main(argv):
     base = results[0]
     best_dense = max(acc_dense, acc_ft)
     ref = results[int(acc_ft > acc_dense)]["correct"]  # the better dense row
-    print(f"\ntensorflow {tf.__version__}, keras {keras.__version__}, ai-edge-litert "
-          f"{_litert_version()}, {platform.machine()} {os.cpu_count()} cores, "
-          f"{platform.processor() or platform.platform()}")
+    print(f"\n{machine_line('ai-edge-litert')}")
     print(f"dense {F.epochs} epochs (lr {F.lr}), fine-tune {F.finetune_epochs} epochs "
           f"(lr {F.finetune_lr}, distillation alpha {F.alpha}, T {F.temperature}), "
           f"augment {F.augment}, seed {F.seed}, {F.rounds}x{F.invokes} invokes, "
@@ -366,14 +335,6 @@ def main(argv):
               f"| {before} | {r['acc']:.4f} | {loss} | {lat[1][i] * 1e6:.0f} us "
               f"| {lat[1][0] / lat[1][i]:.2f}x | {lat[2][i] * 1e6:.0f} us "
               f"| {lat[2][0] / lat[2][i]:.2f}x |")
-
-
-def _litert_version():
-    try:
-        from importlib.metadata import version
-        return version("ai-edge-litert")
-    except Exception:  # pragma: no cover
-        return "?"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What one more ``round_to`` channels costs in each group: FLOPs vs LiteRT latency.
 
-Starts from the benchmark ResNet (``tools/bench_structure.py``) cut uniformly
+Starts from the benchmark ResNet (``tools/_common.resnet``, as in
+``tools/bench_structure.py``) cut uniformly
 to --target times fewer FLOPs with --step_round_to, then adds that many channels
 to one prunable group at a time and times every variant (plus the dense
 model, the uniform cut and the ``ratio_for_flops(fill=...)`` plans)
@@ -10,34 +11,41 @@ given back to an early, high-resolution layer costs more microseconds per
 multiply-add than one given to a late layer.
 
     python tools/bench_width_steps.py
-    python tools/bench_width_steps.py --target 3 --step_round_to 8
+    python tools/bench_width_steps.py --target 3 --step_round_to 8 --rounds 10
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
 
 import tfprune as tp  # noqa: E402
-from tfprune.structure import _tflite, surgery  # noqa: E402
-
-import bench_structure as bs  # noqa: E402  (its flags --rounds/--invokes apply)
+from _common import producer_names, resnet, time_interleaved  # noqa: E402
 
 flags.DEFINE_float("target", 2.0, "FLOP reduction factor of the uniform cut")
 flags.DEFINE_integer("step_round_to", 16, "round_to of the cut and size of each step")
+flags.DEFINE_integer("rounds", 20, "interleaved latency rounds")
+flags.DEFINE_integer("invokes", 40, "invocations per model per round")
 F = flags.FLAGS
+
+
+def latency(blobs, threads):
+    """Median seconds per invoke of each model, interleaved rounds (--rounds x --invokes)."""
+    t = time_interleaved(dict(enumerate(blobs)), threads=threads, rounds=F.rounds,
+                         runs=F.invokes, warmup=10)
+    if t.errors:
+        raise RuntimeError(f"LiteRT could not run every model: {t.errors}")
+    return [t.median(i) for i in range(len(blobs))]
 
 
 def main(argv):
     del argv
-    dense = bs.resnet()
+    dense = resnet()
     r = F.step_round_to
     g = tp.structure.graph(dense)
-    names = surgery._producer_names(g)
+    names = producer_names(g)
     uniform = tp.structure.prune_channels(
         dense, tp.structure.ratio_for_flops(dense, F.target, round_to=r), round_to=r)
     gu = tp.structure.graph(uniform)
@@ -54,8 +62,8 @@ def main(argv):
         plan = tp.structure.ratio_for_flops(dense, F.target, round_to=r, fill=fill)
         variants.append((f"fill={fill!r}", tp.structure.prune_channels(dense, plan, round_to=r)))
     flops = [tp.structure.count(m)["flops"] for _, m in variants]
-    blobs = [_tflite.to_tflite(m) for _, m in variants]
-    lat = {t: bs.latency(blobs, t) for t in (1, 2)}
+    blobs = [tp.export.to_tflite(m, sparse="none") for _, m in variants]
+    lat = {t: latency(blobs, t) for t in (1, 2)}
     print(f"\n{F.rounds}x{F.invokes} invokes, interleaved; keras {keras.__version__}\n")
     print("| variant | conv widths | MFLOPs | FLOPs ratio | latency 1T | speedup 1T "
           "| +us per +MFLOP vs uniform (1T) | latency 2T | speedup 2T |")

@@ -1,6 +1,6 @@
-"""``tfprune-bench``: latency, size and accuracy of ``.tflite`` files (LiteRT interpreter).
+"""tfprune-bench: latency, size and accuracy of .tflite files (LiteRT interpreter).
 
-Example::
+Example:
 
     tfprune-bench --model sparse.tflite --compare_to dense.tflite --data test.npz \\
         --threads=1 --runs=200 --json=-
@@ -8,34 +8,40 @@ Example::
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from tfprune.cli import write_json
+from tfprune.cli import _flags, _inputs, write_json
+from tfprune.cli._flags import UserError, define
 
+PROG = "tfprune-bench"
 FLAGS = flags.FLAGS
 
 
-def _define(kind, name, *args, **kwargs):
-    if name not in FLAGS:  # both CLIs may live in one process (tests); same meanings
-        kind(name, *args, **kwargs)
-
-
 def define_flags():
-    """Defines this app's flags (at run time, so importing the module is side-effect free)."""
-    _define(flags.DEFINE_string, "model", None, "Path to a .tflite model.")
-    _define(flags.DEFINE_string, "compare_to", None, "Optional second .tflite timed side by side.")
-    _define(flags.DEFINE_string, "data",
-            None, ".npz with arrays 'x' and optionally 'y' for accuracy.")
-    _define(flags.DEFINE_integer, "threads", 1, "Interpreter threads.")
-    _define(flags.DEFINE_integer, "runs", 200, "Timed invokes per model.")
-    _define(flags.DEFINE_integer, "warmup", 10, "Untimed invokes per model first.")
-    _define(flags.DEFINE_enum, "resolver",
-            "default", ["default", "builtin", "both"], "Op resolver.")
-    _define(flags.DEFINE_string, "delegate",
-            None, "External delegate library (e.g. libedgetpu.so.1).")
-    _define(flags.DEFINE_string, "json", None, "Write the result as JSON here ('-' for stdout).")
-    _define(flags.DEFINE_bool, "edgetpu_report",
-            False, "Also print the Edge TPU compatibility report.")
+    """Defines this app's flags (at run time, so importing the module is side-effect free).
+
+    Returns their names.
+    """
+    return [
+        define(flags.DEFINE_string, "model", None, "Path to a .tflite model."),
+        define(flags.DEFINE_string, "compare_to", None,
+               "Optional second .tflite timed side by side (same input shape)."),
+        define(flags.DEFINE_string, "data", None,
+               ".npz with array 'x' (and optionally 'y' labels, for accuracy); x must match "
+               "the model's input shape."),
+        define(flags.DEFINE_bool, "scale_uint8", True, _inputs.SCALE_UINT8_HELP),
+        define(flags.DEFINE_integer, "threads", 1, "Interpreter threads."),
+        define(flags.DEFINE_integer, "runs", 200, "Timed invokes per model."),
+        define(flags.DEFINE_integer, "warmup", 10, "Untimed invokes per model first."),
+        define(flags.DEFINE_enum, "resolver", "default", ["default", "builtin", "both"],
+               "Op resolver: default (XNNPACK), builtin (no default delegates) or both."),
+        define(flags.DEFINE_string, "delegate", None,
+               "External delegate library (e.g. libedgetpu.so.1)."),
+        define(flags.DEFINE_string, "json", None,
+               "Write the result as JSON here ('-' for stdout)."),
+        define(flags.DEFINE_bool, "edgetpu_report", False,
+               "Also print the Edge TPU compatibility report."),
+    ]
 
 
 def to_markdown(result):
@@ -55,26 +61,66 @@ def to_markdown(result):
 
 
 def main(argv):
-    """Runs the app; bad input exits with a one-line error instead of a traceback."""
-    try:
-        _main(argv)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        sys.exit(f"tfprune-bench: error: {e}")
+    """Runs the app; bad input exits with one line (``tfprune-bench: error: ...``)."""
+    return _flags.guard(PROG, _main, argv)
+
+
+def _check_flags():
+    """Everything that can be checked before the LiteRT runtime loads."""
+    _inputs.existing_file(FLAGS.model, "model", "a .tflite file (--model=model.tflite)")
+    if FLAGS.compare_to:
+        _inputs.existing_file(FLAGS.compare_to, "compare_to", "a second .tflite file")
+    if FLAGS.data:
+        _inputs.existing_file(FLAGS.data, "data", "a .npz file with arrays x (and y)")
+    for name, low in (("threads", 1), ("runs", 1), ("warmup", 0)):
+        if FLAGS[name].value < low:
+            raise UserError(f"--{name} must be {low} or more; got {FLAGS[name].value}.")
+    _inputs.writable(FLAGS.json, "json")
+
+
+def _input_of(export, path, flag):
+    """(shape without batch, dtype) of the single input of a .tflite file."""
+    inputs = export.inspect(path).inputs
+    if len(inputs) != 1:
+        raise UserError(f"--{flag}={path}: the model has {len(inputs)} inputs; "
+                        "tfprune-bench feeds one.")
+    return tuple(inputs[0]["shape"][1:]), inputs[0]["dtype"]
+
+
+def _load_data(export):
+    arrays, files = _inputs.load_arrays(FLAGS.data, "data", ("x", "y", "x_test", "y_test"))
+    keys = ("x", "y") if "x" in arrays else ("x_test", "y_test")
+    if keys[0] not in arrays:
+        raise UserError(f"--data={FLAGS.data}: no array x (it has {files}); save it with "
+                        "numpy.savez(path, x=..., y=...).")
+    shape, dtype = _input_of(export, FLAGS.model, "model")
+    x = _inputs.fit_input(arrays[keys[0]], shape, dtype, "data", FLAGS.scale_uint8,
+                          tflite_quantized_ok=True)
+    y = arrays.get(keys[1])
+    if y is not None and len(y) != len(x):
+        raise UserError(f"--data={FLAGS.data}: x has {len(x)} samples but y has {len(y)}.")
+    return x if y is None else (x, y)
 
 
 def _main(argv):
-    del argv
-    if not FLAGS.model:
-        raise app.UsageError("--model is required")
-    import numpy as np
-    import tfprune.export as export
-    data = None
-    if FLAGS.data:
-        arrays = np.load(FLAGS.data)
-        data = (arrays["x"], arrays["y"]) if "y" in arrays.files else arrays["x"]
-    result = export.benchmark(FLAGS.model, data, threads=FLAGS.threads, warmup=FLAGS.warmup,
-                              runs=FLAGS.runs, delegate=FLAGS.delegate, resolver=FLAGS.resolver,
-                              compare_to=FLAGS.compare_to)
+    if len(argv) > 1:
+        raise UserError(f"unexpected argument(s) {argv[1:]}; every input is a flag "
+                        "(e.g. --model=m.tflite).")
+    _check_flags()
+    export = _flags.import_tfprune().export
+    shape = _input_of(export, FLAGS.model, "model")[0]
+    if FLAGS.compare_to:
+        other = _input_of(export, FLAGS.compare_to, "compare_to")[0]
+        if other != shape:
+            raise UserError(f"--compare_to={FLAGS.compare_to} takes inputs of shape "
+                            f"{other}, --model {shape}; compare models of the same input.")
+    data = _load_data(export) if FLAGS.data else None
+    print(f"timing {FLAGS.model}" + (f" and {FLAGS.compare_to}" if FLAGS.compare_to else "")
+          + f", {FLAGS.runs} runs", file=sys.stderr, flush=True)
+    with _flags.quiet_stderr():  # LiteRT announces its delegate natively
+        result = export.benchmark(FLAGS.model, data, threads=FLAGS.threads,
+                                  warmup=FLAGS.warmup, runs=FLAGS.runs, delegate=FLAGS.delegate,
+                                  resolver=FLAGS.resolver, compare_to=FLAGS.compare_to)
     print(to_markdown(result))
     if FLAGS.edgetpu_report:
         print()
@@ -83,10 +129,9 @@ def _main(argv):
         write_json(result, FLAGS.json)
 
 
-def run():
+def run(argv=None):
     """Console entry point."""
-    define_flags()
-    app.run(main)
+    _flags.run(PROG, __doc__, define_flags(), main, argv)
 
 
 if __name__ == "__main__":

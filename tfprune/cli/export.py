@@ -1,6 +1,6 @@
-"""``tfprune-export``: a ``.keras`` model to ``.tflite``, with an inspect report.
+"""tfprune-export: a .keras model to .tflite (LiteRT), with an inspect report.
 
-Example::
+Example:
 
     tfprune-export --model pruned.keras --output model.tflite --sparse=auto \\
         --quantize=int8 --representative_data=calib.npy --json=report.json
@@ -8,78 +8,112 @@ Example::
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from tfprune.cli import write_json
+from tfprune.cli import _flags, _inputs, write_json
+from tfprune.cli._flags import UserError, define
 
+PROG = "tfprune-export"
 FLAGS = flags.FLAGS
 
 
-def _define(kind, name, *args, **kwargs):
-    if name not in FLAGS:  # both CLIs may live in one process (tests); same meanings
-        kind(name, *args, **kwargs)
-
-
 def define_flags():
-    """Defines this app's flags (at run time, so importing the module is side-effect free)."""
-    _define(flags.DEFINE_string, "model", None, "Path to a .keras model (pruned or stripped).")
-    _define(flags.DEFINE_string, "output", None, "Where to write the .tflite file.")
-    _define(flags.DEFINE_enum, "sparse",
-            "auto", ["auto", "none", "force"], "Sparse encoding mode.")
-    _define(flags.DEFINE_enum, "quantize",
-            "none", ["none", "dynamic", "float16", "int8"], "Quantization.")
-    _define(flags.DEFINE_string, "representative_data", None,
-            ".npy file (or .npz with array 'x') of preprocessed calibration inputs.")
-    _define(flags.DEFINE_bool, "int8_io", False, "int8 inputs/outputs (with --quantize=int8).")
-    _define(flags.DEFINE_integer, "batch_size", 1, "Static batch size of the signature.")
-    _define(flags.DEFINE_enum, "target", "cpu", ["cpu", "edgetpu"], "Target: cpu or edgetpu.")
-    _define(flags.DEFINE_string, "json",
-            None, "Write the inspect report as JSON here ('-' for stdout).")
+    """Defines this app's flags (at run time, so importing the module is side-effect free).
+
+    Returns their names.
+    """
+    return [
+        define(flags.DEFINE_string, "model", None,
+               "Path to a .keras model (pruned or stripped)."),
+        define(flags.DEFINE_string, "output", None, "Where to write the .tflite file."),
+        define(flags.DEFINE_enum, "sparse", "auto", ["auto", "none", "force"],
+               "Sparse encoding: auto keeps a layer sparse only where it runs faster here."),
+        define(flags.DEFINE_enum, "quantize", "none", ["none", "dynamic", "float16", "int8"],
+               "Quantization (int8 needs --representative_data)."),
+        define(flags.DEFINE_string, "representative_data", None,
+               ".npy file (or .npz with array 'x') of preprocessed calibration inputs, "
+               "shaped like the model's input."),
+        define(flags.DEFINE_bool, "scale_uint8", True, _inputs.SCALE_UINT8_HELP),
+        define(flags.DEFINE_bool, "int8_io", False,
+               "int8 inputs/outputs (with --quantize=int8)."),
+        define(flags.DEFINE_integer, "batch_size", 1, "Static batch size of the signature."),
+        define(flags.DEFINE_enum, "target", "cpu", ["cpu", "edgetpu"],
+               "Target: cpu or edgetpu (edgetpu implies --quantize=int8)."),
+        define(flags.DEFINE_string, "json", None,
+               "Write the inspect report as JSON here ('-' for stdout)."),
+    ]
 
 
 def load_array(path, key="x"):
     """An array from a .npy file or the ``key`` array of a .npz file."""
-    import numpy as np
-    data = np.load(path)
-    if hasattr(data, "files"):
-        if key not in data.files:
-            raise ValueError(f"{path}: no array {key!r} (has {data.files})")
-        return data[key]
-    return data
+    arrays, files = _inputs.load_arrays(path, "representative_data", (key,))
+    if key not in arrays:
+        raise UserError(f"--representative_data={path}: no array {key!r} (it has {files}); "
+                        f"save it with numpy.savez(path, {key}=...) or numpy.save.")
+    return arrays[key]
 
 
 def main(argv):
-    """Runs the app; bad input exits with a one-line error instead of a traceback."""
-    try:
-        _main(argv)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        sys.exit(f"tfprune-export: error: {e}")
+    """Runs the app; bad input exits with one line (``tfprune-export: error: ...``)."""
+    return _flags.guard(PROG, _main, argv)
+
+
+def _check_flags():
+    """Everything that can be checked before TensorFlow loads."""
+    _inputs.existing_file(FLAGS.model, "model", "a saved .keras model (--model=pruned.keras)")
+    if not FLAGS.output:
+        raise UserError("--output is required: where to write the .tflite file "
+                        "(--output=model.tflite).")
+    _inputs.writable(FLAGS.output, "output")
+    _inputs.writable(FLAGS.json, "json")
+    if FLAGS.representative_data:
+        _inputs.existing_file(FLAGS.representative_data, "representative_data",
+                              "a .npy/.npz file of calibration inputs")
+    elif FLAGS.quantize == "int8" or FLAGS.target == "edgetpu":
+        why = "--quantize=int8" if FLAGS.quantize == "int8" else "--target=edgetpu"
+        raise UserError(f"{why} needs --representative_data: a .npy file of a few hundred "
+                        "preprocessed input samples to calibrate activation ranges.")
+    if FLAGS.int8_io and FLAGS.quantize != "int8" and FLAGS.target != "edgetpu":
+        raise UserError("--int8_io needs --quantize=int8.")
+    if FLAGS.batch_size < 1:
+        raise UserError(f"--batch_size must be 1 or more; got {FLAGS.batch_size}.")
 
 
 def _main(argv):
-    del argv
-    if not FLAGS.model:
-        raise app.UsageError("--model is required")
-    if not FLAGS.output:
-        raise app.UsageError("--output is required")
-    import tfprune.export as export
-    rep = load_array(FLAGS.representative_data) if FLAGS.representative_data else None
-    export.to_tflite(FLAGS.model, sparse=FLAGS.sparse,
-                     quantize=None if FLAGS.quantize == "none" else FLAGS.quantize,
-                     representative_data=rep, int8_io=FLAGS.int8_io,
-                     batch_size=FLAGS.batch_size,
-                     target=None if FLAGS.target == "cpu" else FLAGS.target,
-                     output=FLAGS.output)
+    if len(argv) > 1:
+        raise UserError(f"unexpected argument(s) {argv[1:]}; every input is a flag "
+                        "(e.g. --model=m.keras).")
+    _check_flags()
+    export = _flags.import_tfprune().export
+    model = _inputs.load_keras_model(FLAGS.model)
+    rep = None
+    if FLAGS.representative_data:
+        rep = load_array(FLAGS.representative_data)
+        inputs = getattr(model, "inputs", None) or []
+        if len(inputs) > 1:
+            raise UserError(f"--representative_data gives one array but the model has "
+                            f"{len(inputs)} inputs; use tfprune.export.to_tflite from Python.")
+        if inputs:
+            rep = _inputs.fit_input(rep, tuple(inputs[0].shape[1:]), inputs[0].dtype,
+                                    "representative_data", FLAGS.scale_uint8)
+    print(f"converting {FLAGS.model} (sparse={FLAGS.sparse}, quantize={FLAGS.quantize})",
+          file=sys.stderr, flush=True)
+    with _flags.quiet_stderr():  # the converter prints its settings natively
+        export.to_tflite(model, sparse=FLAGS.sparse,
+                         quantize=None if FLAGS.quantize == "none" else FLAGS.quantize,
+                         representative_data=rep, int8_io=FLAGS.int8_io,
+                         batch_size=FLAGS.batch_size,
+                         target=None if FLAGS.target == "cpu" else FLAGS.target,
+                         output=FLAGS.output)
     report = export.inspect(FLAGS.output)
     print(report.to_markdown())
     if FLAGS.json:
         write_json(report.to_dict(), FLAGS.json)
 
 
-def run():
+def run(argv=None):
     """Console entry point."""
-    define_flags()
-    app.run(main)
+    _flags.run(PROG, __doc__, define_flags(), main, argv)
 
 
 if __name__ == "__main__":
