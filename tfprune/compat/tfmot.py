@@ -65,8 +65,19 @@ def _clone(model, clone_function):
     # result has no optimizer ("the user is expected to compile the model again").
     compiled = getattr(model, "compiled", False)
     model.compiled = False
+    inputs = None
+    if not isinstance(model, keras.Sequential):
+        # New inputs named like the original ones (clone_model names them
+        # after their tensors), so configs stay equal.
+        def new_input(tensor):
+            layer = tensor._keras_history[0]
+            return keras.Input(batch_shape=layer.batch_shape, dtype=layer.dtype,
+                               sparse=layer.sparse, name=layer.name)
+
+        inputs = keras.tree.map_structure(new_input, model.input)
     try:
-        return keras.models.clone_model(model, clone_function=clone_function)
+        return keras.models.clone_model(model, input_tensors=inputs,
+                                        clone_function=clone_function)
     finally:
         model.compiled = compiled
 
