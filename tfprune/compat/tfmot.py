@@ -76,8 +76,10 @@ def _clone(model, clone_function):
 
         inputs = keras.tree.map_structure(new_input, model.input)
     try:
-        return keras.models.clone_model(model, input_tensors=inputs,
-                                        clone_function=clone_function)
+        clone = keras.models.clone_model(model, input_tensors=inputs,
+                                         clone_function=clone_function)
+        clone.optimizer = None  # Keras 3 has no such attribute before compile()
+        return clone
     finally:
         model.compiled = compiled
 
