@@ -137,10 +137,13 @@ def test_conv3d_weight_not_pruned_with_sparsity_m_by_n(model):
     inputs = keras.layers.Input(shape=(28, 28, 28, 1))  # Keras 3: Conv3D takes rank 5
     _ = layer(inputs)
     model.add(Prune(layer, sparsity_m_by_n=(2, 4)))
-    model.build(input_shape=(None, 28, 28, 28, 1))
 
     pruned_layers = collect_prunable_layers(model)
     assert len(pruned_layers) == 1
     # Only rank-2 (e.g. Dense) or rank-4 (e.g. Conv2D) weights are pruned with
     # M-by-N sparsity.
     assert len(pruned_layers[0].pruning_vars) == 0
+    # As in TFMOT (whose mask update then fails), a rank-5 kernel cannot take
+    # m-by-n sparsity: the shim says so as soon as the layer is built.
+    with pytest.raises(ValueError, match="rank-2 or rank-4"):
+        model.build(input_shape=(None, 28, 28, 28, 1))

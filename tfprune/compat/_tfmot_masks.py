@@ -7,8 +7,8 @@ the masks TFMOT would give it.
 
 import numpy as np
 
-__all__ = ["magnitude_mask", "block_mask", "m_by_n_mask", "block_supported",
-           "m_by_n_supported"]
+__all__ = ["magnitude_mask", "block_mask", "m_by_n_mask", "m_by_n_supported",
+           "is_pruned_m_by_n"]
 
 
 def magnitude_mask(weights, sparsity):
@@ -30,11 +30,6 @@ def magnitude_mask(weights, sparsity):
     mask = (flat >= threshold)
     mask[order[k - 1]] = True
     return threshold.astype(abs_w.dtype), mask.reshape(abs_w.shape).astype(np.float32)
-
-
-def block_supported(shape):
-    """TFMOT prunes blocks of rank-2 weights only (after squeezing 1-sized axes)."""
-    return len(shape) == 2
 
 
 def _windows(size, b):

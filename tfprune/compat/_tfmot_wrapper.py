@@ -109,8 +109,13 @@ class PruneLowMagnitude(PruneWrapper):
             return
         infos = registry.prunable_weights(self.layer)
         if self.sparsity_m_by_n:
-            # TFMOT applies m-by-n to rank-2 and rank-4 kernels only.
-            infos = [i for i in infos if masks_lib.m_by_n_supported(i.shape)]
+            # TFMOT's m-by-n handles rank-2 and rank-4 kernels only (it fails at
+            # the first mask update; the shim says so when the layer is built).
+            for info in infos:
+                if not masks_lib.m_by_n_supported(info.shape):
+                    raise ValueError(
+                        f"Layer '{self.layer.name}': sparsity_m_by_n needs rank-2 or rank-4 "
+                        f"weights; weight tensor with shape: {info.shape} is not supported.")
         elif tuple(self.block_size) != (1, 1) and any(len(i.shape) != 2 for i in infos):
             raise ValueError("Block Sparsity can only be used for layers which have "
                              "2-dimensional weights.")
