@@ -1,9 +1,12 @@
 """TFMOT-compatible names: migrating code changes only its import.
 
-Replace ``import tensorflow_model_optimization as tfmot`` and
-``tfmot.sparsity.keras.X`` with::
+Either replace ``import tensorflow_model_optimization as tfmot`` with::
 
-    from tfprune.compat import tfmot as sparsity   # then sparsity.X
+    from tfprune.compat import tfmot               # tfmot.sparsity.keras.X still works
+
+or ``from tensorflow_model_optimization.sparsity import keras as sparsity`` with::
+
+    from tfprune.compat import tfmot as sparsity   # sparsity.X
 
 Names, arguments, defaults, errors, step counting, schedules and mask rules
 follow ``tfmot.sparsity.keras`` on Keras 3; the few deliberate differences
@@ -23,6 +26,9 @@ Example:
 >>> float((keras.ops.convert_to_numpy(plain.layers[0].kernel) == 0).mean())
 0.5
 """
+
+import sys
+import types
 
 import keras
 
@@ -173,3 +179,8 @@ def prune_scope():
     return keras.saving.custom_object_scope({
         "PruneLowMagnitude": PruneLowMagnitude, "PruneWrapper": PruneWrapper,
         "ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay})
+
+
+# `tfmot.sparsity.keras.X`: code that imported the TFMOT package as `tfmot`
+# keeps its attribute paths with `from tfprune.compat import tfmot`.
+sparsity = types.SimpleNamespace(keras=sys.modules[__name__])
