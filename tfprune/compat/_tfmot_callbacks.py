@@ -33,6 +33,7 @@ class UpdatePruningStep(PruningCallback):
     def __init__(self):
         super().__init__()
         self.prunable_layers = []
+        self._late = []
 
     def set_model(self, model):
         keras.callbacks.Callback.set_model(self, model)
@@ -58,11 +59,42 @@ class UpdatePruningStep(PruningCallback):
                 if w.built:
                     w.pruning_step.assign(0)
         self._step = None
-        super().on_train_begin(logs)
+        if all(w.built for w in self._wrappers):
+            super().on_train_begin(logs)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._collect():
-            super().on_train_batch_begin(batch, logs)
+        wrappers = self._collect()
+        if not wrappers:
+            return
+        unbuilt = [w for w in wrappers if not w.built]
+        if not unbuilt:
+            return super().on_train_batch_begin(batch, logs)
+        # A model that builds in its first train step (an unbuilt Sequential):
+        # its wrappers are created at this batch's step, and the masks due now
+        # are applied right after this batch (its weights only exist then).
+        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        built = [w for w in wrappers if w.built]
+        if built:
+            self._wrappers = built
+            try:
+                super().on_train_batch_begin(batch, logs)
+            finally:
+                self._wrappers = wrappers
+            last = self._step
+        else:
+            last = k  # a new model: step 0 after on_train_begin, + k
+        for w in unbuilt:
+            due = [s for s in range(last - k + 1, last + 1) if w.schedule.should_update(s)]
+            w._start_step = last
+            if due:
+                self._late.append((w, due[-1], last))
+
+    def on_train_batch_end(self, batch, logs=None):
+        late, self._late = self._late, []
+        for w, due, last in late:
+            if w.built:
+                w.update_masks(step=due)
+                w.pruning_step.assign(last)
 
     def on_epoch_end(self, batch, logs=None):
         # TFMOT re-masks the weights at the end of every epoch.

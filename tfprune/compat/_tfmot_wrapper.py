@@ -119,9 +119,14 @@ class PruneLowMagnitude(PruneWrapper):
         elif tuple(self.block_size) != (1, 1) and any(len(i.shape) != 2 for i in infos):
             raise ValueError("Block Sparsity can only be used for layers which have "
                              "2-dimensional weights.")
+        # UpdatePruningStep sets _start_step when the layer builds inside the
+        # first train step (an unbuilt model): the step of that batch.
+        start = getattr(self, "_start_step", None)
+        start = -1 if start is None else start
+        self._start_step = None
         self._step_var = self.add_weight(
             name="pruning_step", shape=(), dtype="int64",
-            initializer=keras.initializers.Constant(-1), trainable=False)
+            initializer=keras.initializers.Constant(start), trainable=False)
         self.pruning_step = self._step_var
         for info in infos:
             dtype = "float32" if "float" not in str(info.variable.dtype) else info.variable.dtype
