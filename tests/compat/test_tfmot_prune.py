@@ -1,6 +1,5 @@
 """TFMOT's prune_test.py (keras pruning APIs), ported to Keras 3 through the shim."""
 
-import json
 import os
 
 import keras

@@ -67,8 +67,9 @@ class PruneLowMagnitude(PruneWrapper):
         "Prune() wrapper requires the UpdatePruningStep callback to be provided "
         "during training. Please add it as a callback to your model.fit call.")
 
-    def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),
-                 block_pooling_type="AVG", sparsity_m_by_n=None, **kwargs):
+    def __init__(self, layer, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
+                 block_size=(1, 1), block_pooling_type="AVG", sparsity_m_by_n=None,
+                 **kwargs):
         if block_pooling_type not in ("AVG", "MAX"):
             raise ValueError(f"Unsupported pooling type '{block_pooling_type}'. "
                              "Should be 'AVG' or 'MAX'.")
@@ -78,8 +79,6 @@ class PruneLowMagnitude(PruneWrapper):
         if isinstance(layer, PruneWrapper) or not registry.supports(layer):
             raise ValueError(registry.describe(layer))
         m_by_n = _two_ints(sparsity_m_by_n, "sparsity_m_by_n") if sparsity_m_by_n else None
-        if pruning_schedule is None:
-            pruning_schedule = schedules.ConstantSparsity(0.5, 0)
         if isinstance(pruning_schedule, Schedule):
             native = pruning_schedule
         else:

@@ -90,7 +90,7 @@ def _clone(model, clone_function):
         model.compiled = compiled
 
 
-def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
+def prune_low_magnitude(to_prune, pruning_schedule=ConstantSparsity(0.5, 0), block_size=(1, 1),
                         block_pooling_type="AVG", pruning_policy=None,
                         sparsity_m_by_n=None, **kwargs):
     """``tfmot.sparsity.keras.prune_low_magnitude`` on Keras 3.
@@ -103,8 +103,6 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     raises ``ValueError``. ``**kwargs`` (e.g. ``input_shape=``) go to the
     wrapper when ``to_prune`` is a layer and are ignored otherwise.
     """
-    if pruning_schedule is None:
-        pruning_schedule = ConstantSparsity(0.5, 0)
     if pruning_policy is not None and not all(
             callable(getattr(pruning_policy, m, None))
             for m in ("allow_pruning", "ensure_model_supports_pruning")):
