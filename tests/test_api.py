@@ -151,6 +151,23 @@ def test_nested_shared_rnn_attention_embedding():
                                pruned.predict(x, verbose=0), atol=1e-6)
 
 
+def test_attention_called_with_keywords_and_cross_attention():
+    # MultiHeadAttention(query=..., value=...) in a functional model, with a
+    # value sequence of another length: the wrapper forwards the keywords and
+    # builds the layer with the real shapes.
+    q_in, v_in = keras.Input((4, 8)), keras.Input((6, 8))
+    a = L.MultiHeadAttention(2, 4, name="mha")(query=q_in, value=v_in)
+    model = keras.Model([q_in, v_in], L.Dense(2, name="out")(L.Flatten()(a)))
+    pruned = tp.prune(model, schedule=tp.OneShot(0.5), skip=["out"])
+    x = [np.random.rand(16, 4, 8).astype("float32"), np.random.rand(16, 6, 8).astype("float32")]
+    pruned.compile("adam", "mse")
+    pruned.fit(x, np.random.rand(16, 2), batch_size=8, verbose=0, callbacks=[tp.PruningCallback()])
+    s = tp.sparsity(pruned)
+    assert s["mha/query/kernel"] == s["mha/value/kernel"] == 0.5
+    np.testing.assert_allclose(tp.strip(pruned).predict(x, verbose=0),
+                               pruned.predict(x, verbose=0), atol=1e-6)
+
+
 def test_subclassed_model_with_prune_layer():
     class Net(keras.Model):
         def __init__(self):

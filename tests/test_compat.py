@@ -27,7 +27,7 @@ def test_tfmot_style_code_runs_unchanged(tmp_path):
 def test_prune_low_magnitude_on_layers_and_lists():
     layer = sparsity.prune_low_magnitude(keras.layers.Dense(4), sparsity.ConstantSparsity(0.5, 0))
     assert isinstance(layer, tp.PruneWrapper)
-    assert layer.schedule == tp.ConstantSparsity(0.5, 0)
+    assert layer.pruning_schedule == sparsity.ConstantSparsity(0.5, 0)
     layers = sparsity.prune_low_magnitude([keras.layers.Dense(4), keras.layers.Conv2D(2, 3)])
     assert all(isinstance(l, tp.PruneWrapper) for l in layers)
 
@@ -39,12 +39,12 @@ def test_custom_prunable_layer():
 
     model = keras.Sequential([keras.Input((4,)), MyDense(6, name="mine")])
     pruned = sparsity.prune_low_magnitude(model, sparsity.ConstantSparsity(0.5, 0, frequency=1))
-    pruned.get_layer("mine").update_masks(step=0)
-    assert tp.sparsity(pruned) == {"mine/kernel": 0.5}
+    pruned.get_layer("prune_low_magnitude_mine").update_masks(step=1)
+    assert tp.sparsity(pruned) == {"prune_low_magnitude_mine/kernel": 0.5}
 
 
 def test_unsupported_arguments_are_refused():
     with pytest.raises(ValueError, match="pruning_policy"):
         sparsity.prune_low_magnitude(mlp(), pruning_policy=object())
-    with pytest.raises(ValueError, match="block_pooling_type"):
+    with pytest.raises(ValueError, match="pooling type"):
         sparsity.prune_low_magnitude(mlp(), block_size=(1, 4), block_pooling_type="MEDIAN")

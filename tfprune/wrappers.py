@@ -87,7 +87,7 @@ class PruneWrapper(keras.layers.Wrapper):
             raise ValueError(
                 f"'{layer.name}' is a model, not a layer: use tfprune.prune(model)."
             )
-        if not prunable.is_prunable(layer):
+        if not self._can_wrap(layer):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no prunable "
                 "weights. Prunable: Dense, EinsumDense, Conv*, Conv*Transpose, "
@@ -112,6 +112,29 @@ class PruneWrapper(keras.layers.Wrapper):
         self._stats = {}      # weight key -> statistics for data-dependent criteria
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
+        # The wrapped layer's first call argument ("inputs", or "query" for
+        # MultiHeadAttention), so keyword-only calls can be forwarded.
+        self._first_arg = next(iter(call_params), None)
+
+    def _can_wrap(self, layer):
+        """Whether this wrapper class accepts ``layer`` (tfprune.compat widens it)."""
+        return prunable.is_prunable(layer)
+
+    def __call__(self, *args, **kwargs):
+        # `wrapper(query=q, value=v)`: Keras binds tensors to `call`'s first
+        # positional parameter, so pass the wrapped layer's first argument
+        # positionally (as a functional graph clone also does).
+        if not args and self._first_arg in kwargs:
+            args = (kwargs.pop(self._first_arg),)
+        if isinstance(self.layer, keras.layers.MultiHeadAttention) and not self.layer.built \
+                and args and hasattr(args[0], "shape"):
+            # Build with the real query/value/key shapes (cross-attention too).
+            query = args[0]
+            value = args[1] if len(args) > 1 else kwargs.get("value", query)
+            key = args[2] if len(args) > 2 else kwargs.get("key")
+            self.layer.build(query.shape, value.shape,
+                             None if key is None else key.shape)
+        return super().__call__(*args, **kwargs)
 
     # -- building ---------------------------------------------------------
 

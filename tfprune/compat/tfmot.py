@@ -1,13 +1,16 @@
 """TFMOT-compatible names: migrating code changes only its import.
 
-Replace ``import tensorflow_model_optimization as tfmot`` and
-``tfmot.sparsity.keras.X`` with::
+Either replace ``import tensorflow_model_optimization as tfmot`` with::
 
-    from tfprune.compat import tfmot as sparsity   # then sparsity.X
+    from tfprune.compat import tfmot               # tfmot.sparsity.keras.X still works
 
-The names and argument names follow ``tfmot.sparsity.keras``; the behaviour
-is tfprune's (Keras 3, and the final target is always reached, see
-``tfprune.PolynomialDecay``).
+or ``from tensorflow_model_optimization.sparsity import keras as sparsity`` with::
+
+    from tfprune.compat import tfmot as sparsity   # sparsity.X
+
+Names, arguments, defaults, errors, step counting, schedules and mask rules
+follow ``tfmot.sparsity.keras`` on Keras 3; the few deliberate differences
+are listed in docs/migrating.md.
 
 Example:
 
@@ -15,7 +18,7 @@ Example:
 >>> from tfprune.compat import tfmot as sparsity
 >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
 >>> pruned = sparsity.prune_low_magnitude(
-...     model, pruning_schedule=sparsity.ConstantSparsity(0.5, begin_step=0))
+...     model, pruning_schedule=sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1))
 >>> pruned.compile("sgd", "mse")
 >>> _ = pruned.fit(np.ones((4, 4)), np.ones((4, 8)), verbose=0,
 ...                callbacks=[sparsity.UpdatePruningStep()])
@@ -24,111 +27,158 @@ Example:
 0.5
 """
 
-import contextlib
+import sys
+import types
 
 import keras
 
-from tfprune import api
-from tfprune import granularity as granularity_lib
-from tfprune import schedules
-from tfprune.callbacks import PruningCallback, PruningLogger
+from tfprune.api import _is_graph_model
+from tfprune.compat._tfmot_callbacks import PruningSummaries, UpdatePruningStep
+from tfprune.compat._tfmot_schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfprune.compat._tfmot_wrapper import PruneLowMagnitude
 from tfprune.prunable import PrunableLayer
 from tfprune.wrappers import PruneWrapper
 
 __all__ = [
-    "prune_low_magnitude", "strip_pruning", "UpdatePruningStep", "PruningSummaries",
-    "PolynomialDecay", "ConstantSparsity", "prune_scope", "PrunableLayer",
-    "PruneLowMagnitude",
+    "prune_low_magnitude", "strip_pruning", "prune_scope", "UpdatePruningStep",
+    "PruningSummaries", "PruningSchedule", "PolynomialDecay", "ConstantSparsity",
+    "PrunableLayer", "PruningPolicy", "PruneLowMagnitude",
 ]
 
-PruneLowMagnitude = PruneWrapper
+
+class PruningPolicy:
+    """``tfmot.sparsity.keras.PruningPolicy``: decides which layers get wrapped.
+
+    Subclass it and implement ``allow_pruning(layer)`` and
+    ``ensure_model_supports_pruning(model)`` (TFMOT's interface). TFMOT's
+    ``PruneForLatencyOnXNNPack`` policy is not provided.
+    """
+
+    def allow_pruning(self, layer):
+        raise NotImplementedError
+
+    def ensure_model_supports_pruning(self, model):
+        raise NotImplementedError
 
 
-def PolynomialDecay(initial_sparsity, final_sparsity, begin_step, end_step,
-                    power=3, frequency=100):
-    """``tfmot.sparsity.keras.PolynomialDecay`` -> :class:`tfprune.PolynomialDecay`."""
-    return schedules.PolynomialDecay(initial_sparsity, final_sparsity, begin_step,
-                                     end_step, power=power, frequency=frequency)
+_INVALID = ("`prune_low_magnitude` can only prune an object of the following types: "
+            "keras.models.Sequential, keras functional model, keras.layers.Layer, list "
+            "of keras.layers.Layer. You passed an object of type: {input}.")
 
 
-def ConstantSparsity(target_sparsity, begin_step, end_step=-1, frequency=100):
-    """``tfmot.sparsity.keras.ConstantSparsity`` -> :class:`tfprune.ConstantSparsity`."""
-    return schedules.ConstantSparsity(target_sparsity, begin_step, end_step, frequency)
+def _clone(model, clone_function):
+    # keras.models.clone_model compiles the clone like the original; TFMOT's
+    # result has no optimizer ("the user is expected to compile the model again").
+    compiled = getattr(model, "compiled", False)
+    model.compiled = False
+    inputs = None
+    if not isinstance(model, keras.Sequential):
+        # New inputs named like the original ones (clone_model names them
+        # after their tensors), so configs stay equal.
+        def new_input(tensor):
+            layer = tensor._keras_history[0]
+            return keras.Input(batch_shape=layer.batch_shape, dtype=layer.dtype,
+                               sparse=layer.sparse, name=layer.name)
+
+        inputs = keras.tree.map_structure(new_input, model.input)
+    try:
+        clone = keras.models.clone_model(model, input_tensors=inputs,
+                                         clone_function=clone_function)
+        clone.optimizer = None  # Keras 3 has no such attribute before compile()
+        return clone
+    finally:
+        model.compiled = compiled
 
 
-class UpdatePruningStep(PruningCallback):
-    """``tfmot.sparsity.keras.UpdatePruningStep``: :class:`tfprune.PruningCallback`."""
-
-
-class PruningSummaries(PruningLogger):
-    """``tfmot.sparsity.keras.PruningSummaries``: :class:`tfprune.PruningLogger`."""
-
-    def __init__(self, log_dir, update_freq="epoch"):
-        super().__init__(log_dir, update_freq=update_freq)
-
-
-def _granularity(block_size, block_pooling_type, sparsity_m_by_n):
-    if sparsity_m_by_n is not None:
-        if block_size not in ((1, 1), [1, 1]):
-            raise ValueError("prune_low_magnitude: use either block_size or "
-                             "sparsity_m_by_n, not both.")
-        n, m = sparsity_m_by_n
-        return granularity_lib.get(f"{int(n)}:{int(m)}")
-    r, c = (int(v) for v in block_size)
-    if (r, c) == (1, 1):
-        return granularity_lib.Unstructured()
-    pooling = str(block_pooling_type).upper()
-    if pooling not in ("AVG", "MAX"):
-        raise ValueError(f"prune_low_magnitude: block_pooling_type must be 'AVG' or "
-                         f"'MAX'; got {block_pooling_type!r}.")
-    block_cls = getattr(granularity_lib, "Block", None)
-    if block_cls is None:  # pragma: no cover - Block ships with the criteria issue
-        raise NotImplementedError("Block granularity is not available in this build.")
-    # TFMOT's block_size indexes the Keras kernel (in, out); tfprune's Block is
-    # in TFLite's (out, in) order, so the two numbers swap.
-    return block_cls(c, r, reduce="mean" if pooling == "AVG" else "max")
-
-
-def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
+def prune_low_magnitude(to_prune, pruning_schedule=ConstantSparsity(0.5, 0), block_size=(1, 1),
                         block_pooling_type="AVG", pruning_policy=None,
                         sparsity_m_by_n=None, **kwargs):
     """``tfmot.sparsity.keras.prune_low_magnitude`` on Keras 3.
 
-    ``to_prune`` may be a Sequential/Functional model, a layer, or a list of
-    layers (as in TFMOT). ``pruning_policy`` is not supported (tfprune checks
-    layers itself) and must be ``None``.
+    ``to_prune`` is a layer, a list of layers, or a Sequential/Functional
+    model (built or not; nested models are handled). As in TFMOT, every layer
+    of a model is wrapped (layers with nothing to prune too), the wrappers
+    hold the original layers (same variables, no copy), an already wrapped
+    layer is kept as it is, the optimizer is dropped, and an unsupported layer
+    raises ``ValueError``. ``**kwargs`` (e.g. ``input_shape=``) go to the
+    wrapper when ``to_prune`` is a layer and are ignored otherwise.
     """
-    if pruning_policy is not None:
-        raise ValueError("prune_low_magnitude: pruning_policy is not supported by "
-                         "tfprune; use tfprune.prune(..., skip=[...]) instead.")
-    if kwargs:
-        raise TypeError(f"prune_low_magnitude: unexpected arguments {sorted(kwargs)}.")
-    schedule = pruning_schedule or schedules.ConstantSparsity(0.5, begin_step=0)
-    gran = _granularity(block_size, block_pooling_type, sparsity_m_by_n)
-    if isinstance(to_prune, (list, tuple)):
-        return [prune_low_magnitude(l, schedule, block_size, block_pooling_type,
-                                    None, sparsity_m_by_n) for l in to_prune]
-    if isinstance(to_prune, keras.Model):
-        return api.prune(to_prune, schedule=schedule, criterion="magnitude",
-                         granularity=gran)
-    if isinstance(to_prune, keras.layers.Layer):
-        return api.prune_layer(to_prune, schedule=schedule, granularity=gran)
-    raise ValueError(f"prune_low_magnitude: cannot prune {type(to_prune).__name__}; "
-                     "pass a keras Model, a layer, or a list of layers.")
+    if pruning_policy is not None and not all(
+            callable(getattr(pruning_policy, m, None))
+            for m in ("allow_pruning", "ensure_model_supports_pruning")):
+        raise ValueError("pruning_policy must implement TFMOT's PruningPolicy interface "
+                         "(allow_pruning, ensure_model_supports_pruning); got "
+                         f"{pruning_policy!r}.")
+    params = {"pruning_schedule": pruning_schedule, "block_size": block_size,
+              "block_pooling_type": block_pooling_type, "sparsity_m_by_n": sparsity_m_by_n}
+
+    def wrap_list(layers):
+        out = []
+        for layer in layers:
+            if isinstance(layer, PruneWrapper):
+                out.append(layer)
+            elif isinstance(layer, keras.layers.InputLayer):
+                out.append(type(layer).from_config(layer.get_config()))
+            else:
+                out.append(PruneLowMagnitude(layer, **params))
+        return out
+
+    def wrap(layer):
+        if isinstance(layer, keras.Model):
+            if not _is_graph_model(layer):
+                raise ValueError("Subclassed models are not supported currently.")
+            return _clone(layer, wrap)
+        if isinstance(layer, PruneWrapper):
+            return layer
+        if pruning_policy and not pruning_policy.allow_pruning(layer):
+            return layer
+        return PruneLowMagnitude(layer, **params)
+
+    if isinstance(to_prune, list):
+        return wrap_list(to_prune)
+    if isinstance(to_prune, keras.Model) and _is_graph_model(to_prune):
+        if pruning_policy:
+            pruning_policy.ensure_model_supports_pruning(to_prune)
+        return wrap(to_prune)
+    if isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model):
+        return PruneLowMagnitude(to_prune, **params, **kwargs)
+    raise ValueError(_INVALID.format(input=to_prune.__class__.__name__))
 
 
 def strip_pruning(model):
-    """``tfmot.sparsity.keras.strip_pruning`` -> :func:`tfprune.strip`."""
-    return api.strip(model)
+    """``tfmot.sparsity.keras.strip_pruning``: the model without its wrappers.
+
+    As in TFMOT, the result holds the wrapped layers themselves (whose
+    weights are already masked), so it has the pruned model's variables.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError("Expected model to be a `keras.Model` instance but got: ", model)
+
+    def unwrap(layer):
+        if isinstance(layer, keras.Model):
+            return _clone(layer, unwrap)
+        if isinstance(layer, PruneWrapper):
+            inner = layer.layer
+            if getattr(inner, "_input_shape_arg", None) is None and \
+                    getattr(layer, "_input_shape_arg", None) is not None:
+                inner._input_shape_arg = layer._input_shape_arg
+            return inner
+        return layer
+
+    return _clone(model, unwrap)
 
 
-@contextlib.contextmanager
 def prune_scope():
     """``tfmot.sparsity.keras.prune_scope``: a custom-object scope for loading.
 
-    Not needed with tfprune (its classes are registered serialisables), kept
-    so migrated loading code runs unchanged.
+    tfprune's classes are registered serialisables, so ``.keras`` files load
+    without it; it is kept so migrated loading code runs unchanged.
     """
-    with keras.saving.custom_object_scope({"PruneLowMagnitude": PruneWrapper,
-                                           "PruneWrapper": PruneWrapper}):
-        yield
+    return keras.saving.custom_object_scope({
+        "PruneLowMagnitude": PruneLowMagnitude, "PruneWrapper": PruneWrapper,
+        "ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay})
+
+
+# `tfmot.sparsity.keras.X`: code that imported the TFMOT package as `tfmot`
+# keeps its attribute paths with `from tfprune.compat import tfmot`.
+sparsity = types.SimpleNamespace(keras=sys.modules[__name__])
