@@ -10,19 +10,21 @@ with :func:`tfprune.strip`, which returns a plain Keras model.
 
 import keras
 
-from tfprune import api
-from tfprune.schedules import Schedule, _check_sparsity
+import tfprune._checks as checks
+from tfprune import api, prunable, schedules
 
 __all__ = ["FrozenMasks", "freeze_masks"]
 
 
-@keras.saving.register_keras_serializable(package="tfprune")
-class FrozenMasks(Schedule):
-    """A schedule that never updates masks: whatever they are stays.
+@schedules.register("frozen_masks", "frozen")
+class FrozenMasks(schedules.Schedule):
+    r"""A schedule that never updates masks: whatever they are stays.
 
-    ``sparsity`` is only reported (``tfprune.summary``'s target column).
+    .. math:: s_t = s_c \text{ for every } t, \qquad \text{no mask update at any step}
 
-    .. math:: s(step) = s_{frozen}, \\qquad \\text{no mask update at any step}
+    Args:
+        sparsity: :math:`s_c`, in ``[0, 1)``; only reported
+            (``tfprune.summary``'s target column), the masks decide.
 
     >>> s = FrozenMasks(0.8)
     >>> s(10), s.should_update(0)
@@ -32,7 +34,7 @@ class FrozenMasks(Schedule):
     static = True  # masks are enforced by the constraint alone: no callback needed
 
     def __init__(self, sparsity=0.0):
-        self.sparsity = _check_sparsity("sparsity", sparsity, "FrozenMasks")
+        self.sparsity = checks.sparsity("sparsity", sparsity, "FrozenMasks")
 
     @property
     def final_sparsity(self):
@@ -49,6 +51,11 @@ class FrozenMasks(Schedule):
 
     def get_config(self):
         return {"sparsity": self.sparsity}
+
+
+def _has_prunable_weights(layer):
+    return prunable.is_prunable(layer) and getattr(layer, "built", False) \
+        and bool(prunable.prunable_weights(layer))
 
 
 def freeze_masks(model, layers=None):
@@ -85,7 +92,7 @@ def freeze_masks(model, layers=None):
         named = set(layers)
         skip = [p for p, l in api.walk_layers(model)
                 if p not in named and l.name not in named and not isinstance(l, keras.Model)]
-    if not any(api._layer_weights(l)[0] for _, l in api.walk_layers(model)):
+    if not any(_has_prunable_weights(l) for _, l in api.walk_layers(model)):
         wrappers = []
     else:
         frozen = api.prune(model, schedule=FrozenMasks(0.0), skip=skip)
