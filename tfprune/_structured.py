@@ -107,6 +107,8 @@ class NofM(Granularity):
 
     .. math:: \text{keep}_g = \mathrm{top}_{\max(n,\, m - \mathrm{round}(s m))}(s_i : i \in g)
 
+    Within a group, equal scores are dropped in index order.
+
     >>> import numpy as np
     >>> from tfprune.prunable import PrunableWeight
     >>> class V: shape = (8, 1)
@@ -134,7 +136,9 @@ class NofM(Granularity):
         drop = min(self.m - self.n, int(round(float(sparsity) * self.m)))
         keep = np.ones(groups.shape, np.float32)
         if drop:
-            idx = np.argpartition(groups, drop - 1, axis=-1)[..., :drop]
+            # m is small: a stable sort per group costs little and breaks ties
+            # by index, like keep_top.
+            idx = np.argsort(groups, axis=-1, kind="stable")[..., :drop]
             np.put_along_axis(keep, idx, 0.0, axis=-1)
         return from_matrix(keep.reshape(mat.shape), shape, weight.out_axes)
 
