@@ -128,3 +128,22 @@ def test_score_bad_input():
     plain = keras.Sequential([keras.Input((4,)), L.Dense(2)])
     with pytest.raises(ValueError, match="need a loss"):
         tp.score(plain, (x, y), "taylor")
+
+
+def test_get_accepts_class_names_configs_classes_and_functions():
+    assert criteria.get("MeanActivation") == criteria.get("mean-activation") == criteria.MeanActivation()
+    assert criteria.get(criteria.Taylor) == criteria.Taylor()
+    assert criteria.get({"kind": "random", "seed": 4}) == criteria.Random(4)
+    restored = criteria.get(keras.saving.serialize_keras_object(criteria.Random(7)))
+    assert restored == criteria.Random(7)
+    fn = criteria.get(np.abs)
+    assert isinstance(fn, criteria.FunctionCriterion) and fn.score(np.array([-2.0])).tolist() == [2.0]
+    with pytest.raises(TypeError, match="Could not interpret pruning criterion 3"):
+        criteria.get(3)
+
+
+def test_docstrings_keep_their_equations():
+    # Non-raw docstrings once turned "\frac" into a form feed.
+    for cls in (criteria.Taylor, criteria.SNIP, criteria.Fisher, criteria.Movement):
+        assert "\\frac" in cls.__doc__ or "\\sum" in cls.__doc__
+        assert "\f" not in cls.__doc__

@@ -136,3 +136,51 @@ def test_granularity_that_does_not_fit_is_refused_at_build():
     model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="fc")])
     with pytest.raises(ValueError, match=r"multiple of 4.*'fc'"):
         tp.prune(model, schedule=tp.OneShot(0.5), granularity="2:4")
+
+
+def test_keep_top_ties_by_index_sizes_and_floor():
+    assert granularity.keep_top(np.ones(6), 0.5).tolist() == [0, 0, 0, 1, 1, 1]
+    assert granularity.keep_top(np.array([2.0, 1.0, 1.0, 3.0]), 0.25).tolist() == [1, 0, 1, 1]
+    assert granularity.keep_top(np.array([5.0, 1.0]), 1.0).tolist() == [1, 0]     # min_keep
+    assert granularity.keep_top(np.array([5.0, 1.0]), 1.0, min_keep=0).tolist() == [0, 0]
+    # sizes: the fewest lowest entries covering round(s * total) weights.
+    keep = granularity.keep_top(np.array([1.0, 2.0, 3.0]), 0.5, min_keep=0, sizes=[1, 2, 3])
+    assert keep.tolist() == [0, 0, 1]
+    keep = granularity.keep_top(np.array([1.0, 2.0, 3.0]), 0.5, min_keep=0, sizes=[4, 1, 1])
+    assert keep.tolist() == [0, 1, 1]
+    # Same answer as a stable sort on large arrays with many ties.
+    scores = np.random.default_rng(0).integers(0, 5, 1000).astype(float)
+    expect = np.ones(1000)
+    expect[np.argsort(scores, kind="stable")[:300]] = 0
+    np.testing.assert_array_equal(granularity.keep_top(scores, 0.3), expect)
+
+
+def test_get_names_and_configs():
+    assert granularity.get("Channels") == granularity.get("units") == tp.Channels()
+    assert granularity.get(" 1 x 8 ") == tp.Block(1, 8)
+    assert granularity.get(tp.Heads) == tp.Heads()
+    assert granularity.get({"kind": "block", "rows": 2, "cols": 2}) == tp.Block(2, 2)
+    assert granularity.get({"class_name": "NofM", "config": {"n": 1, "m": 4}}) == tp.NofM(1, 4)
+    with pytest.raises(ValueError, match=r"Known granularities: .*Shorthands: 'RxC'"):
+        granularity.get("diagonal")
+
+
+def test_imports_run_one_way():
+    import ast
+    import pathlib
+    root = pathlib.Path(granularity.__file__).parent
+
+    def imported(module):
+        tree = ast.parse((root / f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    assert "tfprune._structured" in imported("granularity")
+    for leaf in ("_structured", "_grouping"):
+        assert not any(n.startswith("tfprune.granularity") for n in imported(leaf)), leaf

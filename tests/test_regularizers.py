@@ -133,3 +133,42 @@ def test_block_granularity_objects_are_accepted():
     block = getattr(tp.granularity, "Block", None)
     if block is not None:
         assert GroupLasso(0.1, block(2, 4)).groups == (2, 4)
+
+
+def test_groups_use_the_granularity_vocabulary():
+    w = np.ones((3, 3, 4, 8), "float32")
+    w[:, :, 2, :] = 0.0                  # input channel 2
+    for spec in ("inputs", tp.Channels(axis="in")):
+        reg = GroupLasso(1.0, spec)
+        assert reg.groups == "inputs"
+        assert np.flatnonzero(reg.group_norms(w) == 0).tolist() == [2]
+    assert GroupLasso(1.0, tp.Channels()).groups == GroupLasso(1.0, "units").groups == "filters"
+    assert GroupLasso(1.0, tp.Heads()).groups == "heads"
+    assert GroupLasso(1.0, tp.Block(2, 4)).groups == (2, 4)
+    with pytest.raises(ValueError, match="unknown group spec"):
+        GroupLasso(1.0, "2:4")
+    # The old spelling: still input channels, kept as written, but deprecated.
+    with pytest.warns(DeprecationWarning, match="'inputs'"):
+        old = GroupLasso(1.0, "channels")
+    assert old.groups == "channels"
+    np.testing.assert_array_equal(old.group_norms(w), GroupLasso(1.0, "inputs").group_norms(w))
+
+
+def test_for_weight_takes_the_layout_of_a_prunable_weight():
+    mha = keras.layers.MultiHeadAttention(4, 8)
+    x = np.zeros((1, 3, 16), "float32")
+    mha(x, x)
+    query = tp.prunable.prunable_weights(mha)[0]
+    reg = GroupLasso(0.1, "heads").for_weight(query)
+    assert reg.head_axis == query.head_axis and reg.strength is not None
+    assert reg.group_norms(keras.ops.convert_to_numpy(query.variable)).shape == (4,)
+    with pytest.raises(ValueError, match="do not tile"):
+        GroupLasso(0.1, (3, 3)).for_weight(query)
+
+
+def test_get_by_name_class_and_kind():
+    assert isinstance(tp.regularizers.get("GroupLasso"), GroupLasso)
+    assert tp.regularizers.get({"kind": "l1", "l1": 0.5}).l1 == 0.5
+    assert isinstance(tp.regularizers.get(L1), L1)
+    with pytest.raises(ValueError, match=r"Unknown tfprune regularizer 'grop_lasso'.*'group_lasso'"):
+        tp.regularizers.get("grop_lasso")

@@ -88,3 +88,43 @@ def test_constant_and_one_shot_bad_input():
         tp.OneShot(1.5)
     with pytest.raises(TypeError, match="begin_step.*integer"):
         tp.ConstantSparsity(0.5, begin_step="3")
+
+
+@pytest.mark.parametrize("name", ["one_shot", "oneshot", "OneShot", "One-Shot"])
+def test_get_by_name_with_arguments(name):
+    assert schedules.get({"kind": name, "target_sparsity": 0.4, "step": 2}) == tp.OneShot(0.4, 2)
+    assert schedules.get({"class_name": name, "config": {"target_sparsity": 0.4}}) == tp.OneShot(0.4)
+    with pytest.raises(ValueError, match=r"'%s' \(OneShot\) needs arguments: target_sparsity" % name):
+        schedules.get(name)
+
+
+def test_get_names_classes_and_errors():
+    assert set(schedules.names()) >= {"polynomial_decay", "constant_sparsity", "one_shot",
+                                      "frozen_masks"}
+    assert schedules.get({"kind": "polynomial_decay", "initial_sparsity": 0.0,
+                          "final_sparsity": 0.5, "begin_step": 0, "end_step": 10}) == \
+        tp.PolynomialDecay(0.0, 0.5, 0, 10)
+    assert schedules.get("frozen_masks") == tp.FrozenMasks(0.0)
+    assert schedules.get(tp.FrozenMasks) == tp.FrozenMasks(0.0)
+    with pytest.raises(ValueError, match=r"'one_shoot'.*Did you mean 'one_shot'\?.*Known schedules"):
+        schedules.get({"kind": "one_shoot", "target_sparsity": 0.5})
+    with pytest.raises(ValueError, match="Could not interpret pruning schedule"):
+        schedules.get([0.5])
+
+
+def test_checks_messages():
+    from tfprune._checks import fraction, integer, one_of, penalty_strength, positive
+    assert fraction("rate", 1.0, "f", "[0, 1]") == 1.0
+    with pytest.raises(ValueError, match=r"f: `rate` must be in \(0, 1\); got 0.0"):
+        fraction("rate", 0, "f", "(0, 1)")
+    with pytest.raises(TypeError, match=r"f: `rate` must be a number in \[0, 1\); got 'x'"):
+        fraction("rate", "x", "f")
+    with pytest.raises(TypeError, match="`n` must be an integer; got True"):
+        integer("n", True, "f")
+    with pytest.raises(ValueError, match="`power` must be > 0; got 0"):
+        positive("power", 0, "f")
+    with pytest.raises(ValueError, match="must be >= 0 .a negative penalty.*; got nan"):
+        penalty_strength("l", float("nan"), "f")
+    with pytest.raises(ValueError, match="`unit` must be one of 'epoch', 'step', 'batch'; got 'stp'. "
+                                         "Did you mean 'step'"):
+        one_of("unit", "stp", "f", ("epoch", "step", "batch"))

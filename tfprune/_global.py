@@ -1,13 +1,29 @@
-"""Global scope: one threshold on group scores across all layers.
+r"""Global scope: one threshold on group scores across all layers.
 
 Used by ``tfprune.prune(..., scope="global")``: instead of pruning every
 layer to the same sparsity, the lowest-scored groups of the whole model go
 first, so robust layers end up sparser than sensitive ones. Each weight keeps
 at least ``min_keep`` groups (a layer is never emptied).
+
+Every group :math:`g` of every pruned weight has a score :math:`S_g` (its
+granularity's reduction of the criterion) and a size :math:`|g|` in weights.
+Groups are ranked on
+
+.. math:: r_g = \begin{cases} S_g / |g| & \text{reduce = sum} \\ S_g & \text{otherwise}\end{cases}
+
+and, with the groups sorted by ascending :math:`r` (ties by position), the
+shortest prefix :math:`P` with
+
+.. math:: \sum_{g \in P} |g| \ \ge\ \mathrm{round}\Big(s \sum_g |g|\Big)
+
+is pruned (:func:`tfprune.granularity.keep_top` with ``sizes``). A weight
+left with fewer than ``min_keep`` groups gets its best ones back.
 """
 
 import keras
 import numpy as np
+
+from tfprune.granularity import keep_top
 
 __all__ = ["global_masks"]
 
@@ -39,19 +55,13 @@ def global_masks(wrappers, sparsity, min_keep=1):
             entries.append((w, ranked.reshape(-1), group_scores.shape, size, expand))
     scores = np.concatenate([e[1] for e in entries])
     sizes = np.concatenate([np.full(e[1].size, e[3]) for e in entries])
-    order = np.argsort(scores, kind="stable")
-    target = round(float(sparsity) * sizes.sum())
-    n_prune = 0
-    if target > 0:
-        cum = np.cumsum(sizes[order])
-        n_prune = min(int(np.searchsorted(cum, target - 1e-9)) + 1, order.size)
-    keep = np.ones(scores.size, np.float32)
-    keep[order[:n_prune]] = 0.0
+    # The per-weight floor is applied below, so none here.
+    keep = keep_top(scores, sparsity, min_keep=0, sizes=sizes)
     result, offset = {}, 0
     for w, ranked, shape, _, expand in entries:
         part = keep[offset:offset + ranked.size]
         offset += ranked.size
         if part.sum() < min_keep:  # the floor: restore this weight's best groups
-            part[np.argsort(ranked, kind="stable")[-min_keep:]] = 1.0
+            part = np.maximum(part, keep_top(ranked, 1.0, min_keep=min_keep))
         result.setdefault(w, []).append(np.asarray(expand(part.reshape(shape)), np.float32))
     return result

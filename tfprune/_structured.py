@@ -2,11 +2,17 @@
 
 Registered in :mod:`tfprune.granularity` (import them from there). All work
 on TFLite's ``(out, in)`` view of a kernel (see ``granularity.to_matrix``).
+This module imports only :mod:`tfprune._grouping`; ``granularity`` imports
+it, never the reverse.
 """
 
 import numpy as np
 
-from tfprune.granularity import Granularity, _STRING_PARSERS, from_matrix, keep_top, register, to_matrix
+from tfprune._grouping import GRANULARITIES, Granularity, describe, from_matrix, input_axis, to_matrix
+
+__all__ = ["Block", "NofM", "Channels", "Filters", "Heads", "parse_shorthand"]
+
+register = GRANULARITIES.register
 
 _REDUCERS = {"sum": np.nansum, "mean": np.nanmean, "max": np.nanmax}
 
@@ -29,14 +35,9 @@ def _axis_groups(scores, axis, reduce):
     return reduce(scores, axis=other), expand
 
 
-def _where(weight, layer_name):
-    name = f"layer '{layer_name}' " if layer_name else ""
-    return f"{name}weight '{weight.key}' {weight.shape}"
-
-
 @register("block")
 class Block(Granularity):
-    """Rectangular blocks of ``rows`` outputs x ``cols`` consecutive inputs.
+    r"""Rectangular blocks of ``rows`` outputs x ``cols`` consecutive inputs.
 
     Blocks tile TFLite's ``(out, in)`` weight: ``Block(1, 4)`` groups 4
     consecutive *inputs* of one output unit, i.e. 4 consecutive rows along
@@ -44,7 +45,7 @@ class Block(Granularity):
     block-sparse FULLY_CONNECTED kernel runs fast (float 1x4, int8 1x16).
     A block's score is ``reduce`` (default mean) of its weights' scores:
 
-    .. math:: S_b = \\mathrm{reduce}_{i \\in b}\\, s_i
+    .. math:: S_b = \mathrm{reduce}_{i \in b}\, s_i
 
     Edge blocks: when a dimension is not a multiple of the block size, the
     last blocks are partial and scored over the weights they have (the
@@ -71,7 +72,7 @@ class Block(Granularity):
         n_out, n_in = to_matrix(np.zeros(weight.shape, np.int8), weight.out_axes).shape
         if self.rows > n_out or self.cols > n_in:
             raise ValueError(
-                f"Block({self.rows}, {self.cols}) is larger than {_where(weight, layer_name)}, "
+                f"Block({self.rows}, {self.cols}) is larger than {describe(weight, layer_name)}, "
                 f"whose (out, in) view is ({n_out}, {n_in}).")
 
     def groups(self, scores, weight):
@@ -96,7 +97,7 @@ class Block(Granularity):
 
 @register("n_of_m", "nofm", "n:m")
 class NofM(Granularity):
-    """N:M sparsity: in every ``m`` consecutive inputs of an output, keep ``n``.
+    r"""N:M sparsity: in every ``m`` consecutive inputs of an output, keep ``n``.
 
     The pattern of NVIDIA's sparse tensor cores (2:4). Groups run along the
     input dimension of TFLite's ``(out, in)`` view (axis 0 of a Dense
@@ -104,7 +105,9 @@ class NofM(Granularity):
     each group drops ``min(m - n, round(s * m))`` weights, so the final
     pattern is exactly ``n`` of every ``m`` once ``s >= 1 - n / m``:
 
-    .. math:: \\text{keep}_g = \\mathrm{top}_{\\max(n,\\, m - \\mathrm{round}(s m))}(s_i : i \\in g)
+    .. math:: \text{keep}_g = \mathrm{top}_{\max(n,\, m - \mathrm{round}(s m))}(s_i : i \in g)
+
+    Within a group, equal scores are dropped in index order.
 
     >>> import numpy as np
     >>> from tfprune.prunable import PrunableWeight
@@ -124,7 +127,7 @@ class NofM(Granularity):
         if n_in % self.m:
             raise ValueError(
                 f"NofM({self.n}, {self.m}) needs the input dimension to be a multiple of "
-                f"{self.m}; {_where(weight, layer_name)} has {n_in} inputs per output.")
+                f"{self.m}; {describe(weight, layer_name)} has {n_in} inputs per output.")
 
     def mask(self, scores, sparsity, weight):
         shape = np.shape(scores)
@@ -133,7 +136,9 @@ class NofM(Granularity):
         drop = min(self.m - self.n, int(round(float(sparsity) * self.m)))
         keep = np.ones(groups.shape, np.float32)
         if drop:
-            idx = np.argpartition(groups, drop - 1, axis=-1)[..., :drop]
+            # m is small: a stable sort per group costs little and breaks ties
+            # by index, like keep_top.
+            idx = np.argsort(groups, axis=-1, kind="stable")[..., :drop]
             np.put_along_axis(keep, idx, 0.0, axis=-1)
         return from_matrix(keep.reshape(mat.shape), shape, weight.out_axes)
 
@@ -143,7 +148,7 @@ class NofM(Granularity):
 
 @register("channels", "filters", "neurons", "units")
 class Channels(Granularity):
-    """Whole output units (Dense neurons, Conv filters) or input channels.
+    r"""Whole output units (Dense neurons, Conv filters) or input channels.
 
     ``axis="out"`` (default) groups each row of TFLite's ``(out, in)`` view:
     one Dense unit or one Conv filter. ``axis="in"`` groups each input
@@ -151,7 +156,7 @@ class Channels(Granularity):
     outputs. Removing these is what makes layers smaller and faster
     (``tfprune.strip(model, shrink=True)``). Group score:
 
-    .. math:: S_c = \\mathrm{reduce}_{i \\in c}\\, s_i \\quad(\\text{sum of } |w| = L_1 \\text{ norm})
+    .. math:: S_c = \mathrm{reduce}_{i \in c}\, s_i \quad(\text{sum of } |w| = L_1 \text{ norm})
 
     >>> import numpy as np
     >>> from tfprune.prunable import PrunableWeight
@@ -167,16 +172,11 @@ class Channels(Granularity):
         _reducer(reduce, "Channels")
         self.axis, self.reduce = axis, reduce
 
-    def _in_axis(self, weight):
-        ndim = len(weight.shape)
-        out = {a % ndim for a in weight.out_axes}
-        rest = [a for a in range(ndim) if a not in out]
-        return rest[-1] if rest else None
-
     def check(self, weight, layer_name=""):
-        if self.axis == "in" and (len(weight.out_axes) > 1 or self._in_axis(weight) is None):
+        no_input = input_axis(len(weight.shape), weight.out_axes) is None
+        if self.axis == "in" and (len(weight.out_axes) > 1 or no_input):
             raise ValueError(
-                f"Channels(axis='in') does not apply to {_where(weight, layer_name)}: its "
+                f"Channels(axis='in') does not apply to {describe(weight, layer_name)}: its "
                 "output axes already include the input channels (depthwise / attention).")
 
     def groups(self, scores, weight):
@@ -187,7 +187,7 @@ class Channels(Granularity):
             group_scores = reduce(mat, axis=1)
             return group_scores, lambda keep: from_matrix(
                 np.repeat(keep[:, None], mat.shape[1], 1), scores.shape, weight.out_axes)
-        return _axis_groups(scores, self._in_axis(weight), reduce)
+        return _axis_groups(scores, input_axis(len(weight.shape), weight.out_axes), reduce)
 
     def get_config(self):
         return {"axis": self.axis, "reduce": self.reduce}
@@ -195,13 +195,13 @@ class Channels(Granularity):
 
 @register("heads")
 class Heads(Granularity):
-    """Whole attention heads of a MultiHeadAttention layer.
+    r"""Whole attention heads of a MultiHeadAttention layer.
 
     Each of the query/key/value/output projections is grouped by its head
     axis; a head's score is ``reduce`` (default sum) over its weights.
     Applies only to weights with a head axis (MultiHeadAttention).
 
-    .. math:: S_h = \\mathrm{reduce}_{i \\in h}\\, s_i
+    .. math:: S_h = \mathrm{reduce}_{i \in h}\, s_i
     """
 
     def __init__(self, reduce="sum"):
@@ -211,7 +211,7 @@ class Heads(Granularity):
     def check(self, weight, layer_name=""):
         if weight.head_axis is None:
             raise ValueError(
-                f"Heads() applies only to MultiHeadAttention weights; {_where(weight, layer_name)} "
+                f"Heads() applies only to MultiHeadAttention weights; {describe(weight, layer_name)} "
                 "has no head axis. Use Channels() for Dense/Conv layers.")
 
     def groups(self, scores, weight):
@@ -225,18 +225,16 @@ class Heads(Granularity):
 Filters = Channels
 
 
-def _parse(text):
+@GRANULARITIES.add_parser
+def parse_shorthand(text):
+    """``"RxC"`` -> ``Block(R, C)``, ``"N:M"`` -> ``NofM(N, M)``, anything else -> ``None``.
+
+    >>> parse_shorthand("1x16"), parse_shorthand("2 : 4"), parse_shorthand("rows")
+    (Block(rows=1, cols=16, reduce='mean'), NofM(n=2, m=4), None)
+    """
     text = text.strip().lower()
-    if "x" in text:
-        r, _, c = text.partition("x")
-        if r.isdigit() and c.isdigit():
-            return Block(int(r), int(c))
-    if ":" in text:
-        n, _, m = text.partition(":")
-        if n.isdigit() and m.isdigit():
-            return NofM(int(n), int(m))
+    for sep, cls in (("x", Block), (":", NofM)):
+        a, found, b = (part.strip() for part in text.partition(sep))
+        if found and a.isdigit() and b.isdigit():
+            return cls(int(a), int(b))
     return None
-
-
-_STRING_PARSERS.append(_parse)
-__all__ = ["Block", "NofM", "Channels", "Filters", "Heads", "keep_top"]

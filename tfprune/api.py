@@ -6,6 +6,7 @@ import warnings
 
 import keras
 
+import tfprune._checks as checks
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
 from tfprune._walk import find_wrappers, is_graph_model, walk_layers
@@ -88,7 +89,7 @@ def _validate_names(model, sparsity, skip):
                     "which has no prunable weights (only kernels of Dense, Conv, "
                     "Embedding, RNN and attention layers, or layers with "
                     "get_prunable_weights(), are pruned).")
-            per_layer[id(layer)] = schedules_lib._check_sparsity(
+            per_layer[id(layer)] = checks.sparsity(
                 f"sparsity['{name}']", value, "tfprune.prune")
     skipped = {id(layer) for layer in find_layers(model, skip or (), "skip")}
     return per_layer, skipped

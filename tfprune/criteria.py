@@ -1,4 +1,4 @@
-"""Pruning criteria: how important is each weight?
+r"""Pruning criteria: how important is each weight?
 
 A criterion is a small object with one method, ``score(weight, stats)``,
 returning an array of the weight's shape where *larger means keep*.
@@ -7,15 +7,19 @@ any criterion works with any granularity.
 
 Data-dependent criteria declare what they need (``needs_gradients``,
 ``needs_activations``); the pruning wrapper collects those statistics and
-passes them in ``stats``.
+passes them in ``stats`` (sums over ``B`` batches, see
+:mod:`tfprune.accumulate`).
 
-Use a name or an object wherever a criterion is accepted:
+Use a name, an object, a config or a function wherever a criterion is
+accepted:
 
 >>> import tfprune as tp
 >>> tp.criteria.get("magnitude")
 Magnitude()
 >>> tp.criteria.get(tp.criteria.L2())
 L2()
+>>> tp.criteria.get({"class_name": "Random", "config": {"seed": 3}})
+Random(seed=3)
 
 Register your own with :func:`register`:
 
@@ -27,20 +31,12 @@ Register your own with :func:`register`:
 Cube()
 """
 
-import difflib
-
-import keras
 import numpy as np
 
 from tfprune._config import ConfigObject, Registry
 
 __all__ = ["Criterion", "Magnitude", "L2", "Random", "Taylor", "Movement", "SNIP", "Fisher",
-           "MeanActivation", "APoZ", "get", "register", "names"]
-
-_REGISTRY_OBJ = Registry("criterion")
-_REGISTRY = _REGISTRY_OBJ.classes
-register = _REGISTRY_OBJ.register
-names = _REGISTRY_OBJ.names
+           "MeanActivation", "APoZ", "FunctionCriterion", "get", "register", "names"]
 
 
 class Criterion(ConfigObject):
@@ -64,13 +60,23 @@ class Criterion(ConfigObject):
         return {}
 
 
+_CRITERIA = Registry("pruning criterion", "criteria", Criterion,
+                     accepts="a tfprune.criteria.Criterion or a callable weight -> scores")
+register = _CRITERIA.register
+names = _CRITERIA.names
+
+
 @register("magnitude", "l1", "magnitude_l1")
 class Magnitude(Criterion):
-    """Absolute value (L1 magnitude), the classic criterion of Han et al. 2015.
+    r"""Absolute value (L1 magnitude), the classic criterion of Han et al. 2015.
 
     .. math:: s_i = |w_i|
 
-    Reduced over a group with ``sum`` this is the group's L1 norm.
+    Reduced over a group with ``sum`` this is the group's L1 norm. Takes no
+    arguments.
+
+    >>> Magnitude().score(np.array([2., -3.])).tolist()
+    [2.0, 3.0]
     """
 
     def score(self, weight, stats=None):
@@ -79,9 +85,14 @@ class Magnitude(Criterion):
 
 @register("l2", "magnitude_l2")
 class L2(Criterion):
-    """Squared magnitude; summed over a group it is the squared L2 norm.
+    r"""Squared magnitude; summed over a group it is the squared L2 norm.
 
     .. math:: s_i = w_i^2
+
+    Takes no arguments.
+
+    >>> L2().score(np.array([2., -3.])).tolist()
+    [4.0, 9.0]
     """
 
     def score(self, weight, stats=None):
@@ -90,12 +101,16 @@ class L2(Criterion):
 
 @register("random")
 class Random(Criterion):
-    """Uniform random scores: the baseline every criterion should beat.
+    r"""Uniform random scores: the baseline every criterion should beat.
 
-    .. math:: s_i \\sim U(0, 1)
+    .. math:: s_i \sim U(0, 1)
 
     Args:
         seed: seed of the NumPy generator, so runs are reproducible.
+
+    >>> s = Random(seed=0).score(np.zeros((2, 3)))
+    >>> s.shape, bool(((0 <= s) & (s < 1)).all())
+    ((2, 3), True)
     """
 
     def __init__(self, seed=0):
@@ -121,12 +136,17 @@ def _need(stats, keys, name):
 
 @register("taylor")
 class Taylor(Criterion):
-    """First-order Taylor saliency (Molchanov et al. 2016/2019), averaged over batches.
+    r"""First-order Taylor saliency (Molchanov et al. 2016/2019), averaged over batches.
 
     .. math:: s_i = \frac{1}{B}\sum_b \left| w_i\, \partial L_b / \partial w_i \right|
 
     The estimated loss change from removing ``w_i``. A weight with a large
-    magnitude but no effect on the loss (zero gradient) scores 0.
+    magnitude but no effect on the loss (zero gradient) scores 0. Takes no
+    arguments; reads ``stats["wg_abs_sum"]`` and ``stats["batches"]``.
+
+    >>> stats = {"wg_abs_sum": np.array([4., 8.]), "batches": 2}
+    >>> Taylor().score(np.array([2., -3.]), stats).tolist()
+    [2.0, 4.0]
     """
 
     needs_gradients = True
@@ -138,15 +158,20 @@ class Taylor(Criterion):
 
 @register("movement")
 class Movement(Criterion):
-    """Movement pruning (Sanh et al. 2020): keep weights moving away from zero.
+    r"""Movement pruning (Sanh et al. 2020): keep weights moving away from zero.
 
-    .. math:: s_i = -\sum_b w_i\, \partial L_b / \partial w_i
+    .. math:: s_i = -\sum_b w_i^{(b)}\, \partial L_b / \partial w_i
 
     During ``fit`` the sum runs over the training steps with each step's
     weights ``w_i^{(b)}`` (statistic ``wg_sum``, never reset, as in the paper;
     see ``tfprune.accumulate``). From ``tfprune.score`` it is taken at the
-    current weights over the scored batches (``-w_i \sum_b g_b``). Positive
-    when gradient descent grows ``|w_i|``.
+    current weights over the scored batches (``-w_i \sum_b g_b``, statistic
+    ``grad_sum``). Positive when gradient descent grows ``|w_i|``. Takes no
+    arguments.
+
+    >>> w, g = np.array([1., -1.]), np.array([-1., -1.])   # descent: w -= lr * g
+    >>> Movement().score(w, {"grad_sum": g}).tolist()       # w_0 grows, w_1 shrinks
+    [1.0, -1.0]
     """
 
     needs_gradients = True
@@ -160,12 +185,17 @@ class Movement(Criterion):
 
 @register("snip")
 class SNIP(Criterion):
-    """Connection sensitivity at initialisation (Lee et al. 2019).
+    r"""Connection sensitivity at initialisation (Lee et al. 2019).
 
     .. math:: s_i = \left| w_i\, \frac{1}{B}\sum_b \partial L_b / \partial w_i \right|
 
     Use on an untrained model with ``tfprune.score(model, data, "snip",
     batches=1..few)`` and a ``OneShot`` schedule, then train the sparse model.
+    Takes no arguments; reads ``stats["grad_sum"]`` and ``stats["batches"]``.
+
+    >>> stats = {"grad_sum": np.array([1., 2.]), "batches": 2}
+    >>> SNIP().score(np.array([2., -3.]), stats).tolist()
+    [1.0, 3.0]
     """
 
     needs_gradients = True
@@ -177,9 +207,15 @@ class SNIP(Criterion):
 
 @register("fisher")
 class Fisher(Criterion):
-    """Diagonal empirical Fisher saliency (Optimal Brain Damage with F as Hessian).
+    r"""Diagonal empirical Fisher saliency (Optimal Brain Damage with F as Hessian).
 
     .. math:: s_i = \tfrac12\, w_i^2\, \frac{1}{B}\sum_b (\partial L_b / \partial w_i)^2
+
+    Takes no arguments; reads ``stats["grad_sq_sum"]`` and ``stats["batches"]``.
+
+    >>> stats = {"grad_sq_sum": np.array([2., 6.]), "batches": 2}
+    >>> Fisher().score(np.array([2., -3.]), stats).tolist()
+    [2.0, 13.5]
     """
 
     needs_gradients = True
@@ -191,12 +227,17 @@ class Fisher(Criterion):
 
 @register("mean_activation", "activation")
 class MeanActivation(Criterion):
-    """Mean absolute activation of the weight's output unit over the data.
+    r"""Mean absolute activation of the weight's output unit over the data.
 
     .. math:: s_i = \mathbb{E}_x\, |a_{u(i)}(x)|
 
     Every weight of a unit (neuron / filter) gets the unit's score, so it is
     meant for ``Channels()``; with ``Unstructured`` whole units go first.
+    Takes no arguments; reads ``stats["act_mean"]`` (already broadcast to the
+    weight's shape by the wrapper).
+
+    >>> MeanActivation().score(np.zeros(2), {"act_mean": np.array([0.5, 0.])}).tolist()
+    [0.5, 0.0]
     """
 
     needs_activations = True
@@ -208,12 +249,16 @@ class MeanActivation(Criterion):
 
 @register("apoz")
 class APoZ(Criterion):
-    """Average Percentage of Zeros (Hu et al. 2016): prune units that rarely fire.
+    r"""Average Percentage of Zeros (Hu et al. 2016): prune units that rarely fire.
 
     .. math:: s_i = 1 - \mathbb{E}_x\, [a_{u(i)}(x) \le 0]
 
     Counts outputs ``<= 0`` of the layer: the zeros after its ReLU (fused or
     the next layer). A filter whose ReLU output is always zero scores 0.
+    Takes no arguments; reads ``stats["apoz"]`` (the fraction of zeros).
+
+    >>> APoZ().score(np.zeros(2), {"apoz": np.array([1., 0.25])}).tolist()
+    [0.0, 0.75]
     """
 
     needs_activations = True
@@ -223,37 +268,17 @@ class APoZ(Criterion):
         return 1.0 - z
 
 
-def get(identifier):
-    """Returns a :class:`Criterion` from a name, an instance or a config dict.
-
-    A plain callable ``f(weight) -> scores`` is wrapped as a data-free
-    criterion.
-    """
-    if isinstance(identifier, Criterion):
-        return identifier
-    if isinstance(identifier, str):
-        cls = _REGISTRY.get(identifier.lower())
-        if cls is None:
-            close = difflib.get_close_matches(identifier.lower(), names(), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(
-                f"Unknown pruning criterion '{identifier}'.{hint} Known "
-                f"criteria: {', '.join(names())}."
-            )
-        return cls()
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if callable(identifier):
-        return FunctionCriterion(identifier)
-    raise TypeError(
-        f"Could not interpret pruning criterion {identifier!r}: pass a name "
-        f"({', '.join(names())}), a tfprune.criteria.Criterion or a callable "
-        "weight -> scores."
-    )
-
-
 class FunctionCriterion(Criterion):
-    """Adapts a plain function ``f(weight) -> scores`` (not serialisable)."""
+    r"""Adapts a plain function ``f(weight) -> scores`` (not serialisable).
+
+    .. math:: s_i = f(W)_i
+
+    Args:
+        fn: the scoring function, NumPy array in, array of its shape out.
+
+    >>> FunctionCriterion(lambda w: -w).score(np.array([1., 2.])).tolist()
+    [-1.0, -2.0]
+    """
 
     def __init__(self, fn):
         self.fn = fn
@@ -269,3 +294,14 @@ class FunctionCriterion(Criterion):
 
     def __repr__(self):
         return f"FunctionCriterion({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+def get(identifier):
+    """Returns a :class:`Criterion` from a name, an instance, a class or a config dict.
+
+    A plain callable ``f(weight) -> scores`` is wrapped as a data-free
+    :class:`FunctionCriterion`.
+    """
+    if callable(identifier) and not isinstance(identifier, (type, Criterion)):
+        return FunctionCriterion(identifier)
+    return _CRITERIA.get(identifier)

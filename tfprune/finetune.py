@@ -10,20 +10,22 @@ with :func:`tfprune.strip`, which returns a plain Keras model.
 
 import keras
 
-from tfprune import api
+import tfprune._checks as checks
+from tfprune import api, schedules
 from tfprune._walk import layer_weights
-from tfprune.schedules import Schedule, _check_sparsity
 
 __all__ = ["FrozenMasks", "freeze_masks"]
 
 
-@keras.saving.register_keras_serializable(package="tfprune")
-class FrozenMasks(Schedule):
-    """A schedule that never updates masks: whatever they are stays.
+@schedules.register("frozen_masks", "frozen")
+class FrozenMasks(schedules.Schedule):
+    r"""A schedule that never updates masks: whatever they are stays.
 
-    ``sparsity`` is only reported (``tfprune.summary``'s target column).
+    .. math:: s_t = s_c \text{ for every } t, \qquad \text{no mask update at any step}
 
-    .. math:: s(step) = s_{frozen}, \\qquad \\text{no mask update at any step}
+    Args:
+        sparsity: :math:`s_c`, in ``[0, 1)``; only reported
+            (``tfprune.summary``'s target column), the masks decide.
 
     >>> s = FrozenMasks(0.8)
     >>> s(10), s.should_update(0)
@@ -33,7 +35,7 @@ class FrozenMasks(Schedule):
     static = True  # masks are enforced by the constraint alone: no callback needed
 
     def __init__(self, sparsity=0.0):
-        self.sparsity = _check_sparsity("sparsity", sparsity, "FrozenMasks")
+        self.sparsity = checks.sparsity("sparsity", sparsity, "FrozenMasks")
 
     @property
     def final_sparsity(self):

@@ -19,8 +19,10 @@ import keras
 import numpy as np
 
 from tfprune import api
+from tfprune._checks import fraction, integer, one_of
 from tfprune._walk import layer_weights
 from tfprune.finetune import FrozenMasks
+from tfprune.granularity import keep_top
 
 __all__ = ["imp", "IMPReport"]
 
@@ -94,21 +96,17 @@ class _RecordAt(keras.callbacks.Callback):
         self.seen += int(getattr(self.model, "steps_per_execution", 1) or 1)
 
 
-def _check_args(rounds, rate_per_round, rewind_to):
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"tfprune.lottery.imp: `rounds` must be an int >= 1; got {rounds!r}.")
-    try:
-        rate = float(rate_per_round)
-    except (TypeError, ValueError):
-        raise TypeError(f"tfprune.lottery.imp: `rate_per_round` must be a number; got {rate_per_round!r}.") from None
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"tfprune.lottery.imp: `rate_per_round` must be in (0, 1); got {rate}.")
+def _check_args(rounds, rate_per_round, rewind_to, scope):
+    owner = "tfprune.lottery.imp"
+    rounds = integer("rounds", rounds, owner, minimum=1)
+    rate = fraction("rate_per_round", rate_per_round, owner, "(0, 1)")
     if rewind_to != "init" and (isinstance(rewind_to, bool) or not isinstance(rewind_to, int)
                                 or rewind_to < 0):
         raise ValueError(
-            "tfprune.lottery.imp: `rewind_to` must be 'init' or a training step >= 0 of "
+            f"{owner}: `rewind_to` must be 'init' or a training step >= 0 of "
             f"the first round; got {rewind_to!r}.")
-    return rate
+    one_of("scope", scope, owner, ("layer", "global"))
+    return rounds, rate
 
 
 def _names(wrappers):
@@ -133,14 +131,13 @@ def _next_masks(wrappers, target, scope):
 
 
 def _keep(scores, target, alive):
-    """Keeps all but the ``round(target * n)`` lowest scores (dead ones score -1)."""
+    """Keeps all but the ``round(target * n)`` lowest scores (dead ones score -1).
+
+    Already-pruned weights stay pruned: the target is at least their share.
+    Ties go by index (see ``keep_top``).
+    """
     n = scores.size
-    k = min(int(round(target * n)), n - 1)       # never empty a layer
-    k = max(k, n - int(alive))                   # already-pruned stay pruned
-    keep = np.ones(n, dtype="float32")
-    if k:
-        keep[np.argsort(scores, kind="stable")[:k]] = 0.0
-    return keep
+    return keep_top(scores, max(float(target), (n - int(alive)) / n), min_keep=1)
 
 
 def _save_npz(path, arrays):
@@ -183,9 +180,7 @@ def imp(build_fn_or_model, train_fn, rounds, rate_per_round, rewind_to="init",
     >>> [r["sparsity"] for r in report.rows]
     [0.0, 0.5, 0.75]
     """
-    rate = _check_args(rounds, rate_per_round, rewind_to)
-    if scope not in ("layer", "global"):
-        raise ValueError(f"tfprune.lottery.imp: `scope` must be 'layer' or 'global'; got {scope!r}.")
+    rounds, rate = _check_args(rounds, rate_per_round, rewind_to, scope)
     if not callable(train_fn):
         raise TypeError("tfprune.lottery.imp: `train_fn(model, callbacks)` must be callable.")
     model = build_fn_or_model if isinstance(build_fn_or_model, keras.Model) else build_fn_or_model()

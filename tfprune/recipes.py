@@ -22,8 +22,10 @@ import difflib
 import keras
 
 from tfprune import api
+from tfprune import regularizers as regularizers_lib
+from tfprune._checks import penalty_strength
 from tfprune._walk import layer_weights
-from tfprune.regularizers import GroupLasso, L1, _check_strength
+from tfprune.regularizers import GroupLasso, L1
 from tfprune.wrappers import PruneWrapper
 
 __all__ = ["regularize", "RegularizerSchedule", "regularized_variables"]
@@ -84,8 +86,7 @@ def regularize(model, regularizer, layers=None):
     if not model.built:
         raise ValueError(f"tfprune.regularize: model '{model.name}' is not built.")
     if isinstance(regularizer, (str, dict)):
-        from tfprune.regularizers import get
-        regularizer = get(regularizer)
+        regularizer = regularizers_lib.get(regularizer)
     if not callable(regularizer):
         raise TypeError(f"tfprune.regularize: {regularizer!r} is not a regularizer.")
     plan = []
@@ -172,8 +173,8 @@ class RegularizerSchedule(keras.callbacks.Callback):
                  unit="epoch", proximal=False, threshold=None):
         super().__init__()
         owner = "RegularizerSchedule"
-        self.final = None if strength is None else _check_strength(strength, owner, "strength")
-        self.start = _check_strength(start, owner, "start")
+        self.final = None if strength is None else penalty_strength("strength", strength, owner)
+        self.start = penalty_strength("start", start, owner)
         for name, value in (("ramp", ramp), ("begin", begin)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{owner}: `{name}` must be an int >= 0; got {value!r}.")
@@ -181,7 +182,7 @@ class RegularizerSchedule(keras.callbacks.Callback):
             raise ValueError(f"{owner}: `unit` must be 'epoch' or 'step'; got {unit!r}.")
         self.ramp, self.begin, self.unit = ramp, begin, unit
         self.proximal = bool(proximal)
-        self.threshold = None if threshold is None else _check_strength(threshold, owner, "threshold")
+        self.threshold = None if threshold is None else penalty_strength("threshold", threshold, owner)
         self.regularizers = regularizers
         self._pairs = []
         self._regs = []

@@ -19,11 +19,10 @@ Example:
 (True, 0.8)
 """
 
-import math
-
 import keras
 
-from tfprune._config import ConfigObject
+from tfprune._checks import integer, positive, sparsity
+from tfprune._config import ConfigObject, Registry
 
 __all__ = [
     "Schedule",
@@ -31,42 +30,18 @@ __all__ = [
     "ConstantSparsity",
     "OneShot",
     "get",
+    "register",
+    "names",
     "serialize",
     "deserialize",
 ]
-
-
-def _check_sparsity(name, value, owner):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{owner}: `{name}` must be a number in [0, 1); got {value!r}."
-        ) from None
-    if not (0.0 <= value < 1.0) or math.isnan(value):
-        raise ValueError(
-            f"{owner}: `{name}` must be in [0, 1) (1.0 would remove every "
-            f"weight); got {value}."
-        )
-    return value
-
-
-def _check_int(name, value, owner, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"{owner}: `{name}` must be an integer; got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{owner}: `{name}` must be >= {minimum}; got {value}.")
-    return value
-
 
 class Schedule(ConfigObject):
     """Base class: a serialisable, stateless map ``step -> target sparsity``.
 
     Subclasses implement ``__call__(step)``, ``should_update(step)``,
-    ``final_sparsity`` and ``get_config``.
+    ``final_sparsity`` and ``get_config``; register them with
+    :func:`register` to make them available by name.
     """
 
     #: Sparsity reached once the schedule is over.
@@ -92,14 +67,25 @@ class Schedule(ConfigObject):
         raise NotImplementedError
 
 
-@keras.saving.register_keras_serializable(package="tfprune")
+# Schedules have always raised ValueError for anything they cannot interpret.
+_SCHEDULES = Registry(
+    "pruning schedule", "schedules", Schedule, wrong_type=ValueError,
+    unknown="Could not interpret {kind} '{name}': no schedule has this name.",
+    footer=" A number means OneShot(number).",
+    accepts="a tfprune.Schedule (PolynomialDecay, ConstantSparsity, OneShot), "
+            "a number (one-shot target sparsity) or None")
+register = _SCHEDULES.register
+names = _SCHEDULES.names
+
+
+@register("polynomial_decay")
 class PolynomialDecay(Schedule):
-    """Sparsity rising from ``initial_sparsity`` to ``final_sparsity`` (Zhu & Gupta 2017).
+    r"""Sparsity rising from ``initial_sparsity`` to ``final_sparsity`` (Zhu & Gupta 2017).
 
     .. math::
 
-        p = \\mathrm{clip}\\left(\\frac{step - begin}{end - begin}, 0, 1\\right),\\qquad
-        s(step) = s_f + (s_i - s_f)\\,(1 - p)^{power}
+        p = \mathrm{clip}\left(\frac{t - t_b}{t_e - t_b}, 0, 1\right),\qquad
+        s_t = s_f + (s_i - s_f)\,(1 - p)^{power}
 
     Masks are updated when ``begin_step <= step <= end_step`` and
     ``(step - begin_step) % frequency == 0``, the same rule as TFMOT, and in
@@ -108,11 +94,12 @@ class PolynomialDecay(Schedule):
     ``frequency``).
 
     Args:
-        initial_sparsity: sparsity at ``begin_step``, in ``[0, 1)``.
-        final_sparsity: sparsity from ``end_step`` on, in ``[0, 1)``.
-        begin_step: first step at which masks are updated.
-        end_step: step at which ``final_sparsity`` is reached; ``> begin_step``.
-        power: exponent of the decay (3 prunes fast early, slowly late).
+        initial_sparsity: :math:`s_i`, the sparsity at ``begin_step``, in ``[0, 1)``.
+        final_sparsity: :math:`s_f`, the sparsity from ``end_step`` on, in ``[0, 1)``.
+        begin_step: :math:`t_b`, first step at which masks are updated.
+        end_step: :math:`t_e`, the step at which ``final_sparsity`` is reached;
+            ``> begin_step``.
+        power: exponent of the decay (3 prunes fast early, slowly late); ``> 0``.
         frequency: steps between mask updates, ``>= 1``.
 
     Example:
@@ -125,22 +112,17 @@ class PolynomialDecay(Schedule):
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step,
                  power=3, frequency=100):
         owner = "PolynomialDecay"
-        self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity, owner)
-        self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity, owner)
-        self.begin_step = _check_int("begin_step", begin_step, owner, 0)
-        self.end_step = _check_int("end_step", end_step, owner, 0)
+        self.initial_sparsity = sparsity("initial_sparsity", initial_sparsity, owner)
+        self.final_sparsity = sparsity("final_sparsity", final_sparsity, owner)
+        self.begin_step = integer("begin_step", begin_step, owner, 0)
+        self.end_step = integer("end_step", end_step, owner, 0)
         if self.end_step <= self.begin_step:
             raise ValueError(
                 f"{owner}: `end_step` ({self.end_step}) must be greater than "
                 f"`begin_step` ({self.begin_step})."
             )
-        self.frequency = _check_int("frequency", frequency, owner, 1)
-        try:
-            self.power = float(power)
-        except (TypeError, ValueError):
-            raise TypeError(f"{owner}: `power` must be a number; got {power!r}.") from None
-        if self.power <= 0:
-            raise ValueError(f"{owner}: `power` must be > 0; got {power}.")
+        self.frequency = integer("frequency", frequency, owner, 1)
+        self.power = positive("power", power, owner)
 
     def __call__(self, step):
         span = self.end_step - self.begin_step
@@ -170,23 +152,24 @@ class PolynomialDecay(Schedule):
         }
 
 
-@keras.saving.register_keras_serializable(package="tfprune")
+@register("constant_sparsity")
 class ConstantSparsity(Schedule):
-    """A constant target, re-applied every ``frequency`` steps.
+    r"""A constant target, re-applied every ``frequency`` steps.
 
     .. math::
 
-        s(step) = s_t
+        s_t = s_c, \qquad \text{update at } t \text{ iff } t_b \le t \le t_e
+        \text{ and } (t - t_b) \bmod f = 0
 
     Masks are updated when ``begin_step <= step`` (and ``step <= end_step``
     unless ``end_step == -1``) and ``(step - begin_step) % frequency == 0``.
 
     Args:
-        target_sparsity: the sparsity, in ``[0, 1)``.
-        begin_step: first step at which masks are updated.
-        end_step: last step at which masks may be updated; ``-1`` for never
-            stopping.
-        frequency: steps between mask updates, ``>= 1``.
+        target_sparsity: :math:`s_c`, the sparsity, in ``[0, 1)``.
+        begin_step: :math:`t_b`, first step at which masks are updated.
+        end_step: :math:`t_e`, last step at which masks may be updated; ``-1``
+            for never stopping.
+        frequency: :math:`f`, steps between mask updates, ``>= 1``.
 
     Example:
 
@@ -197,15 +180,15 @@ class ConstantSparsity(Schedule):
 
     def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
         owner = "ConstantSparsity"
-        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity, owner)
-        self.begin_step = _check_int("begin_step", begin_step, owner, 0)
-        self.end_step = _check_int("end_step", end_step, owner, -1)
+        self.target_sparsity = sparsity("target_sparsity", target_sparsity, owner)
+        self.begin_step = integer("begin_step", begin_step, owner, 0)
+        self.end_step = integer("end_step", end_step, owner, -1)
         if self.end_step != -1 and self.end_step < self.begin_step:
             raise ValueError(
                 f"{owner}: `end_step` ({self.end_step}) must be >= `begin_step` "
                 f"({self.begin_step}), or -1 to never stop."
             )
-        self.frequency = _check_int("frequency", frequency, owner, 1)
+        self.frequency = integer("frequency", frequency, owner, 1)
 
     @property
     def final_sparsity(self):
@@ -235,21 +218,21 @@ class ConstantSparsity(Schedule):
         }
 
 
-@keras.saving.register_keras_serializable(package="tfprune")
+@register("one_shot")
 class OneShot(Schedule):
-    """Prune once, at ``step``, straight to ``target_sparsity``.
+    r"""Prune once, at ``step``, straight to ``target_sparsity``.
 
     .. math::
 
-        s(k) = 0 \\text{ for } k < step, \\qquad s(k) = s_t \\text{ for } k \\ge step
+        s_t = 0 \text{ for } t < t_0, \qquad s_t = s_c \text{ for } t \ge t_0
 
     Masks are computed only at ``step`` and then frozen: the right schedule
     for pruning a trained model and fine-tuning it.
 
     Args:
-        target_sparsity: the sparsity, in ``[0, 1)``.
-        step: the step at which the masks are computed (default 0: the first
-            training batch).
+        target_sparsity: :math:`s_c`, the sparsity, in ``[0, 1)``.
+        step: :math:`t_0`, the step at which the masks are computed (default
+            0: the first training batch).
 
     Example:
 
@@ -259,8 +242,8 @@ class OneShot(Schedule):
     """
 
     def __init__(self, target_sparsity, step=0):
-        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity, "OneShot")
-        self.step = _check_int("step", step, "OneShot", 0)
+        self.target_sparsity = sparsity("target_sparsity", target_sparsity, "OneShot")
+        self.step = integer("step", step, "OneShot", 0)
 
     @property
     def final_sparsity(self):
@@ -279,16 +262,6 @@ class OneShot(Schedule):
         return {"target_sparsity": self.target_sparsity, "step": self.step}
 
 
-_ALIASES = {
-    "polynomial_decay": PolynomialDecay,
-    "polynomialdecay": PolynomialDecay,
-    "constant_sparsity": ConstantSparsity,
-    "constantsparsity": ConstantSparsity,
-    "one_shot": OneShot,
-    "oneshot": OneShot,
-}
-
-
 def serialize(schedule):
     """Returns a JSON-friendly dict for ``schedule``."""
     return keras.saving.serialize_keras_object(schedule)
@@ -300,29 +273,22 @@ def deserialize(config):
 
 
 def get(identifier):
-    """Returns a schedule from a schedule, a config dict or ``None``.
+    """Returns a schedule from a schedule, a number, a name with arguments, a config or ``None``.
 
     A bare number means ``OneShot(number)``: the common "prune this trained
-    model to 50% now and fine-tune" case.
+    model to 50% now and fine-tune" case. Names (``"one_shot"``,
+    ``"OneShot"``, ``"polynomial_decay"``, ...) need their arguments, given
+    in a dict with ``"kind"`` or as a Keras config:
 
     >>> get(0.5)
     OneShot(target_sparsity=0.5, step=0)
+    >>> get({"kind": "one_shot", "target_sparsity": 0.5, "step": 2})
+    OneShot(target_sparsity=0.5, step=2)
+    >>> get({"class_name": "ConstantSparsity", "config": {"target_sparsity": 0.3}})
+    ConstantSparsity(target_sparsity=0.3, begin_step=0, end_step=-1, frequency=100)
     """
     if identifier is None:
         return None
-    if isinstance(identifier, Schedule):
-        return identifier
     if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
         return OneShot(identifier)
-    if isinstance(identifier, dict):
-        if "class_name" in identifier:
-            return deserialize(identifier)
-        kind = identifier.get("kind") or identifier.get("type")
-        if kind and kind.lower() in _ALIASES:
-            cfg = {k: v for k, v in identifier.items() if k not in ("kind", "type")}
-            return _ALIASES[kind.lower()](**cfg)
-    raise ValueError(
-        f"Could not interpret pruning schedule {identifier!r}. Pass a "
-        "tfprune.PolynomialDecay, tfprune.ConstantSparsity or tfprune.OneShot, "
-        "a number (one-shot target sparsity) or a serialized schedule dict."
-    )
+    return _SCHEDULES.get(identifier)

@@ -1,0 +1,156 @@
+r"""What every granularity shares: the ``(out, in)`` kernel view, top-k, the base class.
+
+A leaf module (NumPy and :mod:`tfprune._config` only) so that
+:mod:`tfprune.granularity`, :mod:`tfprune._structured`,
+:mod:`tfprune.regularizers`, :mod:`tfprune.lottery` and the global scope
+all use one kernel layout and one "keep the top k" rule without importing
+each other. The public home of these names is :mod:`tfprune.granularity`.
+
+Layout: a kernel is viewed as TFLite's ``(out, in)`` matrix, the output-unit
+axes (``PrunableWeight.out_axes``) first, flattened, then every other axis
+flattened in its original order.
+"""
+
+import numpy as np
+
+from tfprune._config import ConfigObject, Registry
+
+__all__ = ["GRANULARITIES", "Granularity", "matrix_perm", "input_axis", "to_matrix",
+           "from_matrix", "keep_top", "describe"]
+
+
+def matrix_perm(shape, out_axes=(-1,)):
+    """``(perm, n_out)``: the transpose to ``(out..., in...)`` and the number of rows.
+
+    Works on shapes only, so the same layout serves NumPy arrays and
+    ``keras.ops`` tensors (GroupLasso's differentiable penalty).
+
+    >>> matrix_perm((3, 3, 4, 8))                  # Conv2D kernel (kh, kw, in, out)
+    ((3, 0, 1, 2), 8)
+    """
+    ndim = len(shape)
+    out = tuple(sorted(int(a) % ndim for a in out_axes))
+    rest = tuple(a for a in range(ndim) if a not in out)
+    return out + rest, int(np.prod([shape[a] for a in out]))
+
+
+def input_axis(ndim, out_axes=(-1,)):
+    """The input-channel axis: the last axis that is not an output axis (or ``None``).
+
+    >>> input_axis(4), input_axis(2), input_axis(4, (-2, -1))   # Conv, Dense, depthwise
+    (2, 0, 1)
+    """
+    out = {int(a) % ndim for a in out_axes}
+    rest = [a for a in range(ndim) if a not in out]
+    return rest[-1] if rest else None
+
+
+def to_matrix(array, out_axes=(-1,)):
+    """Views ``array`` as TFLite's ``(out, in)`` matrix.
+
+    >>> k = np.arange(6).reshape(3, 2)   # Dense kernel (in=3, out=2)
+    >>> to_matrix(k).tolist()
+    [[0, 2, 4], [1, 3, 5]]
+    """
+    array = np.asarray(array)
+    perm, n_out = matrix_perm(array.shape, out_axes)
+    return np.transpose(array, perm).reshape(n_out, -1)
+
+
+def from_matrix(matrix, shape, out_axes=(-1,)):
+    """Inverse of :func:`to_matrix` for an array of ``shape``."""
+    perm, _ = matrix_perm(shape, out_axes)
+    moved = np.asarray(matrix).reshape([shape[a] for a in perm])
+    return np.transpose(moved, np.argsort(perm))
+
+
+def _count(order_scores, sparsity, sizes):
+    """How many of the lowest entries to prune to reach ``sparsity`` of the weights."""
+    if sizes is None:
+        return int(round(float(sparsity) * order_scores.size)), None
+    sizes = np.broadcast_to(np.asarray(sizes, np.float64).reshape(-1), order_scores.shape)
+    target = round(float(sparsity) * float(sizes.sum()))
+    order = np.argsort(order_scores, kind="stable")
+    if target <= 0:
+        return 0, order
+    # The fewest lowest entries whose weights add up to the target.
+    return int(np.searchsorted(np.cumsum(sizes[order]), target - 1e-9)) + 1, order
+
+
+def keep_top(scores, sparsity, min_keep=1, sizes=None):
+    r"""Binary mask of ``scores``' shape keeping the highest, pruning the lowest.
+
+    With ``n`` entries it prunes the ``k`` lowest, where
+
+    .. math:: k = \min\left(\mathrm{round}(s\, n),\; n - \mathrm{min\_keep}\right)
+
+    so exactly ``round(s * n)`` entries are zeroed but a layer is never
+    emptied. With ``sizes`` (weights per entry, e.g. per channel) ``k`` is
+    instead the smallest count whose sizes add up to ``round(s * sum(sizes))``.
+
+    Ties are broken by index: among equal scores the lower index is pruned
+    first, so the mask is deterministic and the same on every platform. NaN
+    scores rank highest (pruned last).
+
+    >>> keep_top(np.array([3., 1., 2., 4.]), 0.5).tolist()
+    [1.0, 0.0, 0.0, 1.0]
+    >>> keep_top(np.array([1., 1., 1., 1.]), 0.5).tolist()       # ties: by index
+    [0.0, 0.0, 1.0, 1.0]
+    >>> keep_top(np.array([1., 2., 3.]), 0.5, sizes=[4, 1, 1]).tolist()   # 3 of 6 weights
+    [0.0, 1.0, 1.0]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    flat = np.where(np.isnan(scores), np.inf, scores).reshape(-1)
+    n = flat.size
+    k, order = _count(flat, sparsity, sizes)
+    k = max(0, min(k, n - min_keep))
+    mask = np.ones(n, dtype=np.float32)
+    if order is not None:
+        mask[order[:k]] = 0.0
+    elif k:
+        # O(n) selection (no full sort: this runs on every mask update, between
+        # training steps): everything below the k-th value, then the first of
+        # the ties at it by index.
+        kth = np.partition(flat, k - 1)[k - 1]
+        below = flat < kth
+        mask[below] = 0.0
+        mask[np.flatnonzero(flat == kth)[:k - int(below.sum())]] = 0.0
+    return mask.reshape(scores.shape)
+
+
+def describe(weight, layer_name=""):
+    """``"layer 'fc' weight 'kernel' (6, 3)"``: a weight in error messages."""
+    name = f"layer '{layer_name}' " if layer_name else ""
+    return f"{name}weight '{weight.key}' {weight.shape}"
+
+
+class Granularity(ConfigObject):
+    """Base class: ``mask(scores, sparsity, weight) -> {0, 1} array``.
+
+    ``weight`` is the :class:`tfprune.prunable.PrunableWeight` being pruned
+    (it gives the layout, e.g. ``out_axes``); ``scores`` has its shape.
+    Subclasses either override :meth:`mask`, or implement :meth:`groups`
+    returning per-group scores and a function expanding a per-group keep mask
+    back to the weight's shape (which also enables ``scope="global"``).
+    """
+
+    def groups(self, scores, weight):
+        raise NotImplementedError
+
+    def mask(self, scores, sparsity, weight):
+        group_scores, expand = self.groups(scores, weight)
+        return expand(keep_top(group_scores, sparsity))
+
+    def check(self, weight, layer_name=""):
+        """Raises a clear ``ValueError`` if this granularity cannot apply."""
+
+    def get_config(self):
+        return {}
+
+
+#: The granularity family: names, aliases and shorthand parsers ("1x4", "2:4").
+GRANULARITIES = Registry(
+    "pruning granularity", "granularities", Granularity,
+    footer=" Shorthands: 'RxC' blocks such as '1x4', 'N:M' patterns such as '2:4'.",
+    accepts="a tfprune.granularity.Granularity, or a shorthand such as '1x4' (Block) "
+            "or '2:4' (NofM)")
