@@ -13,11 +13,12 @@ import numbers
 import keras
 import numpy as np
 
+from tfprune import _data
 from tfprune import criteria as criteria_lib
 from tfprune.prunable import _relative_key
 from tfprune.structure import _rules
 from tfprune.structure.calibrate import recalibrate_batchnorm
-from tfprune.structure.scores import _axis_rows, bn_scales, data_stats, group_scores
+from tfprune.structure.scores import axis_rows, bn_scales, data_stats, group_scores
 from tfprune.structure.dependency import graph as _graph
 
 __all__ = ["prune_channels", "remove_dead_channels", "rebuild"]
@@ -248,14 +249,9 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
                            kind="stable")
         removed[gid] = np.sort(order[:group.size - keep])
     small = rebuild(model, g, removed)
-    if data is not None and not _is_dataset(data):
+    if data is not None and _data.count(data) is not None:  # in-memory data
         recalibrate_batchnorm(small, data)
     return small
-
-
-def _is_dataset(data):
-    import tensorflow as tf
-    return isinstance(data, tf.data.Dataset)
 
 
 def _check_data(model, criterion, data, loss):
@@ -268,15 +264,14 @@ def _check_data(model, criterion, data, loss):
                          "data=(x, y) (a few hundred training samples), or use a data-free "
                          "criterion ('magnitude', 'l2', 'random').")
     if criterion.needs_gradients:
-        has_y = _is_dataset(data) or (isinstance(data, (tuple, list)) and len(data) == 2
-                                      and data[1] is not None)
-        if not has_y:
+        if not _data.has_labels(data):
             raise ValueError(f"prune_channels: criterion {name!r} needs gradients of the loss: "
                              "pass data=(x, y) with labels, not inputs alone.")
         if loss is None and getattr(model, "loss", None) is None:
             raise ValueError(f"prune_channels: criterion {name!r} needs a loss: compile the "
                              "model with one or pass loss=... (e.g. "
                              "keras.losses.SparseCategoricalCrossentropy(from_logits=True)).")
+    _data.check(data, "prune_channels", labels=criterion.needs_gradients, finite=False)
     return True
 
 
@@ -284,7 +279,7 @@ def _check_data(model, criterion, data, loss):
 
 def _zero_rows(layers, m):
     w = keras.ops.convert_to_numpy(_weights_by_key(layers[m.layer])[m.key])
-    return _axis_rows(w == 0, m.axis, np.all)[m.index_matrix()].all(axis=1)
+    return axis_rows(w == 0, m.axis, np.all)[m.index_matrix()].all(axis=1)
 
 
 def _maps_zero_to_zero(call, m):
