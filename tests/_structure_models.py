@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tfprune.prunable import _relative_key
+from tfprune.prunable import relative_key
 
 L = keras.layers
 
@@ -168,7 +168,7 @@ def zero_channels(g, group, channels, side):
                                     or m.key in ("beta", "moving_mean")))
         if not zero:
             continue
-        w = {_relative_key(layer, v): v for v in layer.weights}[m.key]
+        w = {relative_key(layer, v): v for v in layer.weights}[m.key]
         arr = keras.ops.convert_to_numpy(w).copy()
         idx = m.index_matrix()[list(channels)].reshape(-1)
         index = [slice(None)] * arr.ndim

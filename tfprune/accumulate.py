@@ -49,7 +49,7 @@ import numpy as np
 
 from tfprune import granularity as granularity_lib
 
-__all__ = ["GRADIENT_KEYS", "gradient_keys", "resets"]
+__all__ = ["GRADIENT_KEYS", "gradient_keys", "resets", "broadcast_units"]
 
 #: Every gradient statistic the tap can accumulate.
 GRADIENT_KEYS = ("wg_sum", "wg_abs_sum", "grad_sum", "grad_sq_sum")
@@ -96,7 +96,14 @@ def resets(criterion):
 
 
 class Accumulators:
-    """The accumulator variables of one wrapper (created by ``create``)."""
+    """The accumulator variables of one wrapper (created by ``create``).
+
+    >>> def zeros(*shape):
+    ...     return keras.Variable(np.zeros(shape, "float32"), trainable=False)
+    >>> state = Accumulators([{"wg_abs_sum": zeros(3, 2)}], None, zeros(), zeros())
+    >>> [tuple(v.shape) for v in state.variables()]
+    [(), (), (3, 2)]
+    """
 
     def __init__(self, grads, acts, batches, samples):
         self.grads = grads        # [ {key: variable} ] per prunable weight
@@ -212,15 +219,38 @@ def read(wrapper, state, index):
         n = max(float(keras.ops.convert_to_numpy(state.samples)), 1.0)
         for key, name in (("act_mean", "abs"), ("apoz", "zero")):
             unit = np.asarray(keras.ops.convert_to_numpy(state.acts[name]), np.float64) / n
-            stats[key] = _broadcast(unit, info)
+            stats[key] = broadcast_units(unit, info)
     return stats
 
 
-def _broadcast(unit_values, info):
-    """Gives every weight of an output unit that unit's value."""
-    n_out = unit_values.shape[0]
-    size = int(np.prod(info.shape))
-    mat = np.repeat(unit_values[:, None], size // n_out, axis=1)
+def broadcast_units(unit_values, info, owner="tfprune", key=None):
+    r"""Gives every weight of ``info`` the value of the output unit it feeds.
+
+    With ``u(i)`` the output unit of weight ``i`` (its index over
+    ``info.out_axes``, flattened) and ``v`` one value per output unit:
+
+    .. math:: \mathrm{out}_i = v_{u(i)}
+
+    Raises if ``v`` does not have one value per output unit, naming
+    ``owner`` and ``key`` (default: the weight's own key).
+
+    >>> import keras, numpy as np, tfprune as tp
+    >>> layer = keras.layers.Dense(2)
+    >>> layer.build((None, 3))
+    >>> info = tp.prunable.prunable_weights(layer)[0]
+    >>> broadcast_units(np.array([1.0, 2.0]), info)
+    array([[1., 2.],
+           [1., 2.],
+           [1., 2.]])
+    """
+    values = np.asarray(unit_values)
+    n_out = int(np.prod([info.shape[a] for a in info.out_axes]))
+    if values.shape[-1] != n_out:
+        raise ValueError(
+            f"{owner}: activation criteria need one output unit per kernel row; "
+            f"'{key or info.key}' has {values.shape[-1]} output channels but {n_out} kernel "
+            "output units.")
+    mat = np.repeat(values[:, None], int(np.prod(info.shape)) // n_out, axis=1)
     return granularity_lib.from_matrix(mat, info.shape, info.out_axes)
 
 

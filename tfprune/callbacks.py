@@ -146,7 +146,8 @@ class PruningCallback(keras.callbacks.Callback):
             w._driven = False
 
 
-def _scalar_metadata():
+def scalar_metadata():
+    """TensorBoard metadata marking a summary as a scalar (shared with the TFMOT shim)."""
     from tensorflow.core.framework import summary_pb2
 
     meta = summary_pb2.SummaryMetadata()
@@ -199,7 +200,7 @@ class PruningLogger(keras.callbacks.Callback):
                 # event TensorBoard's tf.summary.scalar writes, without needing
                 # the tensorboard package installed to *write* logs.
                 tf.summary.write(tag, tf.constant(float(value), tf.float32),
-                                 metadata=_scalar_metadata())
+                                 metadata=scalar_metadata())
         self._writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):

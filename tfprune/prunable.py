@@ -120,10 +120,6 @@ def einsum_out_axes(equation):
     return axes or (-1,)
 
 
-# The old private name, kept for code outside the package that still uses it.
-_relative_key = relative_key
-
-
 def _mha_weights(layer):
     out = []
     for sub_name in ("_query_dense", "_key_dense", "_value_dense", "_output_dense"):
@@ -138,7 +134,7 @@ def _mha_weights(layer):
     return out
 
 
-def _wrapped_layers(layer):
+def wrapped_layers(layer):
     """Inner layers of TimeDistributed / Bidirectional (whose kernels they own)."""
     if isinstance(layer, L.Bidirectional):
         return [layer.forward_layer, layer.backward_layer]
@@ -151,8 +147,8 @@ def is_prunable(layer):
     """True if ``layer`` has weights tfprune knows how to prune."""
     if hasattr(layer, "get_prunable_weights"):
         return True
-    if _wrapped_layers(layer):
-        return any(is_prunable(inner) for inner in _wrapped_layers(layer))
+    if wrapped_layers(layer):
+        return any(is_prunable(inner) for inner in wrapped_layers(layer))
     if isinstance(layer, (L.MultiHeadAttention, L.EinsumDense)):
         return True
     return any(isinstance(layer, classes) for classes, _ in _TABLE)
@@ -187,9 +183,9 @@ def prunable_weights(layer):
                 )
             result.append(PrunableWeight(v, relative_key(layer, v)))
         return result
-    if _wrapped_layers(layer):
+    if wrapped_layers(layer):
         out = []
-        for inner in _wrapped_layers(layer):
+        for inner in wrapped_layers(layer):
             for w in prunable_weights(inner):
                 key = w.key if isinstance(layer, L.TimeDistributed) else f"{inner.name}/{w.key}"
                 out.append(dataclasses.replace(w, key=key))

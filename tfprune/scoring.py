@@ -26,12 +26,13 @@ update during ``fit``.
 import keras
 import numpy as np
 
+from tfprune import _data
 from tfprune import criteria as criteria_lib
-from tfprune import granularity as granularity_lib
 from tfprune._walk import enumerate_layers, layer_weights
+from tfprune.accumulate import broadcast_units
 from tfprune.wrappers import PruneWrapper
 
-__all__ = ["collect", "score", "loss_gradients"]
+__all__ = ["collect", "score", "loss_gradients", "ActivationStats"]
 
 
 def _targets(model):
@@ -40,37 +41,68 @@ def _targets(model):
             for path, layer in enumerate_layers(model) for info in layer_weights(layer)]
 
 
-def _batches(data, batches, batch_size, who):
-    import tensorflow as tf
+class ActivationStats:
+    r"""Per-unit statistics of some layers' outputs, accumulated over batches.
 
-    if isinstance(data, tf.data.Dataset):
-        ds = data
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-        n = {len(v) for v in keras.tree.flatten(x)} | {len(v) for v in keras.tree.flatten(y)}
-        if len(n) != 1:
-            raise ValueError(f"{who}: x and y have different numbers of samples {sorted(n)}.")
-        if n.pop() == 0:
-            raise ValueError(f"{who}: `data` is empty.")
-        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    else:
-        raise TypeError(f"{who}: `data` must be (x, y) or a tf.data.Dataset of (x, y) batches; "
-                        f"got {type(data).__name__}.")
-    if batches is not None:
-        ds = ds.take(int(batches))
-    return ds
+    Each layer's output is flattened to rows ``r`` (samples x positions) of
+    one value per output unit ``u`` (last axis). After ``R`` rows:
 
+    .. math::
 
-def _unit_stat(values, info, who, key):
-    """Broadcasts a per-output-unit statistic (last axis of the output) to the weight."""
-    shape = info.shape
-    n_out = int(np.prod([shape[a] for a in info.out_axes]))
-    if values.shape[-1] != n_out:
-        raise ValueError(
-            f"{who}: activation criteria need one output unit per kernel row; '{key}' has "
-            f"{values.shape[-1]} output channels but {n_out} kernel output units.")
-    mat = np.repeat(values[:, None], int(np.prod(shape)) // n_out, axis=1)
-    return granularity_lib.from_matrix(mat, shape, info.out_axes)
+        \mathrm{act\_mean}_u = \frac{1}{R} \sum_r |a_{r,u}|, \qquad
+        \mathrm{apoz}_u = \frac{1}{R} \sum_r [a_{r,u} \le 0]
+
+    ``model`` must be Functional or Sequential with each layer called once
+    (the layers' outputs are read through one probe model); ``owner`` and
+    ``what`` (which layers) word the error otherwise.
+
+    >>> import keras, numpy as np
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="d")])
+    >>> m.get_layer("d").set_weights([np.array([[1., -1.], [1., -1.]]), np.zeros(2)])
+    >>> acts = ActivationStats(m, [m.get_layer("d")], "demo")
+    >>> acts.update(np.ones((4, 2), "float32"))
+    >>> acts.act_mean(m.get_layer("d")).tolist(), acts.apoz(m.get_layer("d")).tolist()
+    ([2.0, 2.0], [0.0, 1.0])
+    """
+
+    def __init__(self, model, layers, owner, what="pruned"):
+        layers = list(layers)
+        try:
+            inputs = model.inputs  # one input unwrapped: the probe is called like the model
+            inputs = inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs
+            self._probe = keras.Model(inputs, [layer.output for layer in layers])
+        except (AttributeError, ValueError) as e:
+            raise ValueError(
+                f"{owner}: activation criteria (mean_activation, apoz) need a Functional or "
+                f"Sequential model whose {what} layers are each called once ({e}).") from None
+        self._index = {id(layer): i for i, layer in enumerate(layers)}
+        self._abs = [0.0] * len(layers)
+        self._zero = [0.0] * len(layers)
+        self._rows = [0] * len(layers)
+        #: Number of batches seen.
+        self.batches = 0
+
+    def update(self, x):
+        """Adds the outputs of one batch of inputs ``x`` (inference mode)."""
+        outs = self._probe(x, training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for i, out in enumerate(outs):
+            f = np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+            f = f.reshape(-1, f.shape[-1])
+            self._abs[i] = self._abs[i] + np.abs(f).sum(0)
+            self._zero[i] = self._zero[i] + (f <= 0).sum(0)
+            self._rows[i] += f.shape[0]
+        self.batches += 1
+
+    def act_mean(self, layer):
+        """Mean ``|a|`` per output unit of ``layer``."""
+        i = self._index[id(layer)]
+        return self._abs[i] / self._rows[i]
+
+    def apoz(self, layer):
+        """Fraction of outputs ``<= 0`` per output unit of ``layer``."""
+        i = self._index[id(layer)]
+        return self._zero[i] / self._rows[i]
 
 
 def loss_gradients(model, variables, loss_fn=None):
@@ -96,12 +128,27 @@ def loss_gradients(model, variables, loss_fn=None):
 
 def collect(model, data, *, gradients=True, activations=False, batches=None,
             batch_size=32, loss=None):
-    """Returns ``{"layer/weight": stats dict}`` for every prunable weight.
+    r"""Returns ``{"layer/weight": stats dict}`` for every prunable weight.
+
+    Over batches :math:`b = 1..B` with :math:`g_b = \partial L_b / \partial w`
+    the gradient of batch :math:`b`'s mean loss, and the output :math:`a` of
+    the weight's layer (see :class:`ActivationStats`), broadcast from each
+    output unit to the weights feeding it:
+
+    .. math::
+
+        \mathrm{grad\_sum} = \sum_b g_b, \quad
+        \mathrm{wg\_abs\_sum} = \sum_b |w \odot g_b|, \quad
+        \mathrm{grad\_sq\_sum} = \sum_b g_b^2, \quad
+        \mathrm{act\_mean} = \overline{|a|}, \quad
+        \mathrm{apoz} = \overline{[a \le 0]}, \quad
+        \mathrm{batches} = B
 
     Args:
         model: pruned or plain Keras model; compiled (its loss is used) unless
             ``loss`` is given, when gradients are requested.
-        data: ``(x, y)`` arrays or a batched ``tf.data.Dataset``.
+        data: ``(x, y)`` arrays, a batched ``tf.data.Dataset`` or an iterator
+            (e.g. a generator) of ``(x, y)`` batches.
         gradients / activations: which statistics to collect.
         batches: at most this many batches (default: all of ``data``).
         batch_size: batch size for array data.
@@ -118,23 +165,15 @@ def collect(model, data, *, gradients=True, activations=False, batches=None,
                          "or pass loss=... .")
     loss_fn = keras.losses.get(loss) if loss is not None else None
     variables = [info.variable for _, _, info in targets]
-    probe = None
+    acts = None
     if activations:
-        layers = list(dict.fromkeys(layer for _, layer, _ in targets))
-        try:
-            probe = keras.Model(model.inputs, [layer.output for layer in layers])
-        except (AttributeError, ValueError) as e:
-            raise ValueError(
-                f"{who}: activation criteria (mean_activation, apoz) need a Functional or "
-                f"Sequential model whose pruned layers are each called once ({e}).") from None
-        layer_index = {id(l): i for i, l in enumerate(layers)}
+        acts = ActivationStats(model, dict.fromkeys(layer for _, layer, _ in targets), who)
 
     loss_and_grads = loss_gradients(model, variables, loss_fn)
 
     weights = [np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in variables]
     stats = [{"batches": 0} for _ in targets]
-    act_sum = act_zero = act_count = None
-    for batch in _batches(data, batches, batch_size, who):
+    for batch in _data.as_batches(data, batch_size, who, limit=batches):
         x, y = batch[0], batch[1]
         if gradients:
             for st, w, g in zip(stats, weights, loss_and_grads(x, y)[1]):
@@ -143,35 +182,28 @@ def collect(model, data, *, gradients=True, activations=False, batches=None,
                 st["grad_sum"] = st.get("grad_sum", 0.0) + g
                 st["wg_abs_sum"] = st.get("wg_abs_sum", 0.0) + np.abs(w * g)
                 st["grad_sq_sum"] = st.get("grad_sq_sum", 0.0) + g * g
-        if probe is not None:
-            outs = probe(x, training=False)
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            outs = [np.asarray(keras.ops.convert_to_numpy(o), np.float64) for o in outs]
-            flat = [o.reshape(-1, o.shape[-1]) for o in outs]
-            if act_sum is None:
-                act_sum = [np.zeros(f.shape[-1]) for f in flat]
-                act_zero = [np.zeros(f.shape[-1]) for f in flat]
-                act_count = [0] * len(flat)
-            for i, f in enumerate(flat):
-                act_sum[i] += np.abs(f).sum(0)
-                act_zero[i] += (f <= 0).sum(0)
-                act_count[i] += f.shape[0]
+        if acts is not None:
+            acts.update(x)
         for st in stats:
             st["batches"] += 1
-    if stats[0]["batches"] == 0:
-        raise ValueError(f"{who}: `data` yielded no batch.")
     result = {}
     for (key, layer, info), st in zip(targets, stats):
-        if probe is not None:
-            i = layer_index[id(layer)]
-            st["act_mean"] = _unit_stat(act_sum[i] / act_count[i], info, who, key)
-            st["apoz"] = _unit_stat(act_zero[i] / act_count[i], info, who, key)
+        if acts is not None:
+            st["act_mean"] = broadcast_units(acts.act_mean(layer), info, who, key)
+            st["apoz"] = broadcast_units(acts.apoz(layer), info, who, key)
         result[key] = st
     return result
 
 
 def score(model, data, criterion=None, *, batches=None, batch_size=32, loss=None):
-    """Scores every prunable weight with ``criterion`` on ``data``.
+    r"""Scores every prunable weight with ``criterion`` on ``data``.
+
+    For each prunable weight :math:`w` (key ``"layer/weight"``), with
+    :math:`\mathrm{stats}_w` its statistics from :func:`collect` on ``data``
+    (``(x, y)`` arrays, a ``tf.data.Dataset`` or an iterator of ``(x, y)``
+    batches):
+
+    .. math:: \mathrm{scores}_w = \mathrm{criterion.score}(w, \mathrm{stats}_w)
 
     Returns ``{"layer/weight": scores}`` (higher = keep). For a pruned model
     the statistics are also stored in its wrappers, so the next

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from tfprune import api
-from tfprune.callbacks import PruningCallback, _scalar_metadata
+from tfprune.callbacks import PruningCallback, scalar_metadata
 from tfprune.compat._tfmot_wrapper import PruneLowMagnitude
 
 __all__ = ["UpdatePruningStep", "PruningSummaries"]
@@ -166,7 +166,7 @@ class PruningSummaries(keras.callbacks.Callback):
         with self._writer.as_default(step=step):
             for tag, value in scalars.items():
                 tf.summary.write(tag, tf.constant(value, tf.float32),
-                                 metadata=_scalar_metadata())
+                                 metadata=scalar_metadata())
         self._writer.flush()
 
     def on_epoch_begin(self, epoch, logs=None):

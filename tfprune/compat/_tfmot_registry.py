@@ -79,7 +79,7 @@ def supports(layer):
     if cls in _RNN:
         return all(type(c) in _CELLS or _user_method(c) is not None for c in _cells(layer))
     if cls in (L.TimeDistributed, L.Bidirectional):
-        return all(supports(inner) for inner in prunable._wrapped_layers(layer))
+        return all(supports(inner) for inner in prunable.wrapped_layers(layer))
     return False
 
 

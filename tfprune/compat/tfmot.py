@@ -32,7 +32,7 @@ import types
 
 import keras
 
-from tfprune.api import _is_graph_model
+from tfprune._walk import is_graph_model as _is_graph_model
 from tfprune.compat._tfmot_callbacks import PruningSummaries, UpdatePruningStep
 from tfprune.compat._tfmot_schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfprune.compat._tfmot_wrapper import PruneLowMagnitude

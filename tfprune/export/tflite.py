@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune import _data
 from tfprune.api import strip
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _auto
@@ -47,9 +48,12 @@ def _static_model(model, batch_size, target):
 
 
 def _check_representative(data, model):
-    """A list (one array per input) of representative samples, validated."""
-    arrays = list(data) if isinstance(data, (list, tuple)) else [data]
-    arrays = [np.asarray(a) for a in arrays]
+    """A list (one array per input) of representative samples, validated.
+
+    ``data``: an array, a list of arrays (one per input), or a dataset or
+    iterator of such batches (its first 500 samples, all the converter uses).
+    """
+    arrays = _data.input_arrays(data, "to_tflite", name="representative_data", limit=500)
     if len(arrays) != len(model.inputs):
         raise ValueError(f"representative_data has {len(arrays)} arrays; the model has "
                          f"{len(model.inputs)} inputs (pass a list, one array per input)")

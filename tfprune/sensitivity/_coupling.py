@@ -31,6 +31,7 @@ from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune._walk import weights_by_key
 from tfprune.api import walk_layers
+from tfprune.structure.scores import group_scores, producers
 
 _CHANNEL_NAMES = {"channel", "channels", "filter", "filters", "neuron", "neurons"}
 
@@ -47,6 +48,12 @@ class Unit:
         flops: multiply-adds per sample of those weights (params if not a
             Dense/Conv-like layer).
         plan: ``sparsity -> [(variable, 0/1 mask)]``.
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    >>> u = units(m)[0]
+    >>> u.name, u.params, [float(mask.mean()) for _, mask in u.plan(0.5)]
+    ('d', 8, [0.5])
     """
 
     name: str
@@ -123,22 +130,13 @@ def _layer_units(model, criterion, granularity, stats_for):
     return result
 
 
-def _group_scores(group, layers, criterion, stats_for):
-    """Per-channel importance: like ``tfprune.structure`` (sum of each producer's
-    channel scores, each producer normalised by its mean so fan-in does not
-    decide), but with ``stats_for`` so data-dependent criteria work too."""
-    total = np.zeros(group.size)
-    for m in group.members:
-        if m.role != "producer" or m.key == "bias":
-            continue
+def _producer_stats(group, layers, stats_for):
+    """``{"layer/key": stats}`` of the group's scored producers, for ``group_scores``."""
+    out = {}
+    for m in producers(group, sublayer_biases=True):
         var = weights_by_key(layers[m.layer])[m.key]
-        ref = prunable.PrunableWeight(var, m.key)
-        sc = np.asarray(criterion.score(_value(var), stats_for(m.layer, ref)), dtype=np.float64)
-        rows = np.moveaxis(sc, m.axis, 0).reshape(sc.shape[m.axis], -1).sum(axis=1)
-        per_channel = rows[m.index_matrix()].sum(axis=1)
-        mean = per_channel.mean()
-        total += per_channel / mean if mean > 0 else per_channel
-    return total
+        out[f"{m.layer}/{m.key}"] = stats_for(m.layer, prunable.PrunableWeight(var, m.key))
+    return out
 
 
 def _channel_units(model, criterion, stats_for):
@@ -151,11 +149,14 @@ def _channel_units(model, criterion, stats_for):
     for group in g.prunable_groups:
         touched = [m for m in group.members
                    if m.role in ("producer", "consumer") and m.key is not None]
-        producers = sorted({m.layer for m in touched
-                            if m.role == "producer" and prunable.is_prunable(layers[m.layer])})
-        if not producers:
+        names = sorted({m.layer for m in touched
+                        if m.role == "producer" and prunable.is_prunable(layers[m.layer])})
+        if not names:
             continue
-        scores = _group_scores(group, layers, criterion, stats_for)
+        # Scored like tfprune.structure.prune_channels, without its BatchNorm
+        # folding and with the biases of attention projections.
+        scores = group_scores(group, layers, criterion, sublayer_biases=True,
+                              stats=_producer_stats(group, layers, stats_for))
         slots, params, macs = [], 0, 0.0
         for m in touched:
             var = weights_by_key(layers[m.layer])[m.key]
@@ -177,7 +178,7 @@ def _channel_units(model, criterion, stats_for):
                 out.append((var, mask))
             return out
 
-        result.append(Unit("+".join(producers), producers, group.layers, int(params),
+        result.append(Unit("+".join(names), names, group.layers, int(params),
                            int(macs) or int(params), plan))
     return result
 

@@ -79,7 +79,17 @@ def check_same(header, other, where):
 
 
 class Store:
-    """Appends trial rows to ``path`` (creating it with ``header``), durably."""
+    """Appends trial rows to ``path`` (creating it with ``header``), durably.
+
+    Reopening an existing file resumes it: its rows are kept, and a header
+    of another run (model, criterion, granularity, metric) is refused.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.jsonl")
+    >>> Store(path, {"model": "m"}).append({"layer": "d", "sparsity": 0.5, "metric": 1.0})
+    >>> Store(path, {"model": "m"}).rows
+    [{'layer': 'd', 'sparsity': 0.5, 'metric': 1.0}]
+    """
 
     def __init__(self, path, header):
         self.path = os.fspath(path)

@@ -31,26 +31,15 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tfprune import criteria as criteria_lib
-from tfprune import scoring
-from tfprune.sensitivity import _coupling
-from tfprune.sensitivity import sweeping as sweep_lib
+from tfprune import _data, scoring
+from tfprune.sensitivity import _coupling, _trials
 from tfprune.sensitivity.report import SensitivityReport
 
 __all__ = ["estimate", "agreement", "spearman"]
 
 
-
-def _batches(data, batch_size, who):
-    kind, x, y, n = sweep_lib.check_data(data, who)
-    if kind == "dataset":
-        return x
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-
-
-def estimate(model, data, *, method="taylor", sparsities=sweep_lib.DEFAULT_SPARSITIES,
+def estimate(model, data, *, method="taylor", sparsities=_trials.DEFAULT_SPARSITIES,
              criterion="magnitude", granularity="unstructured", layers=None,
              batch_size=32, loss=None):
     """Predicts the sweep's table from one pass of gradients.
@@ -58,7 +47,9 @@ def estimate(model, data, *, method="taylor", sparsities=sweep_lib.DEFAULT_SPARS
     Args:
         model: built, unpruned Keras model, compiled (its loss is used) unless
             ``loss`` is given.
-        data: ``(x, y)`` or a batched ``tf.data.Dataset`` of ``(x, y)``.
+        data: ``(x, y)``, a batched ``tf.data.Dataset`` of ``(x, y)``, or (with
+            a data-free ``criterion``, which reads it only once) an iterator
+            of ``(x, y)`` batches.
         method: ``"taylor"`` or ``"fisher"`` (see the module docstring).
         sparsities, criterion, granularity, layers: as in
             :func:`tfprune.sensitivity.sweep`.
@@ -73,16 +64,15 @@ def estimate(model, data, *, method="taylor", sparsities=sweep_lib.DEFAULT_SPARS
     who = "tfprune.sensitivity.estimate"
     if method not in ("taylor", "fisher"):
         raise ValueError(f"{who}: method must be 'taylor' or 'fisher'; got {method!r}.")
-    sweep_lib.check_model(model, who)
-    sparsities = sweep_lib.check_sparsities(sparsities, who)
+    _trials.check_model(model, who)
+    sparsities = _trials.check_sparsities(sparsities, who)
     if loss is None and not getattr(model, "compiled", False):
         raise ValueError(f"{who}: the model is not compiled; compile it with a loss "
                          "or pass loss=... .")
-    batches = _batches(data, batch_size, who)
+    # A data-dependent criterion reads the data once more, to score the weights.
+    source = _data.check(data, who, reread=_trials.needs_data(criterion))
     start = time.perf_counter()
-    given = sweep_lib._stats_for(criterion, model, data)
-    crit_obj, stats_for = given if given else (criteria_lib.get(criterion), None)
-    units = _coupling.units(model, crit_obj, granularity, layers, stats_for)
+    units = _trials.units(model, criterion, granularity, layers, data)
     if not units:
         raise ValueError(f"{who}: model '{model.name}' has no prunable layer.")
 
@@ -107,7 +97,7 @@ def estimate(model, data, *, method="taylor", sparsities=sweep_lib.DEFAULT_SPARS
     n_batches, loss_sum, size_sum = 0, 0.0, 0
     taylor = np.zeros(len(deltas))
     fisher = [np.zeros(int(np.prod(v.shape))) for v in variables]
-    for batch in batches:
+    for batch in _data.as_batches(source, batch_size, who):
         x, y = batch[0], batch[1]
         value, g = grads(x, y)
         g = [np.asarray(t, dtype=np.float64).reshape(-1) if t is not None
@@ -131,13 +121,12 @@ def estimate(model, data, *, method="taylor", sparsities=sweep_lib.DEFAULT_SPARS
             pred = 0.5 * sum(float((fisher[i] / n_batches) @ (d * d)) for i, d in parts)
         rows.append({"layer": u.name, "params": u.params, "sparsity": s,
                      "metric": baseline + pred, "drop": pred})
-    meta = {"model": model.name, "criterion": sweep_lib._criterion_name(criteria_lib.get(criterion)),
+    meta = {"model": model.name, "criterion": _trials.criterion_name(criterion),
             "granularity": _coupling.granularity_name(granularity),
             "metric": f"loss ({method} estimate)", "higher_is_better": False,
             "baseline": baseline, "sparsities": sparsities, "method": method,
             "seconds": time.perf_counter() - start,
-            "units": {u.name: {"params": u.params, "flops": u.flops, "layers": u.layers,
-                               "members": u.members} for u in units}}
+            "units": _trials.units_meta(units)}
     return SensitivityReport(rows, meta)
 
 

@@ -45,6 +45,13 @@ class SensitivityReport:
         meta: ``baseline``, ``metric``, ``higher_is_better``, ``criterion``,
             ``granularity``, ``model`` and ``units`` (``{name: {"params",
             "flops", "layers", "members"}}``).
+
+    >>> rep = SensitivityReport(
+    ...     [{"layer": "a", "params": 8, "sparsity": 0.9, "metric": 0.7, "drop": 0.2},
+    ...      {"layer": "a", "params": 8, "sparsity": 0.5, "metric": 0.9, "drop": 0.0}],
+    ...     {"metric": "accuracy", "baseline": 0.9})
+    >>> rep.baseline, rep.sparsities, rep.curve("a")
+    (0.9, [0.5, 0.9], ([0.0, 0.5, 0.9], [0.0, 0.0, 0.2]))
     """
 
     def __init__(self, rows, meta):

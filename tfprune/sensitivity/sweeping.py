@@ -15,51 +15,22 @@ the evaluation raises). The baseline is evaluated once.
 (['h', 'o'], [0.5])
 """
 
-import math
-
 import keras
 import numpy as np
 
-from tfprune import criteria as criteria_lib
-from tfprune.api import find_wrappers
-from tfprune.sensitivity import _coupling, _store
+from tfprune import _data
+from tfprune.sensitivity import _coupling, _store, _trials
 from tfprune.sensitivity.report import SensitivityReport
 
 __all__ = ["sweep", "DEFAULT_SPARSITIES"]
 
-DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_SPARSITIES = _trials.DEFAULT_SPARSITIES
+
 _LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "mean_squared_error",
                     "mean_absolute_error", "crossentropy")
 
 
 # -- argument checks (all before any evaluation) -------------------------------
-
-def check_model(model, who):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"{who} expects a keras.Model; got {type(model).__name__}.")
-    if not model.built:
-        raise ValueError(f"{who}: model '{model.name}' is not built; give it an Input "
-                         "or call it on data once.")
-    if find_wrappers(model):
-        raise ValueError(
-            f"{who}: model '{model.name}' is already pruned (it contains PruneWrapper "
-            "layers). Analyse the dense model, or tfprune.strip(model) first.")
-
-
-def check_sparsities(sparsities, who):
-    try:
-        values = [float(s) for s in sparsities]
-    except (TypeError, ValueError):
-        raise TypeError(f"{who}: `sparsities` must be a list of numbers in [0, 1); "
-                        f"got {sparsities!r}.") from None
-    if not values:
-        raise ValueError(f"{who}: `sparsities` is empty.")
-    bad = [s for s in values if not (0.0 <= s < 1.0) or math.isnan(s)]
-    if bad:
-        raise ValueError(f"{who}: sparsities must be in [0, 1) (1.0 would remove "
-                         f"every weight); got {bad}.")
-    return sorted(set(values))
-
 
 def check_shard(shard):
     if shard is None:
@@ -78,34 +49,6 @@ def check_shard(shard):
     return index, count
 
 
-def check_data(data, who):
-    """Returns ``("arrays", x, y, n)`` or ``("dataset", ds, None, None)``."""
-    import tensorflow as tf
-
-    if isinstance(data, tf.data.Dataset):
-        card = int(data.cardinality())
-        if card == 0 or (card < 0 and card != tf.data.INFINITE_CARDINALITY
-                         and next(iter(data.take(1)), None) is None):
-            raise ValueError(f"{who}: the dataset is empty.")
-        if card == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(f"{who}: the dataset is infinite; .take(n) batches first.")
-        return "dataset", data, None, None
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise TypeError(f"{who}: `data` must be an (x, y) tuple or a tf.data.Dataset "
-                        f"of (x, y) batches; got {type(data).__name__}.")
-    x, y = data
-    lengths = {len(v) for v in keras.tree.flatten(x)}
-    ny = {len(v) for v in keras.tree.flatten(y)}
-    if len(lengths) != 1 or len(ny) != 1:
-        raise ValueError(f"{who}: inputs have different numbers of samples {sorted(lengths)}.")
-    n = lengths.pop()
-    if n == 0:
-        raise ValueError(f"{who}: `data` is empty (0 samples).")
-    if ny.pop() != n:
-        raise ValueError(f"{who}: x has {n} samples but y has {len(keras.tree.flatten(y)[0])}.")
-    return "arrays", x, y, n
-
-
 # -- evaluation ------------------------------------------------------------------
 
 def _metric_name(metric):
@@ -116,7 +59,8 @@ def _metric_name(metric):
 
 def make_evaluator(model, data, metric, batch_size, who):
     """Returns ``evaluate() -> float`` for ``metric`` on ``data``."""
-    kind, x, y, _ = check_data(data, who)
+    src = _data.check(data, who, reread=True)
+    kind, x, y = src.kind, (src.batches if src.kind == "dataset" else src.x), src.y
     if callable(metric) and not isinstance(metric, str):
         if kind == "dataset":
             xs = x.map(lambda *e: e[0])
@@ -156,33 +100,6 @@ def lower_is_better(metric, higher_is_better):
     return isinstance(metric, str) and any(t in metric.lower() for t in _LOWER_IS_BETTER)
 
 
-def _criterion_name(criterion):
-    return getattr(criterion, "registered_name", None) or repr(criterion)
-
-
-def _stats_for(criterion, model, data):
-    """Statistics for data-dependent criteria, through ``tfprune.score`` when present."""
-    criterion = criteria_lib.get(criterion)
-    if not (criterion.needs_gradients or criterion.needs_activations):
-        return None
-    import tfprune
-    if not hasattr(tfprune, "score"):
-        raise NotImplementedError(
-            f"Criterion {criterion!r} needs gradients or activations; this version of "
-            "tfprune cannot collect them outside training. Use a data-free criterion "
-            "(magnitude, l2, random) or tfprune.sensitivity.estimate.")
-    scores = tfprune.score(model, data, criterion)
-
-    class _Given(criteria_lib.Criterion):
-        def score(self, weight, stats=None):
-            return stats["scores"]
-
-    def stats_for(path, pw):
-        return {"scores": np.asarray(scores[f"{path}/{pw.key}"])}
-
-    return _Given(), stats_for
-
-
 def _apply(plan):
     """Zeroes masked weights; returns the originals for :func:`_restore`."""
     saved = []
@@ -198,15 +115,11 @@ def _restore(saved):
         var.assign(original)
 
 
-def _inputs(x):
-    return np.asarray(x[0] if isinstance(x, (tuple, list)) else x)
-
-
 def _recalibrating(model, evaluate, x):
     """``evaluate`` wrapped: re-estimate BatchNorm statistics, evaluate, put them back."""
     from tfprune.structure.calibrate import batchnorms, recalibrate_batchnorm
 
-    x = _inputs(x)
+    x = np.asarray(_data.inputs(x))
     stats = [v for bn in batchnorms(model) for v in (bn.moving_mean, bn.moving_variance)]
 
     def run():
@@ -228,7 +141,8 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
     Args:
         model: a built, *unpruned* Keras model; compiled unless ``metric`` is
             a callable.
-        data: ``(x, y)`` arrays or a batched ``tf.data.Dataset`` of ``(x, y)``.
+        data: ``(x, y)`` arrays or a batched ``tf.data.Dataset`` of ``(x, y)``
+            (read once per trial, so not a one-shot iterator).
         sparsities: sparsities in ``[0, 1)`` to try per unit.
         criterion: name or ``tfprune.criteria.Criterion`` choosing what to prune.
         granularity: name or ``tfprune.granularity.Granularity``; ``"channels"``
@@ -265,13 +179,11 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
     [('h', 0.5), ('h', 0.9)]
     """
     who = "tfprune.sensitivity.sweep"
-    check_model(model, who)
-    sparsities = check_sparsities(sparsities, who)
+    _trials.check_model(model, who)
+    sparsities = _trials.check_sparsities(sparsities, who)
     shard = check_shard(shard)
     evaluate = make_evaluator(model, data, metric, batch_size, who)
-    given = _stats_for(criterion, model, data)
-    crit_obj, stats_for = given if given else (criteria_lib.get(criterion), None)
-    units = _coupling.units(model, crit_obj, granularity, layers, stats_for)
+    units = _trials.units(model, criterion, granularity, layers, data)
     if not units:
         raise ValueError(f"{who}: model '{model.name}' has no prunable layer to analyse.")
     lower = lower_is_better(metric, higher_is_better)
@@ -280,12 +192,11 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         evaluate = _recalibrating(model, evaluate, recalibrate)
     baseline = evaluate()
     header = {
-        "model": model.name, "criterion": _criterion_name(criteria_lib.get(criterion)),
+        "model": model.name, "criterion": _trials.criterion_name(criterion),
         "granularity": _coupling.granularity_name(granularity), "metric": _metric_name(metric),
         "higher_is_better": not lower, "baseline": baseline, "sparsities": sparsities,
-        "recalibrate": None if recalibrate is None else len(_inputs(recalibrate)),
-        "units": {u.name: {"params": u.params, "flops": u.flops, "layers": u.layers,
-                           "members": u.members} for u in units},
+        "recalibrate": None if recalibrate is None else _data.count(recalibrate),
+        "units": _trials.units_meta(units),
     }
     store = _store.Store(output, header) if output is not None else None
     rows = store.rows if store else []

@@ -12,6 +12,7 @@ import numbers
 import keras
 import numpy as np
 
+from tfprune import _data
 from tfprune import criteria as criteria_lib
 from tfprune._walk import weights_by_key
 from tfprune.granularity import to_matrix
@@ -91,14 +92,9 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
                            kind="stable")
         removed[gid] = np.sort(order[:group.size - keep])
     small = rebuild(model, g, removed)
-    if data is not None and not _is_dataset(data):
+    if data is not None and _data.count(data) is not None:  # in-memory data
         recalibrate_batchnorm(small, data)
     return small
-
-
-def _is_dataset(data):
-    import tensorflow as tf
-    return isinstance(data, tf.data.Dataset)
 
 
 def _check_data(model, criterion, data, loss):
@@ -111,15 +107,14 @@ def _check_data(model, criterion, data, loss):
                          "data=(x, y) (a few hundred training samples), or use a data-free "
                          "criterion ('magnitude', 'l2', 'random').")
     if criterion.needs_gradients:
-        has_y = _is_dataset(data) or (isinstance(data, (tuple, list)) and len(data) == 2
-                                      and data[1] is not None)
-        if not has_y:
+        if not _data.has_labels(data):
             raise ValueError(f"prune_channels: criterion {name!r} needs gradients of the loss: "
                              "pass data=(x, y) with labels, not inputs alone.")
         if loss is None and getattr(model, "loss", None) is None:
             raise ValueError(f"prune_channels: criterion {name!r} needs a loss: compile the "
                              "model with one or pass loss=... (e.g. "
                              "keras.losses.SparseCategoricalCrossentropy(from_logits=True)).")
+    _data.check(data, "prune_channels", labels=criterion.needs_gradients, finite=False)
     return True
 
 
