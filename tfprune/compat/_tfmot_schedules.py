@@ -14,6 +14,7 @@ import abc
 import numpy as np
 
 from tfprune import schedules as native
+from tfprune._config import ConfigObject
 
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay", "as_tfprune"]
 
@@ -24,7 +25,7 @@ def _tf():
     return tf
 
 
-class PruningSchedule(abc.ABC):
+class PruningSchedule(ConfigObject, abc.ABC):
     """``tfmot.sparsity.keras.PruningSchedule``: base class of pruning schedules.
 
     Subclasses implement ``__call__(step)`` returning ``(should_prune,
@@ -68,18 +69,13 @@ class PruningSchedule(abc.ABC):
     def get_config(self):
         """Returns ``{"class_name": ..., "config": {...}}``."""
 
+    # Equality and hashing come from ConfigObject; TFMOT nests the arguments
+    # under "config", which from_config and repr unwrap.
     @classmethod
     def from_config(cls, config):
-        # TFMOT's own get_config form nests the arguments; accept both.
         if set(config) == {"class_name", "config"}:
             config = config["config"]
         return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash(type(self).__name__)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config()["config"].items())
