@@ -20,6 +20,7 @@ from tfprune import _data
 from tfprune.api import strip
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _auto
+from tfprune.export import _layers
 
 __all__ = ["to_tflite", "SPARSE_MODES", "QUANTIZE_MODES"]
 
@@ -208,15 +209,20 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
     elif representative_data is not None:
         rep = _check_representative(representative_data, model)
     static = _static_model(model, batch_size, target)
-    data = _convert(_converter(static, sparse, quantize, rep, int8_io))
+    layers = _layers.keras_kernels(static)
+    data = _convert(_converter(static, "none" if sparse == "auto" else sparse, quantize, rep,
+                              int8_io))
     if sparse == "auto":
-        dense = _convert(_converter(static, "none", quantize, rep, int8_io))
-        data = _auto.choose(dense, data, threads=threads, rounds=auto_rounds)
+        data = _auto.choose(data, layers, threads=threads, rounds=auto_rounds)
     elif sparse == "force":
         _, fbm = fb.load(data)
-        decisions = [{"tensor": t.name.decode(), "decision": "sparse",
-                      "reason": "sparse='force': converter encoding kept"}
-                     for t in fbm.subgraphs[0].tensors if t.sparsity is not None]
+        tensors = fbm.subgraphs[0].tensors
+        decisions = [{"layer": row["layer"], "op": row["op"], "type": row["type"],
+                      "tensor": tensors[row["weight"]].name.decode(), "decision": "sparse",
+                      "reason": "sparse='force': converter encoding kept" +
+                                (f" (behind {row['via']})" if row["via"] else "")}
+                     for row in _layers.weight_ops(fbm, layers)
+                     if tensors[row["weight"]].sparsity is not None]
         if decisions:
             fb.add_metadata(fbm, decisions)
             data = fb.pack(fbm)
