@@ -433,3 +433,26 @@ def test_reshape_rewrite_is_checked_and_skipped_for_edgetpu(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(_batch, "free_batch", lambda *a: pytest.fail("rewrote an Edge TPU file"))
     tp.export.to_tflite(model, target="edgetpu", representative_data=data(shape=(3, 16)))
+
+
+@pytest.mark.parametrize("quantize", ["int8", "float16"])
+def test_auto_quantized_rows_say_what_was_measured(quantize):
+    model = mlp(sparsity=0.9)                        # 1x16 blocks in fc1 and fc2
+    tflite = tp.export.to_tflite(model, sparse="auto", quantize=quantize, auto_rounds=2,
+                                 representative_data=data())
+    rows = _fc_rows(tp.export.inspect(tflite))
+    if quantize == "float16":                        # dequantized weights: nothing to time
+        assert [r["layer"] for r in rows] == ["fc1", "fc2"]
+        for row in rows:
+            assert row["decision"] == "dense" and set(row["not_measured"]) == {"random", "1x4"}
+            assert row["reason"].startswith("not measured: random, 1x4: weight is FLOAT16")
+        return
+    assert [r["layer"] for r in rows] == ["fc1", "fc2", "out"]
+    for row in rows:
+        _assert_consistent(row)
+    for row in rows[:2]:                             # both int8 encodings tried
+        assert set(row["timings_ms"]) | set(row["failed"]) == {"dense", "random", "1x16"}
+    dense = tp.export.to_tflite(model, sparse="none", quantize=quantize,
+                                representative_data=data())
+    x = data(n=8)
+    np.testing.assert_allclose(run_tflite(tflite, x), run_tflite(dense, x), atol=1e-6)

@@ -79,13 +79,15 @@ def _plan(data, model, row, min_zeros):
     weights = _weights(data, model, tensor) if row["via"] is None else None
     row.update(shape=[int(d) for d in tensor.shape], dtype=dtype)
     names = KERNEL_ENCODINGS.get(tensor.type, ("random", "1x4"))
+    source = _weights(data, model, tensor)
+    if source is not None:
+        row["zeros"] = float(np.mean(source == 0))
     if weights is None or tensor.type not in KERNEL_ENCODINGS or weights.ndim != 2:
         how = f"computed by {row['via']}" if row["via"] else "not a constant"
         why = (f"weight is {dtype}, {how}: the sparse FC kernels take constant float32 "
                "(random, 1x4) or int8 (random, 1x16) weights")
         row["not_measured"] = {name: why for name in names}
         return []
-    row["zeros"] = float(np.mean(weights == 0))
     plan = []
     for name in names:
         block = ENCODINGS[name]
@@ -125,13 +127,26 @@ def _ms(times, name):
     return None if median is None else round(median * 1e3, 5)
 
 
+def _not_measured(row):
+    by_reason = {}
+    for name, why in row["not_measured"].items():
+        by_reason.setdefault(why, []).append(name)
+    return "not measured: " + "; ".join(f"{', '.join(names)}: {why}"
+                                        for why, names in by_reason.items())
+
+
 def _explain(row, margin):
-    parts = [f"{name} {ratio:.2f}x" for name, ratio in row["ratio"].items()]
+    parts = []
+    if row["ratio"]:
+        parts.append("model time vs dense with only this layer sparse: " + ", ".join(
+            f"{name} {ratio:.2f}x" for name, ratio in row["ratio"].items()))
     parts += [f"{name} {why}" for name, why in row["failed"].items()]
-    text = "model time vs dense with this layer " + ", ".join(parts)
     if row["decision"] == "dense":
-        return text + f"; none below {margin:.2f}x: dense (XNNPACK) kept"
-    return text + f"; fastest: {row['decision']}"
+        parts.append(f"no encoding below {margin:.2f}x: dense (XNNPACK) kept"
+                     if row["ratio"] else "dense (XNNPACK) kept")
+    else:
+        parts.append(f"fastest: {row['decision']}")
+    return "; ".join(parts)
 
 
 def choose(dense_bytes, layers=(), threads=1, rounds=12, margin=0.97, min_zeros=0.3):
@@ -160,10 +175,15 @@ def choose(dense_bytes, layers=(), threads=1, rounds=12, margin=0.97, min_zeros=
         for name in _plan(data, model, row, min_zeros):
             variants[(row["op"], name)] = fb.pack(compose(dense_bytes, {row["op"]: name}))
         rows.append(row)
-    if not variants:
-        if not other:
+    if not variants:  # nothing to time: say why for the layers that have zeros
+        rows = [dict(row, reason=_not_measured(row))
+                for row in rows if row.get("zeros", 0) >= min_zeros]
+        for row in rows:
+            for key in ("weight", "via", "timings_ms", "ratio", "failed"):
+                row.pop(key)
+        if not rows + other:
             return dense_bytes
-        fb.add_metadata(model, other)
+        fb.add_metadata(model, rows + other)
         return fb.pack(model)
     reference = _outputs(dense_bytes)
     failed = {key: why for key, v in variants.items()
@@ -190,8 +210,7 @@ def choose(dense_bytes, layers=(), threads=1, rounds=12, margin=0.97, min_zeros=
         if row["ratio"] or row["failed"]:
             row["reason"] = _explain(row, margin)
         else:
-            row["reason"] = "not measured: " + "; ".join(
-                f"{k}: {v}" for k, v in row["not_measured"].items())
+            row["reason"] = _not_measured(row)
         for key in ("weight", "via"):
             row.pop(key)
     final = model
@@ -224,4 +243,6 @@ def _check(dense_bytes, keep, rows, reference, threads, rounds):
                 row["reason"] += f"; reverted: assembled model {why}"
         return dict(check, reason=f"assembled model {why}: dense model returned")
     check["ratio"] = {"assembled": round(ratio, 4)}
-    return dict(check, decision="checked", reason=f"assembled model {ratio:.2f}x dense time")
+    return dict(check, decision="checked", reason=(
+        f"assembled model {check['timings_ms']['assembled'] * 1e3:.1f} us, {ratio:.2f}x "
+        "dense time"))

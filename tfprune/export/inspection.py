@@ -28,8 +28,8 @@ TRANSPOSE_CONV CEIL NEG ABS GELU""".split())
 _SPARSE_FC = {("FLOAT32", (1, 4)): "sparse FC (1x4 block kernel)",
               ("FLOAT32", (1, 1)): "sparse FC (random-sparsity kernel)",
               ("INT8", (1, 16)): "sparse FC (1x16 int8 block kernel)",
-              # Measured: XNNPACK fails to prepare these under the default resolver.
-              ("INT8", (1, 1)): "sparse FC (int8 random: builtin resolver only)"}
+              # Measured (TF 2.21): "Unsupported sparse fully-connected weight format".
+              ("INT8", (1, 1)): "sparse FC (int8 random: unsupported, fails to run)"}
 
 
 def _elem_bytes(ttype):
@@ -143,10 +143,10 @@ def decision_table(decisions):
 
     >>> print(decision_table([{"layer": "fc1", "zeros": 0.8, "decision": "random",
     ...     "timings_ms": {"dense": 0.02, "random": 0.015}, "ratio": {"random": 0.75},
-    ...     "not_measured": {"1x4": "only 41% of 1x4 blocks are zero"}, "reason": "..."}]))
+    ...     "not_measured": {"1x4": "few zeros"}, "reason": "..."}]))
     | layer | zeros | dense | random | 1x4 | 1x16 | decision | reason |
     |---|---|---|---|---|---|---|---|
-    | fc1 | 80% | 20.0 us | 15.0 us (0.75x) | not measured | n/a | random | ...; 1x4: only 41% of 1x4 blocks are zero |
+    | fc1 | 80% | 20.0 us | 15.0 us (0.75x) | not measured | n/a | random | ...; 1x4: few zeros |
     """
     lines = ["| layer | zeros | " + " | ".join(_ENCODINGS) + " | decision | reason |",
              "|---" * (len(_ENCODINGS) + 4) + "|"]
@@ -158,7 +158,7 @@ def decision_table(decisions):
         reason = "; ".join([reason] + extra) if extra else reason
         cells = [_cell(d, name) for name in _ENCODINGS]
         if d.get("layer") == "(whole model)":
-            cells = [_cell(d, "dense"), _cell(d, "assembled")] + [""] * (len(_ENCODINGS) - 2)
+            cells = [_cell(d, "dense")] + [""] * (len(_ENCODINGS) - 1)
         lines.append(f"| {d.get('layer', d.get('tensor', '?'))} | "
                      f"{'' if zeros is None else f'{zeros:.0%}'} | " + " | ".join(cells) +
                      f" | {d.get('decision', '')} | {reason} |")
