@@ -456,3 +456,28 @@ def test_auto_quantized_rows_say_what_was_measured(quantize):
                                 representative_data=data())
     x = data(n=8)
     np.testing.assert_allclose(run_tflite(tflite, x), run_tflite(dense, x), atol=1e-6)
+
+
+def test_layer_names_in_nested_models_and_einsum_dense():
+    from tfprune.export import _layers
+    keras.utils.set_random_seed(0)
+
+    def block(name):
+        return keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, name="fc"),
+                                 keras.layers.Dense(16, name="fc_more")], name=name)
+
+    inputs = keras.Input((16,))
+    x = block("block_a")(inputs)
+    x = block("block_b")(x)
+    out = keras.layers.EinsumDense("ab,bc->ac", output_shape=16, name="einsum")(x)
+    model = keras.Model(inputs, out)
+    for layer in (model.get_layer("block_a").get_layer("fc"), model.get_layer("einsum")):
+        k = layer.kernel.numpy()
+        layer.kernel.assign(k * (np.abs(k) > np.quantile(np.abs(k), 0.8)))
+    tflite = tp.export.to_tflite(model, sparse="auto", auto_rounds=2)
+    rows = _fc_rows(tp.export.inspect(tflite))
+    assert [r["layer"] for r in rows] == ["block_a/fc", "block_a/fc_more", "block_b/fc",
+                                          "block_b/fc_more", "einsum"]
+    assert [r["zeros"] > 0.7 for r in rows] == [True, False, False, False, True]
+    x = data(n=4, shape=(16,))
+    np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)

@@ -4,10 +4,11 @@ The converter names a weight after the TF ops it was folded from
 (``"sequential_1/fc1_1/MatMul"``; fused outputs read
 ``"model/fc1_1/MatMul;model/fc1_1/BiasAdd;model/fc1_1/Relu"``), where the
 Keras layer ``fc1`` appears as a path segment ``fc1`` or ``fc1_<n>``.
-:func:`match` first takes, for each op, the Keras layer whose name is such a
-segment of the op's weight name (one candidate only, with the same number of
-weights), then pairs the ops left over with the layers left over in order,
-where the weight sizes agree; anything still unmatched keeps no layer name.
+:func:`match` first takes, for each op, the Keras layer whose name (and the
+names of the nested models around it) are such segments of the op's weight
+name (one candidate only, with the same number of weights), then pairs the
+ops left over with the layers left over in order, where the weight sizes
+agree; anything still unmatched keeps no layer name.
 
 >>> layers = [("fc1", (4, 8)), ("fc10", (8, 8)), ("fc2", (8, 8))]
 >>> ops = [("m/fc10_1/MatMul", (8, 8)), ("arith.constant", (8, 8)), ("m/fc1_1/MatMul", (8, 4))]
@@ -27,15 +28,19 @@ __all__ = ["keras_kernels", "match", "weight_ops", "WEIGHT_OPS"]
 
 
 def keras_kernels(model):
-    """``[(layer name, kernel shape)]`` of every kernel (nested models included), in model order."""
+    """``[(layer path, kernel shape)]`` of every kernel, in model order.
+
+    The path is the layer's name, prefixed by the enclosing nested models' names
+    (``"block/fc1"``), as :func:`tfprune._walk.walk_layers` gives it.
+    """
     out = []
-    for _, layer in _walk.walk_layers(model):
+    for path, layer in _walk.walk_layers(model):
         if isinstance(layer, keras.Model):
             continue
         for attr in ("depthwise_kernel", "kernel", "pointwise_kernel"):
             kernel = getattr(layer, attr, None)
             if kernel is not None and getattr(kernel, "shape", None) is not None:
-                out.append((layer.name, tuple(int(d) for d in kernel.shape)))
+                out.append((path, tuple(int(d) for d in kernel.shape)))
     return out
 
 
@@ -53,15 +58,15 @@ def _segments(name):
 def match(ops, layers):
     """Keras layer names for ``ops`` ``[(weight tensor name, shape)]``; None where unknown.
 
-    ``layers`` is ``[(name, kernel shape)]`` in model order (see :func:`keras_kernels`).
+    ``layers`` is ``[(path, kernel shape)]`` in model order (see :func:`keras_kernels`).
     """
     sizes = [int(np.prod(s)) for _, s in layers]
     result = [None] * len(ops)
     used = set()
     for i, (name, shape) in enumerate(ops):
         segs = _segments(name or "")
-        hits = [j for j, (lname, _) in enumerate(layers)
-                if lname in segs and sizes[j] == int(np.prod(shape))]
+        hits = [j for j, (path, _) in enumerate(layers)
+                if set(path.split("/")) <= segs and sizes[j] == int(np.prod(shape))]
         if len(hits) == 1 and hits[0] not in used:
             result[i] = layers[hits[0]][0]
             used.add(hits[0])

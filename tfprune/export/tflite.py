@@ -214,7 +214,7 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
     elif representative_data is not None:
         rep = _check_representative(representative_data, model)
     static = _static_model(model, batch_size, target)
-    layers = _layers.keras_kernels(static)
+    layers = _layers.keras_kernels(model)
     data = _convert(_converter(static, "none" if sparse == "auto" else sparse, quantize, rep,
                               int8_io))
     if sparse == "auto":
