@@ -124,7 +124,7 @@ def _same_outputs(data, reference):
 
 def _ms(times, name):
     median = times.median(name)
-    return None if median is None else round(median * 1e3, 5)
+    return None if median is None else round(median * 1e3, 6)
 
 
 def _not_measured(row):
