@@ -152,8 +152,8 @@ def _explain(row, margin):
 def choose(dense_bytes, layers=(), threads=1, rounds=12, margin=0.97, min_zeros=0.3):
     """The dense model with each FC layer in its fastest measured encoding, plus decisions.
 
-    ``layers``: ``[(Keras layer name, kernel shape)]`` to name the rows.
-    Returns the dense bytes unchanged when no weight has ``min_zeros`` zeros.
+    ``layers``: ``[(Keras layer path, kernel shape)]`` to name the rows.
+    Returns the dense bytes unchanged when no weight has ``min_zeros`` zeros (nothing to record).
     """
     data, model = fb.load(dense_bytes)
     graph = model.subgraphs[0]
