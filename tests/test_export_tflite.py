@@ -66,36 +66,155 @@ def test_densify_decoder_recovers_kernel():
     np.testing.assert_array_equal(fb.densify(t, values), model.get_layer("fc1").kernel.numpy().T)
 
 
-def test_auto_transplants_sparse_weights_into_the_dense_conversion():
+@pytest.mark.parametrize("encoding,kernel", [("1x4", "sparse FC (1x4 block kernel)"),
+                                             ("random", "sparse FC (random-sparsity kernel)")])
+def test_auto_writes_each_sparse_encoding_into_the_dense_conversion(encoding, kernel):
     model, dense = converted("mlp_block")
-    _, sparse = converted("mlp_block", sparse="force")
-    assert [c[2] for c in _auto.candidates(sparse)] == ["1x4", "1x4"]
-    mixed = fb.pack(_auto.compose(dense, sparse, {1}))
+    mixed = fb.pack(_auto.compose(dense, {1: encoding}))
     fc = [op for op in tp.export.inspect(mixed).ops if op["type"] == "FULLY_CONNECTED"]
     assert [op["weight"]["sparse"] for op in fc] == [False, True, False]
-    # The dense copy of the transplanted weight is dropped: the file shrinks.
-    assert len(mixed) < len(dense) - 64 * 64 * 4 * 0.8
+    assert [op["kernel"] for op in fc] == ["XNNPACK", kernel, "XNNPACK"]
+    np.testing.assert_array_equal(fb.densify(*_stored(mixed, 1)),
+                                  model.get_layer("fc2").kernel.numpy().T)
+    # The dense copy of the weight is dropped: the file shrinks.
+    assert len(mixed) < len(dense) - 64 * 64 * 4 * 0.7
+    # Only the sparse op gets the sparse FC op version; XNNPACK still takes the others.
+    _, fbm = fb.load(mixed)
+    versions = [fbm.operatorCodes[op.opcodeIndex].version for op in fbm.subgraphs[0].operators]
+    assert versions == [1, _auto.SPARSE_FC_VERSION, 1]
     x = data(n=8)
     np.testing.assert_allclose(run_tflite(mixed, x), model.predict(x, verbose=0), atol=1e-4)
 
 
-def test_auto_records_a_decision_per_sparse_fc_layer_and_keeps_logits():
-    model = mlp(sparsity=0.9)
+def _stored(tflite, op_index):
+    _, fbm = fb.load(tflite)
+    graph = fbm.subgraphs[0]
+    t = graph.tensors[int(graph.operators[op_index].inputs[1])]
+    return t, np.frombuffer(fb.buffer_data(fbm, tflite, t.buffer), dtype=np.float32)
+
+
+def _fc_rows(report):
+    return [d for d in report.decisions if d.get("type") == "FULLY_CONNECTED"]
+
+
+def _assert_consistent(row, margin=0.97):
+    """A decision row holds what was measured, and chose the fastest measured encoding."""
+    assert row["timings_ms"]["dense"] > 0
+    assert set(row["ratio"]) <= set(row["timings_ms"])
+    assert not set(row["ratio"]) & set(row["failed"])
+    assert not set(row["ratio"]) & set(row["not_measured"])
+    for name in row["ratio"]:
+        assert row["timings_ms"][name] > 0 and f"{name} {row['ratio'][name]:.2f}x" in row["reason"]
+    for name, why in row["not_measured"].items():
+        assert why and name not in row["timings_ms"]
+    chosen = row.get("reverted", row["decision"])
+    if chosen == "dense":
+        assert all(r >= margin for r in row["ratio"].values())
+    else:
+        assert row["ratio"][chosen] == min(row["ratio"].values()) < margin
+    if not row["ratio"] and not row["failed"]:
+        assert row["reason"].startswith("not measured: ")
+
+
+def test_auto_measures_every_encoding_and_names_keras_layers():
+    """An 80% unstructured layer, a 90% 1x4-block layer and a dense layer."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(64, activation="relu", name="unstructured"),
+        keras.layers.Dense(64, activation="relu", name="blocks"),
+        keras.layers.Dense(64, activation="relu", name="dense_one"),
+        keras.layers.Dense(4, name="logits"),
+    ])
+    k, b = model.get_layer("unstructured").get_weights()
+    model.get_layer("unstructured").set_weights([k * (np.abs(k) > np.quantile(np.abs(k), 0.8)),
+                                                 b])
+    k, b = model.get_layer("blocks").get_weights()
+    model.get_layer("blocks").set_weights([block_prune(k, 0.9, rows=4), b])
     tflite = tp.export.to_tflite(model, sparse="auto", auto_rounds=3)
     report = tp.export.inspect(tflite)
-    decisions = {d["tensor"]: d for d in report.decisions}
-    fc_names = [n for n in decisions if "fc" in n]
-    assert len(fc_names) == 2
-    for name in fc_names:
-        assert decisions[name]["decision"] in ("sparse", "dense")
-        assert "1x4 block, 90% zeros" in decisions[name]["reason"]
-    # What is stored matches the recorded decision.
-    stored = {t["name"]: t["sparse"] for t in report.tensors}
-    for name in fc_names:
-        assert stored[name] == (decisions[name]["decision"] == "sparse")
-    x = data(n=8)
+    rows = _fc_rows(report)
+    assert [r["layer"] for r in rows] == ["unstructured", "blocks", "dense_one", "logits"]
+    assert [r["zeros"] for r in rows][:3] == pytest.approx([0.8, 0.9, 0.0], abs=0.01)
+    for row in rows:
+        _assert_consistent(row)
+    # Both sparse kernels were timed for both pruned layers: nothing said without measuring.
+    for row in rows[:2]:
+        assert set(row["timings_ms"]) | set(row["failed"]) == {"dense", "random", "1x4"}
+        assert "no sparse kernel" not in row["reason"]
+    assert set(rows[2]["timings_ms"]) == {"dense"}
+    assert set(rows[2]["not_measured"]) == {"random", "1x4"}
+    # What is stored is what was decided.
+    for row in rows:
+        weight = report.ops[row["op"]]["weight"]
+        assert weight["sparse"] == (row["decision"] != "dense")
+        if row["decision"] != "dense":
+            assert weight["format"].startswith({"random": "1x1", "1x4": "1x4"}[row["decision"]])
+    x = data(n=8, shape=(64,))
     np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)
-    assert "| layer weight | decision | reason |" in str(report)
+    table = str(report)
+    assert "| layer | zeros | dense | random | 1x4 | 1x16 | decision | reason |" in table
+    assert "| unstructured | 80% |" in table and "| logits | 0% |" in table
+
+
+def test_auto_always_takes_the_fastest_measured_encoding(monkeypatch):
+    """With fixed timings the choice follows them (the real ones are machine-dependent)."""
+    model = mlp(sparsity=0.9)
+    speeds = {"dense": 1.0, "random": 0.9, "1x4": 0.5, "final": 0.5}
+
+    def interleaved(models, **kwargs):
+        t = _timing.Timings()
+        for name in models:
+            t.rounds[name] = [speeds[name[1] if isinstance(name, tuple) else name] * 1e-3] * 3
+        return t
+
+    monkeypatch.setattr(_timing, "interleaved", interleaved)
+    report = tp.export.inspect(tp.export.to_tflite(model, sparse="auto"))
+    rows = _fc_rows(report)
+    assert [r["decision"] for r in rows] == ["1x4", "1x4", "dense"]
+    for row in rows:
+        _assert_consistent(row)
+    assert rows[0]["ratio"] == {"random": 0.9, "1x4": 0.5}
+    assert report.decisions[-1]["layer"] == "(whole model)"
+    assert report.decisions[-1]["decision"] == "checked"
+    speeds["final"] = 1.1      # the assembled model is slower than dense: everything reverts
+    report = tp.export.inspect(tp.export.to_tflite(model, sparse="auto"))
+    rows = _fc_rows(report)
+    assert [r["decision"] for r in rows] == ["dense", "dense", "dense"]
+    assert [r.get("reverted") for r in rows] == ["1x4", "1x4", None]
+    assert all("reverted: assembled model measured 1.10x" in r["reason"] for r in rows[:2])
+    assert report.sparse_tensors == 0
+    speeds.update({"random": 0.98, "1x4": 0.99})   # faster, but not by the margin
+    rows = _fc_rows(tp.export.inspect(tp.export.to_tflite(model, sparse="auto")))
+    assert [r["decision"] for r in rows] == ["dense", "dense", "dense"]
+    for row in rows:
+        _assert_consistent(row)
+
+
+def test_layer_names_for_equal_shapes_and_prefix_names():
+    """Several Dense layers of one shape, with names that are prefixes of each other."""
+    from tfprune.export import _layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    a = keras.layers.Dense(16, name="fc1")(inputs)
+    b = keras.layers.Dense(16, name="fc10")(inputs)
+    c = keras.layers.Dense(16, name="dense")(keras.layers.Add()([a, b]))
+    d = keras.layers.Dense(16, name="dense_1")(c)
+    out = keras.layers.Dense(16, name="fc")(d)
+    model = keras.Model(inputs, out)
+    tflite = tp.export.to_tflite(model, sparse="none")
+    _, fbm = fb.load(tflite)
+    rows = _layers.weight_ops(fbm, _layers.keras_kernels(model))
+    graph = fbm.subgraphs[0]
+    by_layer = {r["layer"]: graph.tensors[r["weight"]] for r in rows}
+    assert sorted(by_layer) == ["dense", "dense_1", "fc", "fc1", "fc10"]
+    for name, tensor in by_layer.items():
+        stored = np.frombuffer(fb.buffer_data(fbm, tflite, tensor.buffer), np.float32)
+        np.testing.assert_array_equal(stored.reshape(16, 16),
+                                      model.get_layer(name).kernel.numpy().T)
+    # Without usable names, the order of the ops and the kernel sizes decide.
+    assert _layers.match([("arith.constant", (16, 16))] * 3,
+                         [("x", (16, 16)), ("y", (16, 16)), ("z", (16, 16))]) == ["x", "y", "z"]
 
 
 def test_auto_without_sparse_weights_is_the_dense_export():
@@ -200,7 +319,8 @@ def test_auto_keeps_conv_weights_dense_and_says_why():
     assert report.sparse_tensors == 0
     assert "DENSIFY" not in [op["type"] for op in report.ops]
     [decision] = report.decisions
-    assert decision["decision"] == "dense" and "no sparse kernel" in decision["reason"]
+    assert decision["layer"] == "conv" and decision["decision"] == "dense"
+    assert decision["reason"].startswith("not measured: LiteRT has no sparse CONV_2D kernel")
 
 
 # -- batch-agnostic exports ---------------------------------------------------
@@ -313,3 +433,51 @@ def test_reshape_rewrite_is_checked_and_skipped_for_edgetpu(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(_batch, "free_batch", lambda *a: pytest.fail("rewrote an Edge TPU file"))
     tp.export.to_tflite(model, target="edgetpu", representative_data=data(shape=(3, 16)))
+
+
+@pytest.mark.parametrize("quantize", ["int8", "float16"])
+def test_auto_quantized_rows_say_what_was_measured(quantize):
+    model = mlp(sparsity=0.9)                        # 1x16 blocks in fc1 and fc2
+    tflite = tp.export.to_tflite(model, sparse="auto", quantize=quantize, auto_rounds=2,
+                                 representative_data=data())
+    rows = _fc_rows(tp.export.inspect(tflite))
+    if quantize == "float16":                        # dequantized weights: nothing to time
+        assert [r["layer"] for r in rows] == ["fc1", "fc2"]
+        for row in rows:
+            assert row["decision"] == "dense" and set(row["not_measured"]) == {"random", "1x4"}
+            assert row["reason"].startswith("not measured: random, 1x4: weight is FLOAT16")
+        return
+    assert [r["layer"] for r in rows] == ["fc1", "fc2", "out"]
+    for row in rows:
+        _assert_consistent(row)
+    for row in rows[:2]:                             # both int8 encodings tried
+        assert set(row["timings_ms"]) | set(row["failed"]) == {"dense", "random", "1x16"}
+    dense = tp.export.to_tflite(model, sparse="none", quantize=quantize,
+                                representative_data=data())
+    x = data(n=8)
+    np.testing.assert_allclose(run_tflite(tflite, x), run_tflite(dense, x), atol=1e-6)
+
+
+def test_layer_names_in_nested_models_and_einsum_dense():
+    from tfprune.export import _layers
+    keras.utils.set_random_seed(0)
+
+    def block(name):
+        return keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, name="fc"),
+                                 keras.layers.Dense(16, name="fc_more")], name=name)
+
+    inputs = keras.Input((16,))
+    x = block("block_a")(inputs)
+    x = block("block_b")(x)
+    out = keras.layers.EinsumDense("ab,bc->ac", output_shape=16, name="einsum")(x)
+    model = keras.Model(inputs, out)
+    for layer in (model.get_layer("block_a").get_layer("fc"), model.get_layer("einsum")):
+        k = layer.kernel.numpy()
+        layer.kernel.assign(k * (np.abs(k) > np.quantile(np.abs(k), 0.8)))
+    tflite = tp.export.to_tflite(model, sparse="auto", auto_rounds=2)
+    rows = _fc_rows(tp.export.inspect(tflite))
+    assert [r["layer"] for r in rows] == ["block_a/fc", "block_a/fc_more", "block_b/fc",
+                                          "block_b/fc_more", "einsum"]
+    assert [r["zeros"] > 0.7 for r in rows] == [True, False, False, False, True]
+    x = data(n=4, shape=(16,))
+    np.testing.assert_allclose(run_tflite(tflite, x), model.predict(x, verbose=0), atol=1e-4)

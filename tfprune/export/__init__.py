@@ -6,11 +6,11 @@
 XNNPACK
 """
 
-from tfprune.export.inspection import Report, TFLiteFormatError, inspect
+from tfprune.export.inspection import Report, TFLiteFormatError, decision_table, inspect
 from tfprune.export.tflite import to_tflite
 from tfprune.export.edgetpu import CompatibilityReport, edgetpu_report, xnnpack_sparse_report
 from tfprune.export.bench import benchmark, latency, load_delegate
 
-__all__ = ["to_tflite", "inspect", "Report", "TFLiteFormatError", "edgetpu_report",
-           "xnnpack_sparse_report", "CompatibilityReport", "benchmark", "latency",
+__all__ = ["to_tflite", "inspect", "Report", "TFLiteFormatError", "decision_table",
+           "edgetpu_report", "xnnpack_sparse_report", "CompatibilityReport", "benchmark", "latency",
            "load_delegate"]

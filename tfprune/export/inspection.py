@@ -14,7 +14,7 @@ import numpy as np
 
 from tfprune.export import _flatbuffer as fb
 
-__all__ = ["inspect", "Report", "TFLiteFormatError", "XNNPACK_OPS"]
+__all__ = ["inspect", "Report", "TFLiteFormatError", "XNNPACK_OPS", "decision_table"]
 
 TFLiteFormatError = fb.TFLiteFormatError
 
@@ -28,8 +28,8 @@ TRANSPOSE_CONV CEIL NEG ABS GELU""".split())
 _SPARSE_FC = {("FLOAT32", (1, 4)): "sparse FC (1x4 block kernel)",
               ("FLOAT32", (1, 1)): "sparse FC (random-sparsity kernel)",
               ("INT8", (1, 16)): "sparse FC (1x16 int8 block kernel)",
-              # Measured: XNNPACK fails to prepare these under the default resolver.
-              ("INT8", (1, 1)): "sparse FC (int8 random: builtin resolver only)"}
+              # Measured (TF 2.21): "Unsupported sparse fully-connected weight format".
+              ("INT8", (1, 1)): "sparse FC (int8 random: unsupported, fails to run)"}
 
 
 def _elem_bytes(ttype):
@@ -108,10 +108,7 @@ class Report:
                      f"{self.nonzero_bytes:,} B ({self.size / max(self.nonzero_bytes, 1):.2f}x)")
         if self.decisions:
             lines.append("")
-            lines.append("| layer weight | decision | reason |")
-            lines.append("|---|---|---|")
-            for d in self.decisions:
-                lines.append(f"| {d['tensor']} | {d['decision']} | {d['reason']} |")
+            lines.append(decision_table(self.decisions))
         return "\n".join(lines)
 
     __str__ = to_markdown
@@ -119,6 +116,53 @@ class Report:
     def __repr__(self):
         return (f"<Report {len(self.ops)} ops, {self.sparse_tensors} sparse tensors, "
                 f"{self.size} bytes>")
+
+
+_ENCODINGS = ("dense", "random", "1x4", "1x16")
+
+
+def _cell(d, name):
+    ms = (d.get("timings_ms") or {}).get(name)
+    if ms is not None:
+        ratio = (d.get("ratio") or {}).get(name)
+        text = f"{ms * 1e3:.1f} us" if ms < 1 else f"{ms:.3g} ms"
+        return text + (f" ({ratio:.2f}x)" if ratio is not None else "")
+    if name in (d.get("failed") or {}):
+        return "failed"
+    if name in (d.get("not_measured") or {}):
+        return "not measured"
+    return "n/a" if "timings_ms" in d else ""
+
+
+def decision_table(decisions):
+    """The ``sparse="auto"`` decision rows as a markdown table (one row per layer).
+
+    Timing cells are the model's median invoke time with only that layer in
+    that encoding (and its ratio to the dense model's time, measured in the
+    same rounds); "failed" and "not measured" say why in the reason column.
+
+    >>> print(decision_table([{"layer": "fc1", "zeros": 0.8, "decision": "random",
+    ...     "timings_ms": {"dense": 0.02, "random": 0.015}, "ratio": {"random": 0.75},
+    ...     "not_measured": {"1x4": "few zeros"}, "reason": "..."}]))
+    | layer | zeros | dense | random | 1x4 | 1x16 | decision | reason |
+    |---|---|---|---|---|---|---|---|
+    | fc1 | 80% | 20.0 us | 15.0 us (0.75x) | not measured | n/a | random | ...; 1x4: few zeros |
+    """
+    lines = ["| layer | zeros | " + " | ".join(_ENCODINGS) + " | decision | reason |",
+             "|---" * (len(_ENCODINGS) + 4) + "|"]
+    for d in decisions:
+        zeros = d.get("zeros")
+        reason = d.get("reason", "")
+        extra = [f"{k}: {v}" for k, v in (d.get("not_measured") or {}).items()
+                  if not reason.startswith("not measured")]
+        reason = "; ".join([reason] + extra) if extra else reason
+        cells = [_cell(d, name) for name in _ENCODINGS]
+        if d.get("layer") == "(whole model)":
+            cells = [_cell(d, "dense")] + [""] * (len(_ENCODINGS) - 1)
+        lines.append(f"| {d.get('layer', d.get('tensor', '?'))} | "
+                     f"{'' if zeros is None else f'{zeros:.0%}'} | " + " | ".join(cells) +
+                     f" | {d.get('decision', '')} | {reason} |")
+    return "\n".join(lines)
 
 
 def _tensor_info(model, data, index, tensor):
@@ -186,13 +230,13 @@ def inspect(tflite):
             if producer is not None and producer[0] == "DENSIFY":
                 weight = dict(tensors[int(producer[1].inputs[0])], densified=True)
         act_type = tensors[ins[0]]["dtype"] if ins else "?"
-        if weight is not None and weight["sparse"] and name == "FULLY_CONNECTED":
+        if weight is not None and weight.get("densified"):
+            kernel = "DENSIFY + dense"
+        elif weight is not None and weight["sparse"] and name == "FULLY_CONNECTED":
             kernel = _SPARSE_FC.get((weight["dtype"], tuple(weight["block"])),
                                     "sparse FC (unsupported format)")
         elif name == "DENSIFY":
             kernel = "DENSIFY (once at prepare)"
-        elif weight is not None and weight.get("densified"):
-            kernel = "DENSIFY + dense"
         elif name in XNNPACK_OPS and act_type in ("FLOAT32", "INT8", "UINT8", "FLOAT16"):
             kernel = "XNNPACK"
         else:

@@ -20,6 +20,7 @@ from tfprune import _data
 from tfprune.api import strip
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _auto
+from tfprune.export import _layers
 
 __all__ = ["to_tflite", "SPARSE_MODES", "QUANTIZE_MODES"]
 
@@ -147,17 +148,22 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
         ``EXPERIMENTAL_SPARSITY`` encoding everywhere it applies (constant
         weights with >= 30% zeros; fully-connected weights with 1x4 float /
         1x16 int8 blocks get the sparse FC kernel, everything else is stored
-        sparse and densified once at prepare time). ``"auto"``: converts
-        twice (dense and sparse; the converter's sparsity option is
-        model-wide), then starts from the dense model and moves the sparse
-        weights of one fully-connected layer at a time into it, timing each
-        against the dense model on this machine (interleaved, ``auto_rounds``
-        rounds, ``threads`` threads); a layer stays sparse only when that is
-        faster, and the assembled model is checked against the dense one (the
+        sparse and densified once at prepare time; the converter does that to
+        random-sparse FC weights too). ``"auto"``: converts once (dense),
+        then, for every fully-connected layer with >= 30% zeros, writes each
+        encoding the LiteRT FC kernels take (float32: random and 1x4 blocks;
+        int8: random and 1x16 blocks) into a copy of the dense model with only
+        that layer sparse, checks its outputs against the dense model and
+        times all copies against the dense model on this machine
+        (interleaved, ``auto_rounds`` rounds, ``threads`` threads). A layer
+        takes its fastest encoding when that is at least 3% faster than
+        dense; the assembled model is checked against the dense one (the
         dense model is returned if it is slower). Conv weights stay dense in
-        "auto" (sparse storage there only shrinks the file). The choice and the
-        reason per layer are stored in the file's metadata and shown by
-        :func:`tfprune.export.inspect`.
+        "auto" (sparse storage there only shrinks the file). The decision
+        table, one row per FC layer named after its Keras layer with every
+        timing measured and why anything was not, is stored in the file's
+        metadata: ``tfprune.export.inspect(data).decisions`` (printed by
+        ``str(report)``).
       quantize: ``None`` (float32), ``"dynamic"`` (int8 weights, float
         activations), ``"float16"`` or ``"int8"`` (full integer; needs
         ``representative_data``).
@@ -208,15 +214,20 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
     elif representative_data is not None:
         rep = _check_representative(representative_data, model)
     static = _static_model(model, batch_size, target)
-    data = _convert(_converter(static, sparse, quantize, rep, int8_io))
+    layers = _layers.keras_kernels(model)
+    data = _convert(_converter(static, "none" if sparse == "auto" else sparse, quantize, rep,
+                              int8_io))
     if sparse == "auto":
-        dense = _convert(_converter(static, "none", quantize, rep, int8_io))
-        data = _auto.choose(dense, data, threads=threads, rounds=auto_rounds)
+        data = _auto.choose(data, layers, threads=threads, rounds=auto_rounds)
     elif sparse == "force":
         _, fbm = fb.load(data)
-        decisions = [{"tensor": t.name.decode(), "decision": "sparse",
-                      "reason": "sparse='force': converter encoding kept"}
-                     for t in fbm.subgraphs[0].tensors if t.sparsity is not None]
+        tensors = fbm.subgraphs[0].tensors
+        decisions = [{"layer": row["layer"], "op": row["op"], "type": row["type"],
+                      "tensor": tensors[row["weight"]].name.decode(), "decision": "sparse",
+                      "reason": "sparse='force': converter encoding kept" +
+                                (f" (behind {row['via']})" if row["via"] else "")}
+                     for row in _layers.weight_ops(fbm, layers)
+                     if tensors[row["weight"]].sparsity is not None]
         if decisions:
             fb.add_metadata(fbm, decisions)
             data = fb.pack(fbm)
