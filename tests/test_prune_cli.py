@@ -123,6 +123,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny, tmp_path):
           f"sparsity {sparsity_res} == uninterrupted")
 
 
+@pytest.mark.slow
 def test_allocate_and_plan(tiny, tmp_path):
     proc = _prune("--model", tiny / "tiny.keras", "--data", tiny / "d.npz", "--epochs", 1,
                   "--allocate", "--target_sparsity", 0.5, "--sweep_sparsities", "0.3,0.6,0.9",
