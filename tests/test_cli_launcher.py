@@ -6,6 +6,7 @@ and its progress fields describe the last trial.
 """
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -118,10 +119,13 @@ def test_piped_sweep_has_no_carriage_returns_or_ansi(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.random((32, 6), dtype=np.float32),
              y=rng.integers(0, 3, 32))
     proc = _launch("sensitivity", f"--model={tmp_path / 'm.keras'}",
-                   f"--data={tmp_path / 'd.npz'}", "--sparsities=0.5,0.9")
+                   f"--data={tmp_path / 'd.npz'}", "--sparsities=0.5,0.9",
+                   "--target_sparsity=0.5", f"--plan={tmp_path / 'plan.json'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for text in (proc.stdout, proc.stderr):
         assert "\x1b" not in text and "\r" not in text
     assert re.search(r"^trial 4/4: o @0.9 drop -?\d+\.\d{4} \(\d+ s\)$", proc.stderr, re.M), \
         proc.stderr
     assert "| h |" in proc.stdout
+    plan = json.loads((tmp_path / "plan.json").read_text())   # for tfprune-prune --plan
+    assert set(plan) == {"h", "o"} and all(0 <= v < 1 for v in plan.values())

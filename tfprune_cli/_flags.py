@@ -1,9 +1,10 @@
 """Flags, help, logging and error handling shared by the ``tfprune-*`` command lines.
 
-Nothing here imports TensorFlow, Keras or the tfprune library: each command
-line imports them inside its ``main``, after the flags are parsed, so that
-``--help`` answers at once and TensorFlow's C++ log level is set before
-TensorFlow loads.
+Nothing here imports TensorFlow, Keras or the tfprune library (this package,
+``tfprune_cli``, sits outside ``tfprune``, whose ``__init__`` loads Keras):
+each command line imports them inside its ``main``, after the flags are
+parsed and checked, so that ``--help`` and bad input answer at once and
+TensorFlow's C++ log level is set before TensorFlow loads.
 """
 
 import contextlib

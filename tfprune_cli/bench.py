@@ -62,3 +62,7 @@ def run(argv=None):
     """Console entry point (``tfprune-bench``)."""
     from tfprune_cli import launch
     launch("bench", argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -70,3 +70,7 @@ def run(argv=None):
     """Console entry point (``tfprune-export``)."""
     from tfprune_cli import launch
     launch("export", argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -74,12 +74,14 @@ def define_flags():
         define(flags.DEFINE_string, "granularity", "unstructured",
                "Granularity name ('unstructured', 'channels', ...)."),
         define(flags.DEFINE_string, "plan", None,
-               "JSON file {layer: sparsity} of per-layer targets (e.g. an allocation)."),
+               "JSON file {layer: sparsity} of per-layer targets, e.g. written by "
+               "tfprune-sensitivity --target_sparsity=0.8 --plan=plan.json."),
         define(flags.DEFINE_bool, "allocate", False,
                "Sweep layer sensitivity first and allocate --target_sparsity (or "
                "--target_flops) over the layers."),
         define(flags.DEFINE_float, "target_flops", None,
-               "With --allocate: multiply-adds per sample to keep, instead of a sparsity."),
+               "With --allocate: multiply-adds per sample to keep in the analysed layers "
+               "(as tfprune.structure.count counts them), instead of a sparsity."),
         define(flags.DEFINE_list, "sweep_sparsities", ["0.3", "0.5", "0.7", "0.9"],
                "Sparsities the --allocate sweep tries per layer."),
         define(flags.DEFINE_integer, "sweep_samples", 512,
@@ -186,3 +188,7 @@ def run(argv=None):
     """Console entry point (``tfprune-prune``)."""
     from tfprune_cli import launch
     launch("prune", argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -3,7 +3,8 @@
 Example:
 
     tfprune-sensitivity --model model.keras --data test.npz --sparsities 0.5,0.7,0.9 \\
-        --output sweep.jsonl --csv sweep.csv --plot sweep.png --target_sparsity 0.8
+        --output sweep.jsonl --csv sweep.csv --plot sweep.png --target_sparsity 0.8 \\
+        --plan plan.json      # then: tfprune-prune --plan plan.json ...
 
 Re-running with the same --output resumes; --shard 0/4 .. 3/4 split the trials
 across processes, --merge a.jsonl,b.jsonl combines their records.
@@ -55,6 +56,9 @@ def define_flags():
                "Also print an allocation for this overall sparsity in (0, 1)."),
         define(flags.DEFINE_float, "max_drop", None,
                "Per-layer drop limit for the allocation."),
+        define(flags.DEFINE_string, "plan", None,
+               "Write the allocation as JSON {layer: sparsity} here, for tfprune-prune "
+               "--plan (needs --target_sparsity or --max_drop)."),
         define(flags.DEFINE_integer, "batch_size", 256, "Evaluation batch size."),
         define(flags.DEFINE_integer, "recalibrate", 0,
                "Re-estimate BatchNorm statistics on the first N samples in every trial "
@@ -101,7 +105,10 @@ def check_flags(argv=()):
         raise UserError(f"--batch_size must be 1 or more; got {FLAGS.batch_size}.")
     if FLAGS.target_sparsity is not None and not 0 < FLAGS.target_sparsity < 1:
         raise UserError(f"--target_sparsity must be in (0, 1); got {FLAGS.target_sparsity}.")
-    for name in ("output", "csv", "json", "plot"):
+    if FLAGS.plan and FLAGS.target_sparsity is None and FLAGS.max_drop is None:
+        raise UserError("--plan writes an allocation: pass --target_sparsity (or --max_drop) "
+                        "too.")
+    for name in ("output", "csv", "json", "plot", "plan"):
         _inputs.writable(FLAGS[name].value, name)
     if FLAGS.plot:
         import importlib.util
@@ -115,3 +122,7 @@ def run(argv=None):
     """Console entry point (``tfprune-sensitivity``)."""
     from tfprune_cli import launch
     launch("sensitivity", argv)
+
+
+if __name__ == "__main__":
+    run()

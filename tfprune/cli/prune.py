@@ -79,12 +79,16 @@ def resolve_loss(model, keras):
 
 
 def _check_labels(model, loss, y):
+    """``y`` as int64 class ids when the loss takes them, else unchanged; checked."""
+    import numpy as np
     classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
     if "SparseCategorical" not in type(loss).__name__ or not classes:
-        return
-    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= classes:
+        return y
+    whole = y.dtype.kind in "iu" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y))))
+    if not whole or y.min() < 0 or y.max() >= classes:
         raise UserError(f"--data: y_train must hold class ids 0..{classes - 1} for the "
                         f"model's {classes} outputs; got {y.dtype} in [{y.min()}, {y.max()}].")
+    return y.astype("int64")
 
 
 def make_schedule(tp, steps):
@@ -106,8 +110,8 @@ def make_schedule(tp, steps):
                               FLAGS.begin_step, end, frequency=frequency)
 
 
-def _settings():
-    """What must match for a work folder to be resumed."""
+def _settings(plan):
+    """What must match for a work folder to be resumed (``plan``: the --plan file's)."""
     with open(FLAGS.model, "rb") as f:
         model_hash = hashlib.sha256(f.read()).hexdigest()[:16]
     names = ("data", "dataset", "max_samples", "scale_uint8", "schedule", "target_sparsity",
@@ -115,7 +119,7 @@ def _settings():
              "granularity", "plan", "allocate", "target_flops", "sweep_sparsities",
              "sweep_samples", "skip", "epochs", "batch_size", "learning_rate", "loss", "seed")
     settings = {n: FLAGS[n].value for n in names}
-    settings["model_sha256"] = model_hash
+    settings.update(model_sha256=model_hash, plan_content=plan)
     return settings
 
 
@@ -176,10 +180,12 @@ def _main(argv):
     x, y, xt, yt = load_training_data()
     x, xt = _fit_inputs(model, x, xt)
     loss = resolve_loss(model, keras)
-    _check_labels(model, loss, y)
+    y = _check_labels(model, loss, y)
+    if yt is not None:
+        yt = _check_labels(model, loss, yt)
     x_eval, y_eval = (xt, yt) if xt is not None else (x, y)
     model.compile(loss=loss, metrics=["accuracy"])
-    work = _resume.WorkDir(work_path, _settings())
+    work = _resume.WorkDir(work_path, _settings(plan))
     if "before" not in work.extra:
         work.remember(before=model.evaluate(x_eval, y_eval, batch_size=256, verbose=0,
                                             return_dict=True))
@@ -198,12 +204,12 @@ def _main(argv):
                                 batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                                 callbacks=[tp.PruningCallback()], mask_sparsity=mask_sparsity)
     after = pruned.evaluate(x_eval, y_eval, batch_size=256, verbose=0, return_dict=True)
-    final = tp.strip(pruned, shrink=FLAGS.shrink) if (FLAGS.strip or FLAGS.shrink) else pruned
+    plain = tp.strip(pruned, shrink=FLAGS.shrink)
+    final = plain if (FLAGS.strip or FLAGS.shrink) else pruned
     _save_model(final, FLAGS.output)
     if FLAGS.export:
         with _flags.quiet_stderr():
-            tp.export.to_tflite(tp.strip(pruned, shrink=FLAGS.shrink), sparse="auto",
-                                output=FLAGS.export)
+            tp.export.to_tflite(plain, sparse="auto", output=FLAGS.export)
     from tfprune._walk import find_wrappers
     summary = {
         "model": FLAGS.model, "output": FLAGS.output, "export": FLAGS.export,
@@ -219,7 +225,7 @@ def _main(argv):
         "loss_before": work.extra["before"].get("loss"), "loss_after": after.get("loss"),
         "sparsity": mask_sparsity(pruned),
         "layers": tp.sparsity(pruned),
-        "before": _count(tp, model), "after": _count(tp, tp.strip(pruned, shrink=FLAGS.shrink)),
+        "before": _count(tp, model), "after": _count(tp, plain),
         "history": work.history,
     }
     nonzero = sum(int((keras.ops.convert_to_numpy(v) != 0).sum()) for v in final.weights)

@@ -14,7 +14,7 @@ import sys
 
 from absl import flags
 
-from tfprune.cli import _flags, _inputs
+from tfprune.cli import _flags, _inputs, write_json
 from tfprune.cli._flags import UserError
 from tfprune_cli.sensitivity import DATASETS, PROG, check_flags, define_flags
 
@@ -94,6 +94,8 @@ def _main(argv):
     if FLAGS.target_sparsity is not None or FLAGS.max_drop is not None:
         plan = report.allocate(target_sparsity=FLAGS.target_sparsity, max_drop=FLAGS.max_drop)
         print("allocation:", json.dumps(plan))
+        if FLAGS.plan:
+            write_json({k: float(v) for k, v in plan.items()}, FLAGS.plan)
 
 
 def run(argv=None):
