@@ -24,7 +24,7 @@ TOOLS = {
     "export": ["--model", "--output", "--sparse", "--quantize", "--representative_data"],
     "bench": ["--model", "--compare_to", "--data", "--threads", "--runs", "--resolver"],
     "prune": ["--model", "--data", "--dataset", "--output", "--schedule", "--target_sparsity",
-              "--plan", "--work_dir", "--strip", "--shrink", "--export", "--summary_json"],
+              "--plan", "--work_dir", "strip", "shrink", "--export", "--summary_json"],
 }
 
 

@@ -14,10 +14,10 @@ import os
 import sys
 import time
 
-import keras
-import numpy as np
-
 from tfprune.cli._flags import UserError
+
+# Keras and numpy are imported inside the functions: the command-line modules
+# import nothing heavy before the flags are parsed.
 
 STATE = "state.json"
 
@@ -77,6 +77,8 @@ class WorkDir:
 
     def save(self, model, epoch, logs):
         """Checkpoints ``model`` (and its optimizer) as having finished ``epoch`` epochs."""
+        import keras
+        import numpy as np
         arrays = {f"m{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
         arrays.update({f"o{i}": keras.ops.convert_to_numpy(v)
                        for i, v in enumerate(model.optimizer.variables)})
@@ -91,6 +93,7 @@ class WorkDir:
 
     def restore(self, model):
         """Loads the newest checkpoint into ``model`` (compiled, optimizer built)."""
+        import numpy as np
         with np.load(os.path.join(self.path, self.state["checkpoint"])) as data:
             model_vars, opt_vars = model.variables, model.optimizer.variables
             if len([k for k in data.files if k[0] == "m"]) != len(model_vars) or \
@@ -108,6 +111,8 @@ def fine_tune(model, x, y, work, *, epochs, batch_size, seed, callbacks, mask_sp
 
     The logs of every epoch are in ``work.history``.
     """
+    import keras
+    import numpy as np
     model.optimizer.build(model.trainable_variables)
     if work.epoch:
         work.restore(model)
