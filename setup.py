@@ -9,7 +9,7 @@ setup(
                 "structural pruning and sparse LiteRT export",
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["tfprune", "tfprune.*"]),
+    packages=find_packages(include=["tfprune", "tfprune.*", "tfprune_cli"]),
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
@@ -25,10 +25,13 @@ setup(
         "compare": ["tensorflow-model-optimization", "tf_keras"],
         "dev": ["pytest", "pytest-xdist", "ruff", "mlxtend", "matplotlib", "scikit-learn"],
     },
+    # The console scripts start in tfprune_cli, which parses and checks flags without
+    # importing TensorFlow (`import tfprune` does), so --help and bad input answer at once.
     entry_points={"console_scripts": [
-        "tfprune-export=tfprune.cli.export:run",
-        "tfprune-bench=tfprune.cli.bench:run",
-        "tfprune-sensitivity=tfprune.cli.sensitivity:run",
+        "tfprune-export=tfprune_cli.export:run",
+        "tfprune-bench=tfprune_cli.bench:run",
+        "tfprune-sensitivity=tfprune_cli.sensitivity:run",
+        "tfprune-prune=tfprune_cli.prune:run",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -23,6 +23,8 @@ TOOLS = {
     "sensitivity": ["--model", "--data", "--sparsities", "--shard", "--merge", "scale_uint8"],
     "export": ["--model", "--output", "--sparse", "--quantize", "--representative_data"],
     "bench": ["--model", "--compare_to", "--data", "--threads", "--runs", "--resolver"],
+    "prune": ["--model", "--data", "--dataset", "--output", "--schedule", "--target_sparsity",
+              "--plan", "--work_dir", "strip", "shrink", "--export", "--summary_json"],
 }
 
 
@@ -136,8 +138,8 @@ import runpy, sys, time, types
 pkg = types.ModuleType("tfprune")
 pkg.__path__ = [{os.path.join(ROOT, "tfprune")!r}]
 sys.modules["tfprune"] = pkg  # skip tfprune/__init__.py: test the command lines alone
-for tool in ("sensitivity", "export", "bench"):
-    for name in [n for n in sys.modules if n.startswith(("tfprune.", "absl"))]:
+for tool in ("sensitivity", "export", "bench", "prune"):
+    for name in [n for n in sys.modules if n.startswith(("tfprune.", "tfprune_cli", "absl"))]:
         del sys.modules[name]
     sys.argv = ["tfprune-" + tool, "--help"]
     start = time.perf_counter()

@@ -14,55 +14,12 @@ import sys
 
 from absl import flags
 
-from tfprune.cli import _flags, _inputs
-from tfprune.cli._flags import UserError, define
+from tfprune.cli import _flags, _inputs, write_json
+from tfprune.cli._flags import UserError
+from tfprune_cli.sensitivity import DATASETS, PROG, check_flags, define_flags
 
-PROG = "tfprune-sensitivity"
 FLAGS = flags.FLAGS
-DATASETS = ("mnist", "digits", "cifar10_small")
-
-
-def define_flags():
-    """Defines this app's flags (at run time, so importing the module is side-effect free).
-
-    Returns their names.
-    """
-    return [
-        define(flags.DEFINE_string, "model", None,
-               "Path to a compiled .keras model (saved with model.save(); its compiled "
-               "metrics are what --metric names)."),
-        define(flags.DEFINE_string, "data", None,
-               "Evaluation data: a .npz file with arrays x, y (or x_test, y_test), or a "
-               "built-in test split: 'mnist', 'digits', 'cifar10_small'. x must match the "
-               "model's input shape."),
-        define(flags.DEFINE_bool, "scale_uint8", True, _inputs.SCALE_UINT8_HELP),
-        define(flags.DEFINE_integer, "max_samples", 0, "Use only the first N samples (0 = all)."),
-        define(flags.DEFINE_list, "sparsities", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7",
-                                                 "0.8", "0.9"],
-               "Sparsities to try per layer: fractions in [0, 1)."),
-        define(flags.DEFINE_string, "criterion", "magnitude", "Pruning criterion name."),
-        define(flags.DEFINE_string, "granularity", "unstructured",
-               "Granularity name ('unstructured', 'channels', ...)."),
-        define(flags.DEFINE_string, "metric", "accuracy", "A compiled metric name or 'loss'."),
-        define(flags.DEFINE_list, "layers", None,
-               "Only these layers (default: every prunable one)."),
-        define(flags.DEFINE_string, "output", None, "JSONL record; re-running resumes from it."),
-        define(flags.DEFINE_string, "shard", None,
-               "'index/count': run only this share of the trials (e.g. 0/4)."),
-        define(flags.DEFINE_list, "merge", None,
-               "Instead of sweeping, merge these JSONL/JSON reports (no --model/--data)."),
-        define(flags.DEFINE_string, "csv", None, "Write the table as CSV here."),
-        define(flags.DEFINE_string, "json", None, "Write the report as JSON here."),
-        define(flags.DEFINE_string, "plot", None, "Save curves + heatmap here (needs matplotlib)."),
-        define(flags.DEFINE_float, "target_sparsity", None,
-               "Also print an allocation for this overall sparsity in (0, 1)."),
-        define(flags.DEFINE_float, "max_drop", None,
-               "Per-layer drop limit for the allocation."),
-        define(flags.DEFINE_integer, "batch_size", 256, "Evaluation batch size."),
-        define(flags.DEFINE_integer, "recalibrate", 0,
-               "Re-estimate BatchNorm statistics on the first N samples in every trial "
-               "(0 = off); see sweep(recalibrate=...)."),
-    ]
+__all__ = ["DATASETS", "PROG", "define_flags", "check_flags", "load_data", "main", "run"]
 
 
 def load_data(spec, max_samples=0):
@@ -89,52 +46,6 @@ def load_data(spec, max_samples=0):
     return x, y
 
 
-def _check_flags():
-    """Everything that can be checked before TensorFlow loads."""
-    if FLAGS.merge:
-        for path in FLAGS.merge:
-            _inputs.existing_file(path, "merge", "the JSONL/JSON records of earlier runs")
-    else:
-        _inputs.existing_file(FLAGS.model, "model", "a saved .keras model (--model=model.keras)")
-        if not FLAGS.data:
-            raise UserError(f"--data is required: a .npz file with arrays x and y, or one of "
-                            f"{', '.join(DATASETS)}.")
-        if FLAGS.data not in DATASETS:
-            _inputs.existing_file(FLAGS.data, "data", f"a .npz file with arrays x and y, or "
-                                  f"one of {', '.join(DATASETS)}")
-    sparsities = []
-    for s in FLAGS.sparsities:
-        try:
-            value = float(s)
-        except ValueError:
-            value = -1.0
-        if not 0 <= value < 1:
-            raise UserError(f"--sparsities: {s!r} is not a fraction in [0, 1); pass e.g. "
-                            "--sparsities=0.5,0.7,0.9.")
-        sparsities.append(value)
-    if FLAGS.shard:
-        parts = FLAGS.shard.split("/")
-        if (len(parts) != 2 or not all(p.strip().isdigit() for p in parts)
-                or not int(parts[0]) < int(parts[1])):
-            raise UserError(f"--shard={FLAGS.shard}: pass index/count with 0 <= index < count, "
-                            "e.g. --shard=0/4.")
-    for name in ("max_samples", "recalibrate"):
-        if FLAGS[name].value < 0:
-            raise UserError(f"--{name} must be 0 or more; got {FLAGS[name].value}.")
-    if FLAGS.batch_size < 1:
-        raise UserError(f"--batch_size must be 1 or more; got {FLAGS.batch_size}.")
-    if FLAGS.target_sparsity is not None and not 0 < FLAGS.target_sparsity < 1:
-        raise UserError(f"--target_sparsity must be in (0, 1); got {FLAGS.target_sparsity}.")
-    for name in ("output", "csv", "json", "plot"):
-        _inputs.writable(FLAGS[name].value, name)
-    if FLAGS.plot:
-        import importlib.util
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UserError("--plot needs matplotlib: pip install matplotlib, or leave out "
-                            "--plot.")
-    return sparsities
-
-
 def _fit_data(model, x):
     inputs = getattr(model, "inputs", None)
     if not inputs:
@@ -152,10 +63,7 @@ def main(argv):
 
 
 def _main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected argument(s) {argv[1:]}; every input is a flag "
-                        "(e.g. --model=m.keras).")
-    sparsities = _check_flags()
+    sparsities = check_flags(argv)
     tp = _flags.import_tfprune()
     if FLAGS.merge:
         report = tp.sensitivity.merge(FLAGS.merge)
@@ -165,16 +73,14 @@ def _main(argv):
         x = _fit_data(model, x)
         if len(x) != len(y):
             raise UserError(f"--data: x has {len(x)} samples but y has {len(y)}.")
-        tty = sys.stdout.isatty()
         print(f"sweeping {FLAGS.model} on {len(x)} samples of {FLAGS.data}, sparsities "
-              f"{','.join(f'{s:g}' for s in sparsities)}"
-              + ("" if tty else " (progress: one line when done)"), file=sys.stderr, flush=True)
+              f"{','.join(f'{s:g}' for s in sparsities)}", file=sys.stderr, flush=True)
         report = tp.sensitivity.sweep(
             model, (x, y), recalibrate=x[:FLAGS.recalibrate] if FLAGS.recalibrate else None,
             sparsities=sparsities, criterion=FLAGS.criterion,
             granularity=FLAGS.granularity, metric=FLAGS.metric, layers=FLAGS.layers,
             output=FLAGS.output, shard=FLAGS.shard, batch_size=FLAGS.batch_size,
-            verbose=1 if tty else 2)  # keras' bar writes \r and ANSI colours: TTY only
+            verbose=1)  # a bar on a terminal, plain lines on stderr otherwise
     print(f"baseline {report.meta.get('metric')}: {report.baseline}")
     print(report.to_markdown())
     if report.groups:
@@ -188,6 +94,8 @@ def _main(argv):
     if FLAGS.target_sparsity is not None or FLAGS.max_drop is not None:
         plan = report.allocate(target_sparsity=FLAGS.target_sparsity, max_drop=FLAGS.max_drop)
         print("allocation:", json.dumps(plan))
+        if FLAGS.plan:
+            write_json({k: float(v) for k, v in plan.items()}, FLAGS.plan)
 
 
 def run(argv=None):

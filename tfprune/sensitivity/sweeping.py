@@ -15,6 +15,9 @@ the evaluation raises). The baseline is evaluated once.
 (['h', 'o'], [0.5])
 """
 
+import sys
+import time
+
 import keras
 import numpy as np
 
@@ -47,6 +50,53 @@ def check_shard(shard):
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"`shard` index must be in [0, count); got {index}/{count}.")
     return index, count
+
+
+# -- progress ------------------------------------------------------------------
+
+class Progress:
+    """Progress of the trials: keras' bar on a terminal, plain lines elsewhere.
+
+    Keras' ``Progbar`` redraws with ``\\r`` and ANSI codes whatever the output
+    is, and averages its values over updates; here the bar is drawn only when
+    ``sys.stdout`` is a terminal (or a notebook), and otherwise a plain line
+    goes to stderr for the first and last trial and at most every
+    ``interval`` seconds between, e.g.
+    ``trial 12/40: fc1 @0.7 drop 0.0123 (35 s)``. Both show the last trial's
+    unit, sparsity and drop, not a mean over unrelated trials.
+
+    ``verbose``: 0 silent, 1 bar on a terminal else lines, 2 lines always.
+    """
+
+    FIELDS = ("unit", "sparsity", "drop")
+
+    def __init__(self, total, verbose=1, interval=10.0, stream=None):
+        self.total, self.verbose, self.interval = total, verbose, interval
+        self.stream = stream
+        tty = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
+        bar = verbose == 1 and total and (tty or "ipykernel" in sys.modules)
+        self.bar = keras.utils.Progbar(total, verbose=1, unit_name="trial",
+                                       stateful_metrics=self.FIELDS) if bar else None
+        self.start = time.monotonic()
+        self.printed = None
+
+    def update(self, done, unit, sparsity, drop):
+        """Reports that trial ``done`` (1-based) of ``total`` finished."""
+        if not self.verbose:
+            return
+        if self.bar is not None:
+            self.bar.update(done, [("unit", unit), ("sparsity", f"{sparsity:g}"),
+                                   ("drop", f"{drop:.4f}")])
+            return
+        now = time.monotonic()
+        if (self.printed is not None and done < self.total
+                and now - self.printed < self.interval):
+            return
+        self.printed = now
+        stream = self.stream or sys.stderr
+        stream.write(f"trial {done}/{self.total}: {unit} @{sparsity:g} drop {drop:.4f} "
+                     f"({now - self.start:.0f} s)\n")
+        stream.flush()
 
 
 # -- evaluation ------------------------------------------------------------------
@@ -157,7 +207,8 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         shard: ``(index, count)`` or ``"index/count"``: run only every
             ``count``-th trial starting at ``index``; combine with :func:`merge`.
         batch_size: evaluation batch size for array data.
-        verbose: 1 shows a progress bar.
+        verbose: 0 silent; 1 a progress bar on a terminal and plain lines on
+            stderr otherwise (a pipe, a log file); 2 plain lines always.
         higher_is_better: override the metric's direction.
         recalibrate: optional input samples: every trial (and the baseline)
             re-estimates the BatchNorm statistics on them before evaluating,
@@ -210,7 +261,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         trials = trials[shard[0]::shard[1]]
     todo = [(u, s) for u, s in trials if (u.name, round(s, 9)) not in done]
 
-    bar = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="trial") if todo else None
+    progress = Progress(len(todo), verbose)
     for i, (unit, s) in enumerate(todo):
         saved = _apply(unit.plan(s))
         try:
@@ -223,7 +274,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         rows.append(row)
         if store:
             store.append(row)
-        bar.update(i + 1, [("drop", drop)] if verbose else None)
+        progress.update(i + 1, unit.name, s, drop)
     meta = dict(header)
     if shard:
         meta["shard"] = list(shard)

@@ -1,0 +1,245 @@
+"""tfprune-prune: prune and fine-tune a .keras model, resumably, with a JSON summary.
+
+The flags, their help and the checks that need no TensorFlow live in
+``tfprune_cli.prune`` (the console script's fast path); this module does the
+work once they are parsed.
+"""
+
+import hashlib
+import math
+import os
+import sys
+
+from absl import flags
+
+from tfprune.cli import _flags, _inputs, _resume, write_json
+from tfprune.cli._flags import UserError
+from tfprune_cli import prune as spec
+from tfprune_cli.prune import PROG, check_flags, default_paths, define_flags
+
+FLAGS = flags.FLAGS
+__all__ = ["PROG", "define_flags", "check_flags", "main", "run"]
+
+
+def load_training_data():
+    """``(x_train, y_train, x_test, y_test)``; the test pair is None without test arrays."""
+    if FLAGS.dataset:
+        from tfprune import datasets
+        (x, y), (xt, yt) = getattr(datasets, FLAGS.dataset)()
+    else:
+        keys = ("x_train", "y_train", "x_test", "y_test", "x", "y")
+        arrays, files = _inputs.load_arrays(FLAGS.data, "data", keys)
+        pair = ("x_train", "y_train") if "x_train" in arrays else ("x", "y")
+        if not set(pair) <= set(arrays):
+            raise UserError(f"--data={FLAGS.data}: needs arrays x_train and y_train (it has "
+                            f"{files}); save it with numpy.savez(path, x_train=..., "
+                            "y_train=..., x_test=..., y_test=...).")
+        x, y = arrays[pair[0]], arrays[pair[1]]
+        xt, yt = arrays.get("x_test"), arrays.get("y_test")
+        if (xt is None) != (yt is None):
+            raise UserError(f"--data={FLAGS.data}: give both x_test and y_test, or neither.")
+    for a, b, name in ((x, y, "train"), (xt, yt, "test")):
+        if a is not None and len(a) != len(b):
+            raise UserError(f"--data: x_{name} has {len(a)} samples but y_{name} has {len(b)}.")
+    if FLAGS.max_samples:
+        x, y = x[:FLAGS.max_samples], y[:FLAGS.max_samples]
+    return x, y, xt, yt
+
+
+def _fit_inputs(model, *xs):
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        raise UserError(f"the model has {len(inputs)} inputs; tfprune-prune feeds one array. "
+                        "Use tfprune.prune from Python for several inputs.")
+    shape, dtype = tuple(inputs[0].shape[1:]), inputs[0].dtype
+    return [None if x is None else
+            _inputs.fit_input(x, shape, dtype, "data", FLAGS.scale_uint8) for x in xs]
+
+
+def _ends_in_softmax(model):
+    last = model.layers[-1] if model.layers else None
+    act = getattr(last, "activation", None)
+    return type(last).__name__ == "Softmax" or getattr(act, "__name__", "") == "softmax"
+
+
+def resolve_loss(model, keras):
+    """The loss to fine-tune with: ``--loss``, else the compiled one, else sparse CE."""
+    name = FLAGS.loss
+    if name == "auto" and getattr(model, "compiled", False) and model.loss is not None:
+        return model.loss
+    if name in ("auto", "sparse_categorical_crossentropy", "categorical_crossentropy"):
+        cls = (keras.losses.CategoricalCrossentropy if name == "categorical_crossentropy"
+               else keras.losses.SparseCategoricalCrossentropy)
+        return cls(from_logits=not _ends_in_softmax(model))
+    try:
+        return keras.losses.get(name)
+    except ValueError:
+        raise UserError(f"--loss={name}: not a Keras loss name (e.g. "
+                        "sparse_categorical_crossentropy, mse) or 'auto'.") from None
+
+
+def _check_labels(model, loss, y):
+    """``y`` as int64 class ids when the loss takes them, else unchanged; checked."""
+    import numpy as np
+    classes = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    if "SparseCategorical" not in type(loss).__name__ or not classes:
+        return y
+    whole = y.dtype.kind in "iu" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y))))
+    if not whole or y.min() < 0 or y.max() >= classes:
+        raise UserError(f"--data: y_train must hold class ids 0..{classes - 1} for the "
+                        f"model's {classes} outputs; got {y.dtype} in [{y.min()}, {y.max()}].")
+    return y.astype("int64")
+
+
+def make_schedule(tp, steps):
+    """The tfprune schedule of the flags, for ``steps`` training steps in all."""
+    if FLAGS.begin_step >= steps:
+        raise UserError(f"--begin_step={FLAGS.begin_step} but training has only {steps} "
+                        "steps (batches); lower it or train longer.")
+    frequency = FLAGS.frequency or max(1, steps // FLAGS.epochs // 4)
+    if FLAGS.schedule == "one_shot":
+        return tp.OneShot(FLAGS.target_sparsity, step=FLAGS.begin_step)
+    if FLAGS.schedule == "constant":
+        return tp.ConstantSparsity(FLAGS.target_sparsity, begin_step=FLAGS.begin_step,
+                                   frequency=frequency)
+    end = FLAGS.end_step if FLAGS.end_step != -1 else max(FLAGS.begin_step + 1, 2 * steps // 3)
+    if end >= steps:
+        print(f"note: --end_step={end} is past the last training step ({steps - 1}); the "
+              "final sparsity will not be reached.", file=sys.stderr)
+    return tp.PolynomialDecay(FLAGS.initial_sparsity, FLAGS.target_sparsity,
+                              FLAGS.begin_step, end, frequency=frequency)
+
+
+def _settings(plan):
+    """What must match for a work folder to be resumed (``plan``: the --plan file's)."""
+    with open(FLAGS.model, "rb") as f:
+        model_hash = hashlib.sha256(f.read()).hexdigest()[:16]
+    names = ("data", "dataset", "max_samples", "scale_uint8", "schedule", "target_sparsity",
+             "initial_sparsity", "begin_step", "end_step", "frequency", "criterion",
+             "granularity", "plan", "allocate", "target_flops", "sweep_sparsities",
+             "sweep_samples", "skip", "epochs", "batch_size", "learning_rate", "loss", "seed")
+    settings = {n: FLAGS[n].value for n in names}
+    settings.update(model_sha256=model_hash, plan_content=plan)
+    return settings
+
+
+def allocate_plan(tp, model, x, y):
+    """A per-layer plan from a small sensitivity sweep and ``report.allocate``."""
+    n = min(len(x), FLAGS.sweep_samples)
+    sparsities = [float(s) for s in FLAGS.sweep_sparsities]
+    print(f"sweeping {len(sparsities)} sparsities per layer on {n} samples to allocate "
+          "the budget", file=sys.stderr, flush=True)
+    report = tp.sensitivity.sweep(model, (x[:n], y[:n]), sparsities=sparsities,
+                                  criterion=FLAGS.criterion, granularity=FLAGS.granularity,
+                                  batch_size=256)
+    if FLAGS.target_flops is not None:
+        plan = report.allocate(target_flops=FLAGS.target_flops)
+    else:
+        plan = report.allocate(target_sparsity=FLAGS.target_sparsity)
+    return {k: float(v) for k, v in plan.items()}
+
+
+def mask_sparsity(model):
+    """Fraction of zeros over every pruning mask of ``model``."""
+    import keras
+
+    from tfprune._walk import find_wrappers
+    zeros = total = 0
+    for w in find_wrappers(model):
+        for m in w.masks:
+            value = keras.ops.convert_to_numpy(m)
+            zeros += int((value == 0).sum())
+            total += value.size
+    return zeros / max(total, 1)
+
+
+def _count(tp, model):
+    try:
+        return tp.structure.count(model)
+    except Exception:  # noqa: BLE001 - counts are informative; a subclassed model has none
+        return {"params": int(model.count_params()), "flops": None}
+
+
+def _save_model(model, path):
+    tmp = path[:-len(".keras")] + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def main(argv):
+    """Runs the app; bad input exits with one line (``tfprune-prune: error: ...``)."""
+    return _flags.guard(PROG, _main, argv)
+
+
+def _main(argv):
+    plan = check_flags(argv)
+    summary_path, work_path = default_paths()
+    tp = _flags.import_tfprune()
+    import keras
+    model = _inputs.load_keras_model(FLAGS.model)
+    x, y, xt, yt = load_training_data()
+    x, xt = _fit_inputs(model, x, xt)
+    loss = resolve_loss(model, keras)
+    y = _check_labels(model, loss, y)
+    if yt is not None:
+        yt = _check_labels(model, loss, yt)
+    x_eval, y_eval = (xt, yt) if xt is not None else (x, y)
+    model.compile(loss=loss, metrics=["accuracy"])
+    work = _resume.WorkDir(work_path, _settings(plan))
+    if "before" not in work.extra:
+        work.remember(before=model.evaluate(x_eval, y_eval, batch_size=256, verbose=0,
+                                            return_dict=True))
+    if FLAGS.allocate and "plan" not in work.extra:
+        work.remember(plan=allocate_plan(tp, model, x_eval, y_eval))
+    plan = work.extra.get("plan", plan)
+    steps = FLAGS.epochs * math.ceil(len(x) / FLAGS.batch_size)
+    schedule = make_schedule(tp, steps)
+    keras.utils.set_random_seed(FLAGS.seed)
+    pruned = tp.prune(model, schedule=schedule, criterion=FLAGS.criterion,
+                      granularity=FLAGS.granularity, sparsity=plan, skip=FLAGS.skip)
+    pruned.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate), loss=loss,
+                   metrics=["accuracy"])
+    resumed = work.epoch
+    _resume.fine_tune(pruned, x, y, work, epochs=FLAGS.epochs,
+                                batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                                callbacks=[tp.PruningCallback()], mask_sparsity=mask_sparsity)
+    after = pruned.evaluate(x_eval, y_eval, batch_size=256, verbose=0, return_dict=True)
+    plain = tp.strip(pruned, shrink=FLAGS.shrink)
+    final = plain if (FLAGS.strip or FLAGS.shrink) else pruned
+    _save_model(final, FLAGS.output)
+    if FLAGS.export:
+        with _flags.quiet_stderr():
+            tp.export.to_tflite(plain, sparse="auto", output=FLAGS.export)
+    from tfprune._walk import find_wrappers
+    summary = {
+        "model": FLAGS.model, "output": FLAGS.output, "export": FLAGS.export,
+        "stripped": bool(FLAGS.strip or FLAGS.shrink), "shrunk": bool(FLAGS.shrink),
+        "schedule": {"name": FLAGS.schedule, **schedule.get_config()},
+        "criterion": FLAGS.criterion, "granularity": FLAGS.granularity, "plan": plan,
+        "epochs": FLAGS.epochs, "steps": steps,
+        "pruning_step": max(w.step for w in find_wrappers(pruned)),
+        "resumed_after_epoch": resumed or None,
+        "eval_data": "test" if xt is not None else "train",
+        "accuracy_before": work.extra["before"].get("accuracy"),
+        "accuracy_after": after.get("accuracy"),
+        "loss_before": work.extra["before"].get("loss"), "loss_after": after.get("loss"),
+        "sparsity": mask_sparsity(pruned),
+        "layers": tp.sparsity(pruned),
+        "before": _count(tp, model), "after": _count(tp, plain),
+        "history": work.history,
+    }
+    nonzero = sum(int((keras.ops.convert_to_numpy(v) != 0).sum()) for v in final.weights)
+    summary["after"]["params_nonzero"] = nonzero
+    write_json(summary, summary_path)
+    print(f"pruned {FLAGS.model} -> {FLAGS.output}: sparsity {summary['sparsity']:.3f}, "
+          f"accuracy {summary['accuracy_before']} -> {summary['accuracy_after']}; "
+          f"summary in {summary_path}")
+
+
+def run(argv=None):
+    """Entry point of ``python -m tfprune.cli.prune`` (the console script is faster)."""
+    _flags.run(PROG, spec.__doc__, define_flags(), main, argv)
+
+
+if __name__ == "__main__":
+    run()
