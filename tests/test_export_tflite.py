@@ -459,7 +459,6 @@ def test_auto_quantized_rows_say_what_was_measured(quantize):
 
 
 def test_layer_names_in_nested_models_and_einsum_dense():
-    from tfprune.export import _layers
     keras.utils.set_random_seed(0)
 
     def block(name):
