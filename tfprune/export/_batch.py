@@ -79,7 +79,10 @@ def _rewrite(model, data, batch, merged):
             copy.__dict__.update(vars(tensor))
             copy.name = (tensor.name or b"shape") + b"/any_batch"
             graph.tensors.append(copy)
-            op.inputs[1] = len(graph.tensors) - 1
+            # The object API may hand out read-only arrays: replace, don't mutate.
+            inputs = np.array(op.inputs, dtype=np.int32, copy=True)
+            inputs[1] = len(graph.tensors) - 1
+            op.inputs = inputs
             tensor = copy
         tensor.buffer = len(model.buffers) - 1
         count += 1
