@@ -9,6 +9,8 @@ surgery). Layers absent from the table are skipped with a reason.
 import keras
 import numpy as np
 
+from tfprune._walk import is_layer
+from tfprune.structure import _ops_rules
 from tfprune.structure._layout import Part, Struct
 
 L = keras.layers
@@ -303,7 +305,9 @@ TABLE = (
 
 
 def lookup(layer):
-    """``(rule, resize)`` for ``layer``, or ``(None, None)``."""
+    """``(rule, resize)`` for ``layer``, or ``(None, None)`` (also for ``keras.ops`` nodes)."""
+    if not is_layer(layer):
+        return None, None
     for classes, rule, field in TABLE:
         if type(layer) in classes or (classes and isinstance(layer, classes)
                                       and type(layer).__module__.startswith("keras")):
@@ -313,6 +317,8 @@ def lookup(layer):
 
 def apply(b, call):
     """Runs the rule of ``call.layer`` (or skips it with a reason)."""
+    if not is_layer(call.layer):
+        return _ops_rules.apply(b, call)
     rule, _ = lookup(call.layer)
     if rule is None:
         return b.skip(call, f"unsupported layer type {type(call.layer).__name__}")
