@@ -219,7 +219,10 @@ def check_graph_model(model, what):
         raise ValueError(
             f"Model '{model.name}' is a subclassed model ({type(model).__name__}); "
             f"{what} needs the layer graph of a Functional or Sequential model. "
-            "Rebuild it with the Functional API (keras.Model(inputs, outputs)).")
+            "Rebuild it with the Functional API (keras.Model(inputs, outputs)); "
+            "tfprune.structure.explain(functional_model) then shows what can be cut. "
+            "To prune the subclassed model's weights in place (masks, not removed "
+            "channels), wrap its layers with tfprune.prune_layer.")
     if _functional(model) is None:
         raise ValueError(
             f"Sequential model '{model.name}' has no Input: give it "
