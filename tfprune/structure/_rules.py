@@ -9,7 +9,7 @@ surgery). Layers absent from the table are skipped with a reason.
 import keras
 import numpy as np
 
-from tfprune._walk import is_layer
+from tfprune._walk import is_layer, weights_by_key
 from tfprune.structure import _ops_rules
 from tfprune.structure._layout import Part, Struct
 
@@ -51,7 +51,10 @@ def _conv_input(b, call):
 
 def conv(b, call):
     layer = call.layer
-    if getattr(layer, "groups", 1) != 1:
+    groups = getattr(layer, "groups", 1)
+    if groups != 1:
+        if groups == layer.filters == call.in_shapes[0][-1]:
+            return grouped_depthwise(b, call)
         return b.skip(call, f"grouped convolution (groups={layer.groups})")
     src = _conv_input(b, call)
     if src is None:
@@ -86,6 +89,36 @@ def dense(b, call):
     src = b.get(call.inputs[0])
     b.member(src, call, "kernel", 0, "consumer")
     _producer_out(b, call, "kernel", 1)
+
+
+def grouped_depthwise(b, call):
+    """A Conv with ``groups == filters == input channels``: a depthwise convolution.
+
+    Output channel ``c`` reads input channel ``c`` alone, so both are one
+    channel space; kernel ``(..., 1, C)`` and bias are sliced with it.
+    """
+    layer = call.layer
+    src = _conv_input(b, call)
+    if src is None:
+        return
+    if len(src.parts) != 1 or src.parts[0].inner != 1:
+        return b.skip(call, "grouped convolution over a depth-multiplied tensor")
+    b.member(src, call, "kernel", len(layer.kernel.shape) - 1, "param")
+    if layer.use_bias:
+        b.member(src, call, "bias", 0, "bias")
+    activation = getattr(layer, "activation", None)
+    if activation is not None and activation is not keras.activations.linear:
+        b.member(src, call, None, -1, "act")
+    b.set(call.outputs[0], src)
+
+
+def layer_scale(b, call):
+    """keras.applications' ConvNeXt ``LayerScale``: ``x * gamma``, gamma per channel."""
+    src = b.get(call.inputs[0])
+    gamma = call.layer.gamma
+    key = next(k for k, w in weights_by_key(call.layer).items() if w is gamma)
+    b.member(src, call, key, 0, "param")
+    b.set(call.outputs[0], src)
 
 
 def embedding(b, call):
@@ -254,6 +287,12 @@ def _field(name):
     return resize
 
 
+def _resize_conv(config, call, width):
+    config["filters"] = width(call.outputs[0])
+    if config.get("groups", 1) != 1:  # depthwise-like: one group per channel
+        config["groups"] = config["filters"]
+
+
 def _resize_attention(config, call, width):
     config["num_heads"] = width(("heads", call.path))
     # output_shape=None would follow the (maybe pruned) query width instead
@@ -287,7 +326,7 @@ TABLE = (
     ((L.DepthwiseConv1D, L.DepthwiseConv2D), depthwise, None),
     ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), conv_transpose,
      _field("filters")),
-    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, _field("filters")),
+    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, _resize_conv),
     ((L.Dense,), dense, _field("units")),
     ((L.Embedding,), embedding, _field("output_dim")),
     ((L.MultiHeadAttention,), attention, _resize_attention),
@@ -304,10 +343,21 @@ TABLE = (
 )
 
 
+# Helper layers defined inside keras.applications, matched by class name.
+APPLICATION_LAYERS = {
+    "LayerScale": (layer_scale, _field("projection_dim")),   # ConvNeXt
+    "CustomScaleLayer": (merge, None),                      # InceptionResNetV2: a + b * s
+}
+
+
 def lookup(layer):
     """``(rule, resize)`` for ``layer``, or ``(None, None)`` (also for ``keras.ops`` nodes)."""
     if not is_layer(layer):
         return None, None
+    if type(layer).__module__.startswith("keras.src.applications."):
+        found = APPLICATION_LAYERS.get(type(layer).__name__)
+        if found:
+            return found
     for classes, rule, field in TABLE:
         if type(layer) in classes or (classes and isinstance(layer, classes)
                                       and type(layer).__module__.startswith("keras")):
