@@ -265,3 +265,14 @@ def test_explain_lists_every_group_with_its_blocker():
     text, html = str(report), report._repr_html_()
     assert "why not" in text and "<table>" in html
     assert report.skipped == g.skipped
+
+
+def test_depthwise_like_grouped_conv_is_pruned_other_groups_are_skipped():
+    model = _model(lambda x: L.Conv2D(12, 3, padding="same", groups=12, name="gdw")(x))
+    g = tp.structure.graph(model)
+    assert g.group_of("c1") is g.group_of("gdw") and g.group_of("c1").prunable
+    small = tp.structure.prune_channels(model, 0.5)
+    assert small.get_layer("gdw").filters == small.get_layer("gdw").groups == 6
+    _zero_vs_remove(model)
+    g = tp.structure.graph(_model(lambda x: L.Conv2D(12, 3, groups=3, name="g3")(x)))
+    assert g.skipped == {"g3": "grouped convolution (groups=3)"}

@@ -9,8 +9,9 @@ surgery). Layers absent from the table are skipped with a reason.
 import keras
 import numpy as np
 
-from tfprune._walk import is_layer, weights_by_key
+from tfprune._walk import is_layer
 from tfprune.structure import _ops_rules
+from tfprune.structure._more_rules import grouped_depthwise, layer_scale
 from tfprune.structure._layout import Part, Struct
 
 L = keras.layers
@@ -89,36 +90,6 @@ def dense(b, call):
     src = b.get(call.inputs[0])
     b.member(src, call, "kernel", 0, "consumer")
     _producer_out(b, call, "kernel", 1)
-
-
-def grouped_depthwise(b, call):
-    """A Conv with ``groups == filters == input channels``: a depthwise convolution.
-
-    Output channel ``c`` reads input channel ``c`` alone, so both are one
-    channel space; kernel ``(..., 1, C)`` and bias are sliced with it.
-    """
-    layer = call.layer
-    src = _conv_input(b, call)
-    if src is None:
-        return
-    if len(src.parts) != 1 or src.parts[0].inner != 1:
-        return b.skip(call, "grouped convolution over a depth-multiplied tensor")
-    b.member(src, call, "kernel", len(layer.kernel.shape) - 1, "param")
-    if layer.use_bias:
-        b.member(src, call, "bias", 0, "bias")
-    activation = getattr(layer, "activation", None)
-    if activation is not None and activation is not keras.activations.linear:
-        b.member(src, call, None, -1, "act")
-    b.set(call.outputs[0], src)
-
-
-def layer_scale(b, call):
-    """keras.applications' ConvNeXt ``LayerScale``: ``x * gamma``, gamma per channel."""
-    src = b.get(call.inputs[0])
-    gamma = call.layer.gamma
-    key = next(k for k, w in weights_by_key(call.layer).items() if w is gamma)
-    b.member(src, call, key, 0, "param")
-    b.set(call.outputs[0], src)
 
 
 def embedding(b, call):
@@ -367,8 +338,16 @@ def lookup(layer):
 
 def apply(b, call):
     """Runs the rule of ``call.layer`` (or skips it with a reason)."""
-    if not is_layer(call.layer):
-        return _ops_rules.apply(b, call)
+    try:
+        if not is_layer(call.layer):
+            return _ops_rules.apply(b, call)
+        return _apply_layer(b, call)
+    except Exception as e:  # noqa: BLE001 - a node we misread is left alone, never a crash
+        return b.skip(call, f"could not analyse {type(call.layer).__name__} "
+                            f"({type(e).__name__}: {e})")
+
+
+def _apply_layer(b, call):
     rule, _ = lookup(call.layer)
     if rule is None:
         return b.skip(call, f"unsupported layer type {type(call.layer).__name__}")
