@@ -276,3 +276,14 @@ def test_depthwise_like_grouped_conv_is_pruned_other_groups_are_skipped():
     _zero_vs_remove(model)
     g = tp.structure.graph(_model(lambda x: L.Conv2D(12, 3, groups=3, name="g3")(x)))
     assert g.skipped == {"g3": "grouped convolution (groups=3)"}
+
+
+@pytest.mark.parametrize("criterion", ["mean_activation", "taylor"])
+def test_data_criteria_on_a_graph_with_ops(criterion):
+    model = _model(lambda x: ops.hard_sigmoid(x) * x)
+    x = sm.sample_input(model, n=8)
+    y = np.arange(8) % 2
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    small = tp.structure.prune_channels(model, 0.5, criterion=criterion, data=(x, y), loss=loss)
+    assert small.get_layer("c1").filters == 6
+    assert small(x).shape == (8, 2)
