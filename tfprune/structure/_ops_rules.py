@@ -225,14 +225,7 @@ def concatenate(b, call):
     nd = _ndim(call.out_shapes[0])
     axis = int(getattr(call.layer, "axis", 0)) % nd
     if axis != nd - 1:  # like a merge: every piece has the same channels
-        refs = [a for a in items if isinstance(a, Ref)]
-        if any(not isinstance(a, Ref) for a in items):
-            return b.skip(call, "concatenates constants")
-        first = b.get(refs[0].key)
-        for a in refs[1:]:
-            if not b.union(first, b.get(a.key)):
-                return b.skip(call, "concatenates tensors with different channel layouts")
-        return _pass(b, call, first)
+        return concatenate_like_merge(b, call)
     parts = []
     for a in items:
         if isinstance(a, Ref):
