@@ -99,9 +99,7 @@ def test_application_flop_budget(name):
 
 def _tflite_bytes(model):
     import tensorflow as tf
-    spec = tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), tf.float32)
-    fn = tf.function(lambda t: model(t, training=False)).get_concrete_function(spec)
-    return tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 @pytest.mark.slow
