@@ -22,7 +22,8 @@ from tfprune import prunable
 from tfprune.wrappers import PruneWrapper
 
 __all__ = ["walk_layers", "find_wrappers", "is_graph_model", "enumerate_layers",
-           "layer_weights", "weights_by_key", "Call", "walk", "check_graph_model"]
+           "layer_weights", "weights_by_key", "Call", "Ref", "walk", "check_graph_model",
+           "is_layer"]
 
 
 # -- layers and wrappers ---------------------------------------------------------
@@ -132,12 +133,38 @@ def weights_by_key(layer):
 
 # -- layer calls of a graph model ------------------------------------------------
 
+def is_layer(op):
+    """True for a Keras ``Layer``; False for a bare ``keras.ops`` operation node.
+
+    Keras 3 functional graphs hold both: ``x + 3`` or ``keras.ops.mean(x)``
+    on a symbolic tensor become operation nodes without weights or config.
+
+    >>> import keras
+    >>> x = keras.Input((4,))
+    >>> m = keras.Model(x, keras.layers.Dense(2)(x) + 1.0)
+    >>> [is_layer(op) for op in m.operations[1:]]
+    [True, False]
+    """
+    return isinstance(op, keras.layers.Layer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """Stands for a graph tensor inside :attr:`Call.args`: its key and shape."""
+
+    key: int
+    shape: tuple
+
+
 @dataclasses.dataclass
 class Call:
-    """One layer call: ``layer`` at ``path`` reading ``inputs``, writing ``outputs``.
+    """One layer (or ``keras.ops`` operation) call: ``layer`` at ``path``.
 
     ``inputs``/``outputs`` are tensor keys (ints); ``in_shapes``/``out_shapes``
-    their shapes (batch dim included, maybe ``None``).
+    their shapes (batch dim included, maybe ``None``). ``args``/``kwargs``
+    are the call's arguments with every graph tensor replaced by a
+    :class:`Ref` and constants kept as they are (``x + 3.0`` gives
+    ``args == (Ref(...), 3.0)``).
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
@@ -152,6 +179,23 @@ class Call:
     outputs: list
     in_shapes: list
     out_shapes: list
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_op(self):
+        """True for a ``keras.ops`` operation node (not a Layer)."""
+        return not is_layer(self.layer)
+
+    def run(self, fill):
+        """Runs the call eagerly with each :class:`Ref` replaced by ``fill(ref)``."""
+        def sub(x):
+            return fill(x) if isinstance(x, Ref) else x
+        args = keras.tree.map_structure(sub, self.args, none_is_leaf=True)
+        kwargs = keras.tree.map_structure(sub, self.kwargs, none_is_leaf=True)
+        if is_layer(self.layer):
+            kwargs.setdefault("training", False)
+        return self.layer(*args, **kwargs)
 
 
 def _functional(model):
@@ -175,7 +219,10 @@ def check_graph_model(model, what):
         raise ValueError(
             f"Model '{model.name}' is a subclassed model ({type(model).__name__}); "
             f"{what} needs the layer graph of a Functional or Sequential model. "
-            "Rebuild it with the Functional API (keras.Model(inputs, outputs)).")
+            "Rebuild it with the Functional API (keras.Model(inputs, outputs)); "
+            "tfprune.structure.explain(functional_model) then shows what can be cut. "
+            "To prune the subclassed model's weights in place (masks, not removed "
+            "channels), wrap its layers with tfprune.prune_layer.")
     if _functional(model) is None:
         raise ValueError(
             f"Sequential model '{model.name}' has no Input: give it "
@@ -186,6 +233,20 @@ def _is_nested_graph(op):
     return isinstance(op, keras.Model) and (
         isinstance(op, keras.Sequential) or hasattr(op, "_nodes_by_depth")
     ) and _functional(op) is not None
+
+
+def _arguments(node, key):
+    """A node's ``(args, kwargs)`` with its tensors replaced by :class:`Ref` s."""
+    arguments = getattr(node, "arguments", None)
+    if arguments is None:  # pragma: no cover - older Keras
+        return tuple(Ref(key(t), tuple(t.shape)) for t in node.input_tensors), {}
+
+    def ref(x):
+        if isinstance(x, keras.KerasTensor):
+            return Ref(key(x), tuple(x.shape))
+        return x
+    return (tuple(keras.tree.map_structure(ref, list(arguments.args), none_is_leaf=True)),
+            dict(keras.tree.map_structure(ref, dict(arguments.kwargs), none_is_leaf=True)))
 
 
 def walk(model):
@@ -223,10 +284,11 @@ def walk(model):
                                                 keras.tree.flatten(inner.outputs)):
                         alias[id(t_outer)] = key(t_inner)
                     continue
+                args, kwargs = _arguments(node, key)
                 calls.append(Call(
                     op, prefix + op.name, ins, [key(t) for t in node.output_tensors],
                     [tuple(t.shape) for t in node.input_tensors],
-                    [tuple(t.shape) for t in node.output_tensors]))
+                    [tuple(t.shape) for t in node.output_tensors], args, kwargs))
 
     fm = _functional(model)
     visit(model, "")

@@ -80,6 +80,13 @@ def resolve_ratios(g, ratio):
     """{group id: ratio} from a number or {layer name: ratio}."""
     if not isinstance(ratio, dict):
         r = check_ratio("ratio", ratio)
+        if r > 0 and not g.prunable_groups:
+            reasons = sorted({x for grp in g.groups for x in grp.reasons})
+            raise ValueError(
+                f"Model '{g.model.name}' has no prunable channel group: every group touches "
+                f"a model input/output or a node that cannot shrink ({'; '.join(reasons[:3])}"
+                f"{'; ...' if len(reasons) > 3 else ''}). See "
+                "tfprune.structure.explain(model) for each group and its reason.")
         return {grp.id: r for grp in g.prunable_groups}
     by_name = producers(g)
     out = {}

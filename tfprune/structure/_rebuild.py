@@ -7,8 +7,9 @@ pruning, dead-channel removal and the FLOP budget search all go through it.
 import keras
 import numpy as np
 
+from tfprune._walk import is_layer
 from tfprune.prunable import relative_key
-from tfprune.structure import _rules
+from tfprune.structure import _ops_rules, _rules
 
 __all__ = ["rebuild", "unsafe_scope"]
 
@@ -49,6 +50,12 @@ def rebuild(model, g, removed):
 
     new_configs = {}
     for c in g.calls:
+        if not is_layer(c.layer):  # keras.ops node: re-applied on the new tensors
+            config = _op_config(c.layer)
+            if config is not None and c.outputs and c.outputs[0] in g.structs:
+                _ops_rules.resize_config(c, config, width)
+                new_configs[id(c.layer)] = config
+            continue
         _, resize = _rules.lookup(c.layer)
         if resize is not None and c.outputs[0] in g.structs:
             config = c.layer.get_config()
@@ -57,6 +64,8 @@ def rebuild(model, g, removed):
 
     sliced = {}
     for path, layer in layers.items():
+        if not is_layer(layer):
+            continue
         values = []
         for w in layer.weights:  # set_weights order
             key = relative_key(layer, w)
@@ -79,6 +88,10 @@ def rebuild(model, g, removed):
             return keras.models.clone_model(
                 layer, input_tensors=inputs if len(inputs) > 1 else inputs[0],
                 clone_function=clone_fn)
+        if not is_layer(layer):
+            config = new_configs.get(id(layer))
+            # An op without a config is stateless: the same object can serve both graphs.
+            return layer if config is None else layer.__class__.from_config(config)
         config = new_configs.get(id(layer), layer.get_config())
         new = layer.__class__.from_config(config)
         pairs.append((layer, new))
@@ -93,6 +106,16 @@ def rebuild(model, g, removed):
         if values:
             new.set_weights(values)
     return new_model
+
+
+def _op_config(op):
+    """The config of a ``keras.ops`` node, or None if it has none that rebuilds it."""
+    try:
+        config = op.get_config()
+        op.__class__.from_config(dict(config))
+        return config
+    except Exception:  # noqa: BLE001 - ops with non-serialisable arguments
+        return None
 
 
 def unsafe_scope():

@@ -9,6 +9,9 @@ surgery). Layers absent from the table are skipped with a reason.
 import keras
 import numpy as np
 
+from tfprune._walk import is_layer
+from tfprune.structure import _ops_rules
+from tfprune.structure._more_rules import grouped_depthwise, layer_scale
 from tfprune.structure._layout import Part, Struct
 
 L = keras.layers
@@ -49,7 +52,10 @@ def _conv_input(b, call):
 
 def conv(b, call):
     layer = call.layer
-    if getattr(layer, "groups", 1) != 1:
+    groups = getattr(layer, "groups", 1)
+    if groups != 1:
+        if groups == layer.filters == call.in_shapes[0][-1]:
+            return grouped_depthwise(b, call)
         return b.skip(call, f"grouped convolution (groups={layer.groups})")
     src = _conv_input(b, call)
     if src is None:
@@ -252,6 +258,12 @@ def _field(name):
     return resize
 
 
+def _resize_conv(config, call, width):
+    config["filters"] = width(call.outputs[0])
+    if config.get("groups", 1) != 1:  # depthwise-like: one group per channel
+        config["groups"] = config["filters"]
+
+
 def _resize_attention(config, call, width):
     config["num_heads"] = width(("heads", call.path))
     # output_shape=None would follow the (maybe pruned) query width instead
@@ -285,7 +297,7 @@ TABLE = (
     ((L.DepthwiseConv1D, L.DepthwiseConv2D), depthwise, None),
     ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), conv_transpose,
      _field("filters")),
-    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, _field("filters")),
+    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, _resize_conv),
     ((L.Dense,), dense, _field("units")),
     ((L.Embedding,), embedding, _field("output_dim")),
     ((L.MultiHeadAttention,), attention, _resize_attention),
@@ -302,8 +314,21 @@ TABLE = (
 )
 
 
+# Helper layers defined inside keras.applications, matched by class name.
+APPLICATION_LAYERS = {
+    "LayerScale": (layer_scale, _field("projection_dim")),   # ConvNeXt
+    "CustomScaleLayer": (merge, None),                      # InceptionResNetV2: a + b * s
+}
+
+
 def lookup(layer):
-    """``(rule, resize)`` for ``layer``, or ``(None, None)``."""
+    """``(rule, resize)`` for ``layer``, or ``(None, None)`` (also for ``keras.ops`` nodes)."""
+    if not is_layer(layer):
+        return None, None
+    if type(layer).__module__.startswith("keras.src.applications."):
+        found = APPLICATION_LAYERS.get(type(layer).__name__)
+        if found:
+            return found
     for classes, rule, field in TABLE:
         if type(layer) in classes or (classes and isinstance(layer, classes)
                                       and type(layer).__module__.startswith("keras")):
@@ -313,6 +338,16 @@ def lookup(layer):
 
 def apply(b, call):
     """Runs the rule of ``call.layer`` (or skips it with a reason)."""
+    try:
+        if not is_layer(call.layer):
+            return _ops_rules.apply(b, call)
+        return _apply_layer(b, call)
+    except Exception as e:  # noqa: BLE001 - a node we misread is left alone, never a crash
+        return b.skip(call, f"could not analyse {type(call.layer).__name__} "
+                            f"({type(e).__name__}: {e})")
+
+
+def _apply_layer(b, call):
     rule, _ = lookup(call.layer)
     if rule is None:
         return b.skip(call, f"unsupported layer type {type(call.layer).__name__}")

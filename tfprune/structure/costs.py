@@ -1,14 +1,16 @@
 """Parameter and FLOP counts, to see what a structural cut buys.
 
 ``flops`` are multiply-adds per sample of the layers that dominate inference
-cost: Conv (all kinds), Dense, EinsumDense and MultiHeadAttention. Element-wise
-ops, BatchNorm (folded into the conv on export) and pooling are not counted.
+cost: Conv (all kinds), Dense, EinsumDense and MultiHeadAttention layers, and
+the ``keras.ops`` nodes ``matmul`` and ``einsum``. Element-wise ops, BatchNorm
+(folded into the conv on export) and pooling are not counted.
 """
 
 import keras
 import numpy as np
 
 from tfprune import _walk
+from tfprune._walk import is_layer
 from tfprune.prunable import einsum_out_axes
 
 __all__ = ["count", "layer_flops"]
@@ -38,6 +40,8 @@ def layer_flops(layer, in_shapes, out_shapes):
     >>> layer_flops(conv, [(None, 10, 10, 4)], [(None, 8, 8, 8)])
     18432
     """
+    if not is_layer(layer):
+        return _op_flops(layer, in_shapes, out_shapes)
     ins, outs = in_shapes[0], out_shapes[0]
     if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
         dw = np.prod(layer.depthwise_kernel.shape)
@@ -64,6 +68,28 @@ def layer_flops(layer, in_shapes, out_shapes):
                             (layer._value_dense, kv_tokens), (layer._output_dense, q_tokens)):
             proj += tokens * int(np.prod(sub.kernel.shape))
         return int(proj + heads * q_tokens * kv_tokens * (kdim + vdim))
+    return 0
+
+
+def _op_flops(op, in_shapes, out_shapes):
+    """Multiply-adds per sample of a ``keras.ops`` node (matmul, einsum; else 0)."""
+    name = type(op).__name__
+    if not out_shapes or not in_shapes:
+        return 0
+    outs = out_shapes[0]
+    if name == "Matmul" and len(outs) >= 2:
+        return int(_spatial((None,) + tuple(outs[1:]) + (1,), op.name) * int(in_shapes[0][-1]))
+    if name == "Einsum":
+        spec = str(op.subscripts).replace(" ", "")
+        if "->" not in spec or "." in spec:
+            return 0
+        sizes = {}
+        for sub, shape in zip(spec.split("->")[0].split(","), in_shapes):
+            for letter, dim in zip(sub, shape):
+                sizes.setdefault(letter, dim)
+        batch = {spec.split("->")[1][0]} if outs and outs[0] is None else set()
+        dims = [d for k, d in sizes.items() if k not in batch and d is not None]
+        return int(np.prod(dims, dtype=np.int64)) if dims else 0
     return 0
 
 

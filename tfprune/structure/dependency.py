@@ -142,6 +142,8 @@ class DependencyGraph:
         structs: ``{tensor key: channel layout}`` of every tensor the rules
             could describe (see :meth:`layout`).
         nested: ``{id(nested model): keys of the tensors it was called on}``.
+        zero_maps: ``{path of a keras.ops node: bool per output position}``,
+            True where the op maps zero (tied) inputs to zero.
 
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
@@ -153,8 +155,10 @@ class DependencyGraph:
     ['h', 'o']
     """
 
-    def __init__(self, model, calls, structs, groups, skipped, root_of, nested=None):
+    def __init__(self, model, calls, structs, groups, skipped, root_of, nested=None,
+                 zero_maps=None):
         self.model = model
+        self.zero_maps = {} if zero_maps is None else zero_maps
         self.calls = calls
         self.groups = groups
         self.skipped = skipped
@@ -204,7 +208,7 @@ class _Builder:
 
     def __init__(self):
         self.parent, self.length, self.members, self.reasons = [], [], [], []
-        self.structs, self.skipped = {}, {}
+        self.structs, self.skipped, self.zero_maps = {}, {}, {}
 
     # -- spaces ----------------------------------------------------------
     def fresh(self, length, reason=None):
@@ -320,4 +324,5 @@ def graph(model):
         root_of[s] = g.id
         g.members.extend(b.members[s])
         g.reasons.extend(x for x in b.reasons[s] if x not in g.reasons)
-    return DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of, nested)
+    return DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of, nested,
+                           b.zero_maps)

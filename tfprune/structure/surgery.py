@@ -126,8 +126,10 @@ def _zero_rows(layers, m):
     return to_matrix(w == 0, (m.axis,)).all(axis=1)[m.index_matrix()].all(axis=1)
 
 
-def _maps_zero_to_zero(call, m):
+def _maps_zero_to_zero(call, m, g=None):
     """Per channel: does this pass-through layer map a zero input to zero?"""
+    if g is not None and call.path in g.zero_maps:  # keras.ops node, evaluated by graph()
+        return g.zero_maps[call.path][m.index_matrix()].all(axis=1)
     shape = call.in_shapes[0]
     zeros = np.zeros((1,) + (1,) * (len(shape) - 2) + (shape[-1],), dtype="float32")
     out = keras.ops.convert_to_numpy(call.layer(zeros, training=False))
@@ -155,7 +157,7 @@ def dead_channels(g, group):
             silent &= _zero_rows(layers, m)
     for m in group.members:
         if m.role == "op" and silent.any():
-            silent &= _maps_zero_to_zero(calls[m.layer], m)
+            silent &= _maps_zero_to_zero(calls[m.layer], m, g)
         if m.role == "act" and silent.any():
             f0 = keras.ops.convert_to_numpy(calls[m.layer].layer.activation(np.zeros(1, "float32")))
             silent &= bool(f0[0] == 0)
