@@ -237,3 +237,15 @@ def test_modules_stay_small(module):
     """One job per module: split a module before it passes ~350 lines."""
     lines = MODULES[module].read_text().count("\n")
     assert lines <= 380, f"{module} has {lines} lines"
+
+
+def test_no_function_shadows_its_module():
+    """``tp.structure.graph`` must not be both a function and a module."""
+    bad = []
+    for module, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        for target, name, lazy, lineno in SCANS[module].edges:
+            if name is not None and not lazy and f"{module}.{name}" in MODULES:
+                bad.append(f"{_where(module, lineno)}: {name} is a function and a module")
+    assert not bad, "\n".join(bad)

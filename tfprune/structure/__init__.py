@@ -10,7 +10,7 @@
 from tfprune.structure.budget import ratio_for_flops
 from tfprune.structure.costs import count
 from tfprune.structure.dependency import DependencyGraph, Group, Member, graph
-from tfprune.structure.explain import explain
+from tfprune.structure.explanation import explain
 from tfprune.structure.surgery import prune_channels, remove_dead_channels
 
 __all__ = ["graph", "DependencyGraph", "Group", "Member", "prune_channels",
