@@ -172,6 +172,11 @@ class Channels(Granularity):
         _reducer(reduce, "Channels")
         self.axis, self.reduce = axis, reduce
 
+    @property
+    def removes_units(self):
+        """Output channels take their bias with them; input channels do not."""
+        return self.axis == "out"
+
     def check(self, weight, layer_name=""):
         no_input = input_axis(len(weight.shape), weight.out_axes) is None
         if self.axis == "in" and (len(weight.out_axes) > 1 or no_input):
@@ -199,10 +204,13 @@ class Heads(Granularity):
 
     Each of the query/key/value/output projections is grouped by its head
     axis; a head's score is ``reduce`` (default sum) over its weights.
-    Applies only to weights with a head axis (MultiHeadAttention).
+    Applies only to weights with a head axis (MultiHeadAttention). A pruned
+    head's query/key/value biases are masked with it, so the head outputs 0.
 
     .. math:: S_h = \mathrm{reduce}_{i \in h}\, s_i
     """
+
+    removes_units = True
 
     def __init__(self, reduce="sum"):
         _reducer(reduce, "Heads")

@@ -234,13 +234,12 @@ def strip_layer(wrapper):
         return wrapper
     inner = wrapper.layer
     new = _clone_layer(inner)
-    masked = {id(info.variable): m for info, m in zip(
-        wrapper.prunable_weights, wrapper.masks)}
+    masked = wrapper.variable_masks()  # kernels, and biases of fully masked units
     values = []
     for v in inner.weights:
         value = keras.ops.convert_to_numpy(v)
         if id(v) in masked:
-            value = value * keras.ops.convert_to_numpy(masked[id(v)]).astype(value.dtype)
+            value = value * masked[id(v)].astype(value.dtype)
         values.append(value)
     if values:
         new.set_weights(values)

@@ -7,6 +7,13 @@ step, so a pruned weight is set back to exactly 0 after each optimizer step
 and the forward pass never needs an extra multiply. Masks themselves change
 only on the schedule's update steps, driven by ``tfprune.PruningCallback``,
 which then also zeroes the newly pruned weights.
+
+Granularities that remove whole output units (``Channels()``, ``Heads()``)
+also mask the bias of each fully masked unit: its bias gets a
+:class:`UnitMaskConstraint` reading the kernel's mask (a max over the
+kernel's input axes, one reduction of the mask per step), so the unit
+outputs exactly 0 and ``tfprune.strip(model, shrink=True)`` can remove it.
+No extra state is saved.
 """
 
 import inspect
@@ -19,32 +26,11 @@ from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
+from tfprune._masks import MaskConstraint, UnitMaskConstraint, unit_mask
 
-__all__ = ["PruneWrapper", "MaskConstraint"]
+__all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
 _warned_no_callback = False
-
-
-class MaskConstraint:
-    """Variable constraint ``w -> inner(w) * mask`` (``inner`` optional).
-
-    Installed on each pruned variable by :class:`PruneWrapper`; not meant to
-    be used directly.
-
-    >>> import keras, numpy as np
-    >>> c = MaskConstraint(np.array([1.0, 0.0, 1.0]))
-    >>> keras.ops.convert_to_numpy(c(keras.ops.ones(3))).tolist()
-    [1.0, 0.0, 1.0]
-    """
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, w):
-        if self.inner is not None:
-            w = self.inner(w)
-        return w * keras.ops.cast(self.mask, w.dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -159,6 +145,10 @@ class PruneWrapper(keras.layers.Wrapper):
             self._create_pruning_state()
             self.built = True
 
+    def _masks_bias(self, info):
+        """Whether ``info``'s bias follows its units' masks (unit-removing granularities)."""
+        return info.bias is not None and bool(getattr(self.granularity, "removes_units", False))
+
     def _create_pruning_state(self):
         if self._masks:
             return
@@ -182,6 +172,12 @@ class PruneWrapper(keras.layers.Wrapper):
             if isinstance(previous, MaskConstraint):
                 previous = previous.inner
             info.variable.constraint = MaskConstraint(mask, previous)
+            if self._masks_bias(info):
+                previous = info.bias.constraint
+                if isinstance(previous, UnitMaskConstraint):
+                    previous = previous.inner
+                info.bias.constraint = UnitMaskConstraint(
+                    mask, info.out_axes, info.bias.shape, previous)
         self._weights_info = infos
         # Accumulators only for data-dependent criteria (tfprune.accumulate).
         self._accumulators = accumulate.create(self, infos)
@@ -254,6 +250,16 @@ class PruneWrapper(keras.layers.Wrapper):
         """True if this layer's criterion needs gradients or activations."""
         return self.criterion.needs_gradients or self.criterion.needs_activations
 
+    def variable_masks(self):
+        """``{id(variable): NumPy keep-mask}``: the kernels, and the unit biases masked with them."""
+        out = {}
+        for info, mask in zip(self._weights_info, self._masks):
+            m = keras.ops.convert_to_numpy(mask)
+            out[id(info.variable)] = m
+            if self._masks_bias(info):
+                out[id(info.bias)] = unit_mask(m, info)
+        return out
+
     def compute_masks(self, sparsity):
         """Returns the new masks (NumPy) for ``sparsity`` without applying them."""
         out = []
@@ -269,6 +275,9 @@ class PruneWrapper(keras.layers.Wrapper):
             mask_var.assign(m)
             w = keras.ops.convert_to_numpy(info.variable)
             info.variable.assign((w * m).astype(w.dtype))
+            if self._masks_bias(info):
+                b = keras.ops.convert_to_numpy(info.bias)
+                info.bias.assign((b * unit_mask(m, info)).astype(b.dtype))
         if getattr(self, "_accumulators", None) is not None:
             accumulate.reset(self, self._accumulators)  # per criterion (see accumulate)
 
