@@ -88,17 +88,27 @@ def test_shrink_removes_every_pruned_unit(name):
                                atol=1e-4)
 
 
-def test_residual_group_loses_the_channels_every_producer_pruned():
-    model = residual()
+@pytest.mark.parametrize("build", [residual, sm.residual], ids=["1x1", "same3x3"])
+def test_residual_group_loses_the_channels_every_producer_pruned(build):
+    # sm.residual reads its BN'd channels with "same"-padded 3x3 convolutions:
+    # no constant could be folded there, so the BatchNorm after a pruned unit
+    # must keep it at exactly 0 during training (beta and moving mean masked).
+    model = build()
     sm.randomize(model)
     x = sm.sample_input(model, n=32)
     pruned = tp.prune(model, schedule=tp.OneShot(0.5), granularity="channels", skip=["out"])
     _train(pruned, x)
-    masks = [keras.ops.convert_to_numpy(pruned.get_layer(n).masks[0]).reshape(-1, 16).max(0)
-             for n in ("stem", "r2")]
-    both = int(np.sum((masks[0] == 0) & (masks[1] == 0)))
+    n = pruned.get_layer("r1").layer.filters
+    masks = {name: keras.ops.convert_to_numpy(pruned.get_layer(name).masks[0]).reshape(-1, n)
+             .max(0) for name in ("stem", "r1", "r2")}
+    assert not np.any(pruned.get_layer("rbn1").beta.numpy()[masks["r1"] == 0])
+    both = int(np.sum((masks["stem"] == 0) & (masks["r2"] == 0)))
+    masked = tp.strip(pruned)
     small = tp.strip(pruned, shrink=True)
-    assert small.get_layer("stem").filters == 16 - both
+    assert small.get_layer("stem").filters == n - both
+    assert small.get_layer("r1").filters == n // 2
+    np.testing.assert_allclose(small.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               atol=1e-4)
 
 
 def test_shrink_removes_pruned_attention_heads():

@@ -9,6 +9,7 @@ import keras
 import tfprune._checks as checks
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
+from tfprune._followers import link_batchnorms
 from tfprune._walk import find_wrappers, is_graph_model, walk_layers
 from tfprune.reporting import sparsity, summary
 from tfprune.wrappers import PruneWrapper
@@ -197,6 +198,7 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
     _copy_weights(pairs)
     if not find_wrappers(pruned):
         warnings.warn(f"tfprune.prune: model '{model.name}' has no prunable layer.")
+    link_batchnorms(pruned)  # a pruned unit stays 0 after its BatchNorm
     return pruned
 
 

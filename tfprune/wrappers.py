@@ -17,9 +17,11 @@ No extra state is saved.
 """
 
 import inspect
+import types
 import warnings
 
 import keras
+import numpy as np
 
 from tfprune import accumulate
 from tfprune import criteria as criteria_lib
@@ -96,6 +98,9 @@ class PruneWrapper(keras.layers.Wrapper):
         self._masks = []
         self._driven = False  # set by PruningCallback.set_model
         self._stats = {}      # weight key -> statistics for data-dependent criteria
+        # (info index, variable): other layers' per-unit vectors masked with the
+        # units. Held in a plain object: Keras must not track them as our state.
+        self._links = types.SimpleNamespace(followers=[])
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
         # The wrapped layer's first call argument ("inputs", or "query" for
@@ -250,6 +255,34 @@ class PruneWrapper(keras.layers.Wrapper):
         """True if this layer's criterion needs gradients or activations."""
         return self.criterion.needs_gradients or self.criterion.needs_activations
 
+    def follow_units(self, variable, constrain=True):
+        """Masks ``variable`` (one entry per output unit) with this layer's units.
+
+        For per-unit vectors of other layers, e.g. the ``beta`` (``constrain``:
+        kept at 0 after every step) and ``moving_mean`` of the BatchNorm
+        reading this layer, so a pruned unit stays exactly 0 after it. Set by
+        ``tfprune.prune`` and ``PruningCallback``; returns False (and does
+        nothing) if the masks cover no units or the sizes differ.
+        """
+        if not self._masks or any(v is variable for _, v in self._links.followers):
+            return False
+        index = next((i for i, info in enumerate(self._weights_info)
+                      if self._masks_bias(info)), None)
+        if index is None or len(self._weights_info) != 1 or \
+                tuple(variable.shape) != (int(np.prod(self._weights_info[0].bias.shape)),):
+            return False
+        info, mask = self._weights_info[index], self._masks[index]
+        self._links.followers.append((index, variable))
+        if constrain:
+            previous = variable.constraint
+            if isinstance(previous, UnitMaskConstraint):
+                previous = previous.inner
+            variable.constraint = UnitMaskConstraint(mask, info.out_axes, variable.shape, previous)
+        value = keras.ops.convert_to_numpy(variable)
+        keep = unit_mask(keras.ops.convert_to_numpy(mask), info).reshape(value.shape)
+        variable.assign((value * keep).astype(value.dtype))
+        return True
+
     def variable_masks(self):
         """``{id(variable): NumPy keep-mask}``: the kernels, and the unit biases masked with them."""
         out = {}
@@ -258,6 +291,9 @@ class PruneWrapper(keras.layers.Wrapper):
             out[id(info.variable)] = m
             if self._masks_bias(info):
                 out[id(info.bias)] = unit_mask(m, info)
+        for index, variable in self._links.followers:
+            m = keras.ops.convert_to_numpy(self._masks[index])
+            out[id(variable)] = unit_mask(m, self._weights_info[index]).reshape(variable.shape)
         return out
 
     def compute_masks(self, sparsity):
@@ -278,6 +314,10 @@ class PruneWrapper(keras.layers.Wrapper):
             if self._masks_bias(info):
                 b = keras.ops.convert_to_numpy(info.bias)
                 info.bias.assign((b * unit_mask(m, info)).astype(b.dtype))
+        for index, variable in self._links.followers:
+            v = keras.ops.convert_to_numpy(variable)
+            keep = unit_mask(masks[index], self._weights_info[index]).reshape(v.shape)
+            variable.assign((v * keep).astype(v.dtype))
         if getattr(self, "_accumulators", None) is not None:
             accumulate.reset(self, self._accumulators)  # per criterion (see accumulate)
 
