@@ -154,7 +154,8 @@ class Channels(Granularity):
     one Dense unit or one Conv filter. ``axis="in"`` groups each input
     channel (axis 0 of a Dense kernel, axis -2 of a Conv kernel) across all
     outputs. Removing these is what makes layers smaller and faster
-    (``tfprune.strip(model, shrink=True)``). Group score:
+    (``tfprune.strip(model, shrink=True)``); with ``axis="out"`` a pruned
+    unit's bias is masked with it, so the unit outputs 0. Group score:
 
     .. math:: S_c = \mathrm{reduce}_{i \in c}\, s_i \quad(\text{sum of } |w| = L_1 \text{ norm})
 

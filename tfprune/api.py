@@ -251,10 +251,12 @@ def strip_layer(wrapper):
 def strip(model, shrink=False):
     """Returns a plain Keras model with masks folded in and wrappers removed.
 
-    With ``shrink=True`` channels that are zero across their whole dependency
-    group (e.g. pruned with a channel/filter granularity) are then physically
-    removed by ``tfprune.structure.remove_dead_channels``: a smaller model with
-    the same predictions.
+    With ``shrink=True`` channels that are zero or constant across their
+    whole dependency group (e.g. pruned with a channel/filter granularity,
+    whose masks also cover the unit's bias and the BatchNorm after it) are
+    then physically removed by ``tfprune.structure.remove_dead_channels``
+    (constants folded into the next layer's bias where that is exact): a
+    smaller model with the same predictions.
 
     The result has no tfprune classes, so it loads with plain Keras. The
     compile state is not copied (as with ``clone_model``).
