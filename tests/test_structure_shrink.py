@@ -30,6 +30,16 @@ def cnn():
         L.Dense(16, activation="relu", name="fc"), L.Dense(3, name="out")], name="cnn")
 
 
+def cnn_same():
+    """ResNet-style: 3x3 "same" convolutions without bias, each followed by BatchNorm."""
+    return keras.Sequential([
+        keras.Input((12, 12, 3)), L.Conv2D(16, 3, padding="same", use_bias=False, name="c1"),
+        L.BatchNormalization(name="bn1"), L.ReLU(),
+        L.Conv2D(16, 3, padding="same", use_bias=False, name="c2"),
+        L.BatchNormalization(name="bn2"), L.ReLU(), L.GlobalAveragePooling2D(),
+        L.Dense(3, name="out")], name="cnn_same")
+
+
 def residual():
     """A BN residual CNN whose readers absorb constants exactly (valid / 1x1 kernels)."""
     inp = keras.Input((10, 10, 3))
@@ -46,6 +56,7 @@ def residual():
 CASES = {
     "mlp": (mlp, {"h1": 16, "h2": 8}),
     "cnn": (cnn, {"c1": 8, "c2": 8, "fc": 8}),
+    "cnn_same": (cnn_same, {"c1": 8, "c2": 8}),
     # stem and r2 share the residual channels: their 50% cuts differ, so the
     # group loses the channels both zeroed.
     "residual": (residual, {"r1": 8, "c3": 4}),

@@ -61,8 +61,8 @@ class UnitMaskConstraint:
         return b * keras.ops.reshape(alive, self.shape)
 
 
-def unit_mask(mask, info):
-    """NumPy keep-mask of ``info.bias``: 0 where the unit's kernel slice is fully masked.
+def unit_mask(mask, info, shape=None):
+    """NumPy keep-mask of ``info.bias`` (or of ``shape``): 0 where a unit's kernel slice is fully masked.
 
     >>> import keras
     >>> from tfprune.prunable import prunable_weights
@@ -72,4 +72,5 @@ def unit_mask(mask, info):
     """
     mask = np.asarray(mask)
     alive = mask.max(axis=_input_axes(mask.shape, info.out_axes)) if mask.ndim else mask
-    return (alive > 0).astype(np.float32).reshape(tuple(info.bias.shape))
+    shape = tuple(info.bias.shape) if shape is None else tuple(shape)
+    return (alive > 0).astype(np.float32).reshape(shape)

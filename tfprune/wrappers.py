@@ -264,14 +264,16 @@ class PruneWrapper(keras.layers.Wrapper):
         ``tfprune.prune`` and ``PruningCallback``; returns False (and does
         nothing) if the masks cover no units or the sizes differ.
         """
-        if not self._masks or any(v is variable for _, v in self._links.followers):
+        if not self._masks or len(self._weights_info) != 1 or \
+                not getattr(self.granularity, "removes_units", False) or \
+                any(v is variable for _, v in self._links.followers):
             return False
-        index = next((i for i, info in enumerate(self._weights_info)
-                      if self._masks_bias(info)), None)
-        if index is None or len(self._weights_info) != 1 or \
-                tuple(variable.shape) != (int(np.prod(self._weights_info[0].bias.shape)),):
-            return False
-        info, mask = self._weights_info[index], self._masks[index]
+        index, info, mask = 0, self._weights_info[0], self._masks[0]
+        ndim = len(info.shape)
+        units = int(np.prod([info.shape[int(a) % ndim] for a in info.out_axes]))
+        unmasked_bias = getattr(self.layer, "bias", None) is not None and info.bias is None
+        if unmasked_bias or tuple(variable.shape) != (units,):
+            return False  # the unit would not be 0 (a bias we cannot mask), or sizes differ
         self._links.followers.append((index, variable))
         if constrain:
             previous = variable.constraint
@@ -279,7 +281,7 @@ class PruneWrapper(keras.layers.Wrapper):
                 previous = previous.inner
             variable.constraint = UnitMaskConstraint(mask, info.out_axes, variable.shape, previous)
         value = keras.ops.convert_to_numpy(variable)
-        keep = unit_mask(keras.ops.convert_to_numpy(mask), info).reshape(value.shape)
+        keep = unit_mask(keras.ops.convert_to_numpy(mask), info, value.shape)
         variable.assign((value * keep).astype(value.dtype))
         return True
 
@@ -293,7 +295,7 @@ class PruneWrapper(keras.layers.Wrapper):
                 out[id(info.bias)] = unit_mask(m, info)
         for index, variable in self._links.followers:
             m = keras.ops.convert_to_numpy(self._masks[index])
-            out[id(variable)] = unit_mask(m, self._weights_info[index]).reshape(variable.shape)
+            out[id(variable)] = unit_mask(m, self._weights_info[index], variable.shape)
         return out
 
     def compute_masks(self, sparsity):
@@ -316,7 +318,7 @@ class PruneWrapper(keras.layers.Wrapper):
                 info.bias.assign((b * unit_mask(m, info)).astype(b.dtype))
         for index, variable in self._links.followers:
             v = keras.ops.convert_to_numpy(variable)
-            keep = unit_mask(masks[index], self._weights_info[index]).reshape(v.shape)
+            keep = unit_mask(masks[index], self._weights_info[index], v.shape)
             variable.assign((v * keep).astype(v.dtype))
         if getattr(self, "_accumulators", None) is not None:
             accumulate.reset(self, self._accumulators)  # per criterion (see accumulate)
