@@ -35,15 +35,43 @@ def test_removing_zeroed_channels_keeps_predictions(name, side):
     assert small.output_shape == model.output_shape
 
 
-def test_producer_zero_not_removed_when_activation_maps_zero_elsewhere():
-    # sigmoid(0) = 0.5: a zero filter still feeds a constant to the next layer.
+def test_constant_from_activation_is_folded_into_a_dense_reader():
+    # sigmoid(0) = 0.5: a zero filter feeds a constant, which "out"'s bias absorbs.
     inp = keras.Input((6,))
     h = keras.layers.Dense(4, activation="sigmoid", name="h")(inp)
     model = keras.Model(inp, keras.layers.Dense(2, name="out")(h))
     sm.randomize(model)
     g = tp.structure.graph(model)
     sm.zero_channels(g, g.group_of("h"), [0, 1], "producer")
-    assert tp.structure.remove_dead_channels(model).get_layer("h").units == 4
+    small = tp.structure.remove_dead_channels(model)
+    assert small.get_layer("h").units == 2
+    x = sm.sample_input(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("padding, kernel, kept", [("same", 3, 6), ("same", 1, 4),
+                                                   ("valid", 3, 4)])
+def test_constant_channel_before_a_conv_is_folded_only_when_exact(padding, kernel, kept):
+    # A BN shift makes zeroed filters constant; a "same" 3x3 reader sees zero
+    # padding at the borders, so folding would not be exact there: kept.
+    inp = keras.Input((7, 7, 2))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="a")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Conv2D(3, kernel, padding=padding, name="b")(x)
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
+    sm.randomize(model)
+    g = tp.structure.graph(model)
+    sm.zero_channels(g, g.group_of("a"), [0, 1], "producer")  # kernel, bias, beta, mean
+    bn = model.get_layer("bn")
+    beta = bn.beta.numpy()
+    beta[:2] = [0.7, -0.3]
+    bn.beta.assign(beta)
+    small = tp.structure.remove_dead_channels(model)
+    assert small.get_layer("a").filters == kept
+    x = sm.sample_input(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
 
 
 def test_all_dead_keeps_one_channel():

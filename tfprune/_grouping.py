@@ -132,7 +132,14 @@ class Granularity(ConfigObject):
     Subclasses either override :meth:`mask`, or implement :meth:`groups`
     returning per-group scores and a function expanding a per-group keep mask
     back to the weight's shape (which also enables ``scope="global"``).
+
+    ``removes_units``: True for granularities whose groups are whole output
+    units (``Channels()``, ``Heads()``). The wrapper then also masks the bias
+    entry of every unit whose kernel slice is fully masked, so the unit
+    outputs 0 (not its bias) and ``strip(shrink=True)`` can remove it.
     """
+
+    removes_units = False
 
     def groups(self, scores, weight):
         raise NotImplementedError

@@ -154,7 +154,8 @@ class Channels(Granularity):
     one Dense unit or one Conv filter. ``axis="in"`` groups each input
     channel (axis 0 of a Dense kernel, axis -2 of a Conv kernel) across all
     outputs. Removing these is what makes layers smaller and faster
-    (``tfprune.strip(model, shrink=True)``). Group score:
+    (``tfprune.strip(model, shrink=True)``); with ``axis="out"`` a pruned
+    unit's bias is masked with it, so the unit outputs 0. Group score:
 
     .. math:: S_c = \mathrm{reduce}_{i \in c}\, s_i \quad(\text{sum of } |w| = L_1 \text{ norm})
 
@@ -171,6 +172,11 @@ class Channels(Granularity):
             raise ValueError(f"Channels: axis must be 'out' or 'in'; got {axis!r}.")
         _reducer(reduce, "Channels")
         self.axis, self.reduce = axis, reduce
+
+    @property
+    def removes_units(self):
+        """Output channels take their bias with them; input channels do not."""
+        return self.axis == "out"
 
     def check(self, weight, layer_name=""):
         no_input = input_axis(len(weight.shape), weight.out_axes) is None
@@ -199,10 +205,13 @@ class Heads(Granularity):
 
     Each of the query/key/value/output projections is grouped by its head
     axis; a head's score is ``reduce`` (default sum) over its weights.
-    Applies only to weights with a head axis (MultiHeadAttention).
+    Applies only to weights with a head axis (MultiHeadAttention). A pruned
+    head's query/key/value biases are masked with it, so the head outputs 0.
 
     .. math:: S_h = \mathrm{reduce}_{i \in h}\, s_i
     """
+
+    removes_units = True
 
     def __init__(self, reduce="sum"):
         _reducer(reduce, "Heads")

@@ -9,6 +9,7 @@ import keras
 import tfprune._checks as checks
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
+from tfprune._followers import link_batchnorms
 from tfprune._walk import find_wrappers, is_graph_model, walk_layers
 from tfprune.reporting import sparsity, summary
 from tfprune.wrappers import PruneWrapper
@@ -197,6 +198,7 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
     _copy_weights(pairs)
     if not find_wrappers(pruned):
         warnings.warn(f"tfprune.prune: model '{model.name}' has no prunable layer.")
+    link_batchnorms(pruned)  # a pruned unit stays 0 after its BatchNorm
     return pruned
 
 
@@ -234,13 +236,12 @@ def strip_layer(wrapper):
         return wrapper
     inner = wrapper.layer
     new = _clone_layer(inner)
-    masked = {id(info.variable): m for info, m in zip(
-        wrapper.prunable_weights, wrapper.masks)}
+    masked = wrapper.variable_masks()  # kernels, and biases of fully masked units
     values = []
     for v in inner.weights:
         value = keras.ops.convert_to_numpy(v)
         if id(v) in masked:
-            value = value * keras.ops.convert_to_numpy(masked[id(v)]).astype(value.dtype)
+            value = value * masked[id(v)].astype(value.dtype)
         values.append(value)
     if values:
         new.set_weights(values)
@@ -250,10 +251,12 @@ def strip_layer(wrapper):
 def strip(model, shrink=False):
     """Returns a plain Keras model with masks folded in and wrappers removed.
 
-    With ``shrink=True`` channels that are zero across their whole dependency
-    group (e.g. pruned with a channel/filter granularity) are then physically
-    removed by ``tfprune.structure.remove_dead_channels``: a smaller model with
-    the same predictions.
+    With ``shrink=True`` channels that are zero or constant across their
+    whole dependency group (e.g. pruned with a channel/filter granularity,
+    whose masks also cover the unit's bias and the BatchNorm after it) are
+    then physically removed by ``tfprune.structure.remove_dead_channels``
+    (constants folded into the next layer's bias where that is exact): a
+    smaller model with the same predictions.
 
     The result has no tfprune classes, so it loads with plain Keras. The
     compile state is not copied (as with ``clone_model``).

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from tfprune import _global, scoring
+from tfprune._followers import link_batchnorms
 from tfprune._walk import find_wrappers
 from tfprune.reporting import sparsity
 
@@ -84,6 +85,7 @@ class PruningCallback(keras.callbacks.Callback):
                 "create it with tfprune.prune(...) or tfprune.prune_layer(...).")
         for w in self._wrappers:
             w._driven = True
+        link_batchnorms(model)  # again after loading: links are not saved
         self._step = None
 
     def _ensure_ready(self):

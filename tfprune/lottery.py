@@ -289,8 +289,8 @@ def _set_masks(wrappers, masks):
 
 def _rewind(wrappers, rewindable, values):
     """Assigns the recorded values, times the mask for pruned kernels (bit-exact: x*1 = x)."""
-    masked = {id(info.variable): m for w in wrappers for info, m in zip(w.prunable_weights, w.masks)}
+    masked = {k: m for w in wrappers for k, m in w.variable_masks().items()}
     for v, a in zip(rewindable, values):
         if id(v) in masked:
-            a = a * keras.ops.convert_to_numpy(masked[id(v)]).astype(a.dtype)
+            a = a * masked[id(v)].astype(a.dtype)
         v.assign(a)

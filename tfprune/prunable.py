@@ -12,6 +12,7 @@ on a Dense, a Conv2D or an EinsumDense.
 """
 
 import dataclasses
+import math
 import re
 
 import keras
@@ -54,6 +55,9 @@ class PrunableWeight:
             ``"query/kernel"``, ``"lstm_cell/recurrent_kernel"``).
         out_axes: kernel axes that index output units / filters.
         head_axis: the axis that indexes attention heads, or ``None``.
+        bias: the variable adding one term per output unit of this kernel
+            (its shape is that of the ``out_axes``), or ``None``. Granularities
+            that remove whole units (``Channels``, ``Heads``) mask it too.
 
     >>> import keras
     >>> conv = keras.layers.Conv2D(8, 3, name="c"); conv.build((None, 28, 28, 1))
@@ -66,6 +70,7 @@ class PrunableWeight:
     key: str
     out_axes: tuple = (-1,)
     head_axis: object = None
+    bias: object = None
 
     @property
     def shape(self):
@@ -83,6 +88,8 @@ _TABLE = (
     ((L.Embedding,), {"embeddings": (-1,)}),
     ((L.LSTM, L.GRU, L.SimpleRNN), {"kernel": (-1,), "recurrent_kernel": (-1,)}),
 )
+# Recurrent gates: a zeroed kernel column is not a removed unit (its bias stays).
+_NO_UNIT_BIAS = {(L.LSTM, L.GRU, L.SimpleRNN), (L.Embedding,)}
 
 
 def relative_key(layer, variable):
@@ -130,8 +137,21 @@ def _mha_weights(layer):
         # q/k/v kernels are (dim, heads, head_dim): heads on axis 1; the output
         # projection is (heads, head_dim, dim): heads on axis 0.
         head_axis = 0 if sub_name == "_output_dense" else 1
-        out.append(PrunableWeight(sub.kernel, f"{sub.name}/kernel", out_axes, head_axis))
+        out.append(PrunableWeight(sub.kernel, f"{sub.name}/kernel", out_axes, head_axis,
+                                  _unit_bias(sub, sub.kernel, out_axes)))
     return out
+
+
+def _unit_bias(layer, kernel, out_axes):
+    """``layer``'s bias if it holds one entry per output unit of ``kernel``, else ``None``."""
+    bias = getattr(layer, "bias", None)
+    if bias is None or not hasattr(bias, "shape"):
+        return None
+    ndim = len(kernel.shape)
+    units = tuple(int(kernel.shape[a]) for a in sorted(int(a) % ndim for a in out_axes))
+    shape = tuple(int(d) for d in bias.shape)
+    squeezed = tuple(d for d in units if d != 1) or (1,)
+    return bias if shape in (units, squeezed, (math.prod(units),)) else None
 
 
 def wrapped_layers(layer):
@@ -193,12 +213,16 @@ def prunable_weights(layer):
     if isinstance(layer, L.MultiHeadAttention):
         return _mha_weights(layer)
     if isinstance(layer, L.EinsumDense):
-        return [PrunableWeight(layer.kernel, "kernel", einsum_out_axes(layer.equation))]
+        axes = einsum_out_axes(layer.equation)
+        return [PrunableWeight(layer.kernel, "kernel", axes,
+                               bias=_unit_bias(layer, layer.kernel, axes))]
     for classes, names in _TABLE:
         if isinstance(layer, classes):
             found = []
             for v in layer.trainable_weights + layer.non_trainable_weights:
                 if v.name in names and len(v.shape) >= 2:
-                    found.append(PrunableWeight(v, relative_key(layer, v), names[v.name]))
+                    bias = None if classes in _NO_UNIT_BIAS else _unit_bias(layer, v, names[v.name])
+                    found.append(PrunableWeight(v, relative_key(layer, v), names[v.name],
+                                                bias=bias))
             return found
     return []

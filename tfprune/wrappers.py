@@ -7,44 +7,32 @@ step, so a pruned weight is set back to exactly 0 after each optimizer step
 and the forward pass never needs an extra multiply. Masks themselves change
 only on the schedule's update steps, driven by ``tfprune.PruningCallback``,
 which then also zeroes the newly pruned weights.
+
+Granularities that remove whole output units (``Channels()``, ``Heads()``)
+also mask the bias of each fully masked unit: its bias gets a
+:class:`UnitMaskConstraint` reading the kernel's mask (a max over the
+kernel's input axes, one reduction of the mask per step), so the unit
+outputs exactly 0 and ``tfprune.strip(model, shrink=True)`` can remove it.
+No extra state is saved.
 """
 
 import inspect
+import types
 import warnings
 
 import keras
+import numpy as np
 
 from tfprune import accumulate
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
+from tfprune._masks import MaskConstraint, UnitMaskConstraint, unit_mask
 
-__all__ = ["PruneWrapper", "MaskConstraint"]
+__all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
 _warned_no_callback = False
-
-
-class MaskConstraint:
-    """Variable constraint ``w -> inner(w) * mask`` (``inner`` optional).
-
-    Installed on each pruned variable by :class:`PruneWrapper`; not meant to
-    be used directly.
-
-    >>> import keras, numpy as np
-    >>> c = MaskConstraint(np.array([1.0, 0.0, 1.0]))
-    >>> keras.ops.convert_to_numpy(c(keras.ops.ones(3))).tolist()
-    [1.0, 0.0, 1.0]
-    """
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, w):
-        if self.inner is not None:
-            w = self.inner(w)
-        return w * keras.ops.cast(self.mask, w.dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -110,6 +98,9 @@ class PruneWrapper(keras.layers.Wrapper):
         self._masks = []
         self._driven = False  # set by PruningCallback.set_model
         self._stats = {}      # weight key -> statistics for data-dependent criteria
+        # (info index, variable): other layers' per-unit vectors masked with the
+        # units. Held in a plain object: Keras must not track them as our state.
+        self._links = types.SimpleNamespace(followers=[])
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
         # The wrapped layer's first call argument ("inputs", or "query" for
@@ -159,6 +150,10 @@ class PruneWrapper(keras.layers.Wrapper):
             self._create_pruning_state()
             self.built = True
 
+    def _masks_bias(self, info):
+        """Whether ``info``'s bias follows its units' masks (unit-removing granularities)."""
+        return info.bias is not None and bool(getattr(self.granularity, "removes_units", False))
+
     def _create_pruning_state(self):
         if self._masks:
             return
@@ -182,6 +177,12 @@ class PruneWrapper(keras.layers.Wrapper):
             if isinstance(previous, MaskConstraint):
                 previous = previous.inner
             info.variable.constraint = MaskConstraint(mask, previous)
+            if self._masks_bias(info):
+                previous = info.bias.constraint
+                if isinstance(previous, UnitMaskConstraint):
+                    previous = previous.inner
+                info.bias.constraint = UnitMaskConstraint(
+                    mask, info.out_axes, info.bias.shape, previous)
         self._weights_info = infos
         # Accumulators only for data-dependent criteria (tfprune.accumulate).
         self._accumulators = accumulate.create(self, infos)
@@ -254,6 +255,49 @@ class PruneWrapper(keras.layers.Wrapper):
         """True if this layer's criterion needs gradients or activations."""
         return self.criterion.needs_gradients or self.criterion.needs_activations
 
+    def follow_units(self, variable, constrain=True):
+        """Masks ``variable`` (one entry per output unit) with this layer's units.
+
+        For per-unit vectors of other layers, e.g. the ``beta`` (``constrain``:
+        kept at 0 after every step) and ``moving_mean`` of the BatchNorm
+        reading this layer, so a pruned unit stays exactly 0 after it. Set by
+        ``tfprune.prune`` and ``PruningCallback``; returns False (and does
+        nothing) if the masks cover no units or the sizes differ.
+        """
+        if not self._masks or len(self._weights_info) != 1 or \
+                not getattr(self.granularity, "removes_units", False) or \
+                any(v is variable for _, v in self._links.followers):
+            return False
+        index, info, mask = 0, self._weights_info[0], self._masks[0]
+        ndim = len(info.shape)
+        units = int(np.prod([info.shape[int(a) % ndim] for a in info.out_axes]))
+        unmasked_bias = getattr(self.layer, "bias", None) is not None and info.bias is None
+        if unmasked_bias or tuple(variable.shape) != (units,):
+            return False  # the unit would not be 0 (a bias we cannot mask), or sizes differ
+        self._links.followers.append((index, variable))
+        if constrain:
+            previous = variable.constraint
+            if isinstance(previous, UnitMaskConstraint):
+                previous = previous.inner
+            variable.constraint = UnitMaskConstraint(mask, info.out_axes, variable.shape, previous)
+        value = keras.ops.convert_to_numpy(variable)
+        keep = unit_mask(keras.ops.convert_to_numpy(mask), info, value.shape)
+        variable.assign((value * keep).astype(value.dtype))
+        return True
+
+    def variable_masks(self):
+        """``{id(variable): NumPy keep-mask}``: the kernels, and the unit biases masked with them."""
+        out = {}
+        for info, mask in zip(self._weights_info, self._masks):
+            m = keras.ops.convert_to_numpy(mask)
+            out[id(info.variable)] = m
+            if self._masks_bias(info):
+                out[id(info.bias)] = unit_mask(m, info)
+        for index, variable in self._links.followers:
+            m = keras.ops.convert_to_numpy(self._masks[index])
+            out[id(variable)] = unit_mask(m, self._weights_info[index], variable.shape)
+        return out
+
     def compute_masks(self, sparsity):
         """Returns the new masks (NumPy) for ``sparsity`` without applying them."""
         out = []
@@ -269,6 +313,13 @@ class PruneWrapper(keras.layers.Wrapper):
             mask_var.assign(m)
             w = keras.ops.convert_to_numpy(info.variable)
             info.variable.assign((w * m).astype(w.dtype))
+            if self._masks_bias(info):
+                b = keras.ops.convert_to_numpy(info.bias)
+                info.bias.assign((b * unit_mask(m, info)).astype(b.dtype))
+        for index, variable in self._links.followers:
+            v = keras.ops.convert_to_numpy(variable)
+            keep = unit_mask(masks[index], self._weights_info[index], v.shape)
+            variable.assign((v * keep).astype(v.dtype))
         if getattr(self, "_accumulators", None) is not None:
             accumulate.reset(self, self._accumulators)  # per criterion (see accumulate)
 

@@ -14,10 +14,12 @@ from tfprune.structure import _ops_rules, _rules
 __all__ = ["rebuild", "unsafe_scope"]
 
 
-def rebuild(model, g, removed):
+def rebuild(model, g, removed, offsets=None):
     """A copy of ``model`` without the channels ``removed`` ({group id: indices}).
 
     ``g`` is ``graph(model)``. Removing every channel of a group is refused.
+    ``offsets`` (``{(layer path, weight key): array}``) are added to those
+    weights before slicing (constants of removed channels folded into biases).
 
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
@@ -70,6 +72,8 @@ def rebuild(model, g, removed):
         for w in layer.weights:  # set_weights order
             key = relative_key(layer, w)
             arr = keras.ops.convert_to_numpy(w)
+            if offsets and (path, key) in offsets:
+                arr = (arr + offsets[(path, key)]).astype(arr.dtype)
             for axis in range(arr.ndim):
                 pos = cuts.get((path, key, axis))
                 if pos:

@@ -2,7 +2,8 @@
 
 :func:`prune_channels` picks the channels to drop from a criterion;
 :func:`remove_dead_channels` (behind ``tfprune.strip(model, shrink=True)``)
-drops only channels training already zeroed, so predictions do not change.
+drops only channels training already zeroed (or left constant: their
+constant is folded into the next layer's bias), so predictions do not change.
 Both rebuild the model with ``keras.models.clone_model`` (layers re-created
 from their config with new widths) and copy sliced weights.
 """
@@ -16,6 +17,7 @@ from tfprune import _data
 from tfprune import criteria as criteria_lib
 from tfprune._walk import weights_by_key
 from tfprune.granularity import to_matrix
+from tfprune.structure._constants import constant_channels, fold_offsets, foldable
 from tfprune.structure._plan import keep_count, producer_names, refuse_wrapped, resolve_ratios
 from tfprune.structure._rebuild import rebuild
 from tfprune.structure.calibrate import recalibrate_batchnorm
@@ -165,10 +167,19 @@ def dead_channels(g, group):
 
 
 def remove_dead_channels(model):
-    """Copy of ``model`` without channels that are zero across their whole group.
+    """Copy of ``model`` without channels that are zero or constant across their whole group.
 
-    Predictions are unchanged (up to float rounding). Each group keeps at
-    least one channel. Used by ``tfprune.strip(model, shrink=True)``.
+    Removed: channels nobody reads, channels that are identically 0 (see
+    :func:`dead_channels`), and channels that carry a constant (a unit whose
+    kernel slice is zero, after its bias, a BatchNorm shift or an activation
+    with ``f(0) != 0``) when every layer reading them can absorb it exactly:
+    the constant is folded into the reader's bias. Exact for ``Dense``
+    readers, ``Conv`` readers with ``padding="valid"`` or a size-1 kernel, and
+    attention query/key/value projections; behind a ``"same"``-padded Conv
+    with a larger kernel (whose borders read zero padding, not the constant)
+    a non-zero constant keeps its channel. Predictions are unchanged (up to
+    float rounding). Each group keeps at least one channel. Used by
+    ``tfprune.strip(model, shrink=True)``.
 
     >>> import keras, numpy as np, tfprune as tp
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
@@ -177,14 +188,20 @@ def remove_dead_channels(model):
     >>> _ = m.get_layer("o").kernel.assign(k)
     >>> remove_dead_channels(m).get_layer("h").units
     3
+    >>> k = m.get_layer("h").kernel.numpy(); k[:, 3] = 0   # unit 3 outputs its bias
+    >>> _ = m.get_layer("h").kernel.assign(k)
+    >>> remove_dead_channels(m).get_layer("h").units
+    2
     """
     refuse_wrapped(model, "remove_dead_channels")
     g = graph(model)
-    removed = {}
+    consts = constant_channels(g) if g.prunable_groups else {}
+    removed, offsets = {}, {}
     for group in g.prunable_groups:
-        dead = np.flatnonzero(dead_channels(g, group))
+        dead = np.flatnonzero(dead_channels(g, group) | foldable(g, group, consts))
         if dead.size >= group.size:
             dead = dead[1:]  # keep one channel: shapes must stay valid
         if dead.size:
             removed[group.id] = dead
-    return rebuild(model, g, removed)
+            fold_offsets(g, group, dead, consts, offsets)
+    return rebuild(model, g, removed, offsets)

@@ -1,0 +1,76 @@
+"""Variable constraints that keep pruned weights (and pruned units' biases) at 0.
+
+Used by :class:`tfprune.PruneWrapper` (see its module docstring); a leaf
+module (Keras and NumPy only).
+"""
+
+import keras
+import numpy as np
+
+__all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask"]
+
+
+class MaskConstraint:
+    """Variable constraint ``w -> inner(w) * mask`` (``inner`` optional).
+
+    Installed on each pruned variable by :class:`PruneWrapper`; not meant to
+    be used directly.
+
+    >>> import keras, numpy as np
+    >>> c = MaskConstraint(np.array([1.0, 0.0, 1.0]))
+    >>> keras.ops.convert_to_numpy(c(keras.ops.ones(3))).tolist()
+    [1.0, 0.0, 1.0]
+    """
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return w * keras.ops.cast(self.mask, w.dtype)
+
+
+def _input_axes(shape, out_axes):
+    ndim = len(shape)
+    out = {int(a) % ndim for a in out_axes}
+    return tuple(a for a in range(ndim) if a not in out)
+
+
+class UnitMaskConstraint:
+    """Bias constraint ``b -> inner(b) * any(kernel mask of the unit)``.
+
+    ``mask`` is the kernel's mask variable; a unit (one index of the kernel's
+    ``out_axes``) whose kernel slice is fully masked gets its bias set to 0.
+
+    >>> import keras, numpy as np
+    >>> c = UnitMaskConstraint(np.array([[1., 0.], [1., 0.]]), (-1,), (2,))
+    >>> keras.ops.convert_to_numpy(c(keras.ops.ones(2))).tolist()
+    [1.0, 0.0]
+    """
+
+    def __init__(self, mask, out_axes, shape, inner=None):
+        self.mask, self.shape, self.inner = mask, tuple(shape), inner
+        self.axes = _input_axes(tuple(mask.shape), out_axes)
+
+    def __call__(self, b):
+        if self.inner is not None:
+            b = self.inner(b)
+        alive = keras.ops.max(keras.ops.cast(self.mask, b.dtype), axis=self.axes)
+        return b * keras.ops.reshape(alive, self.shape)
+
+
+def unit_mask(mask, info, shape=None):
+    """NumPy keep-mask of ``info.bias`` (or of ``shape``): 0 where a unit's kernel slice is fully masked.
+
+    >>> import keras
+    >>> from tfprune.prunable import prunable_weights
+    >>> d = keras.layers.Dense(2); d.build((None, 2))
+    >>> unit_mask(np.array([[0., 1.], [0., 1.]]), prunable_weights(d)[0]).tolist()
+    [0.0, 1.0]
+    """
+    mask = np.asarray(mask)
+    alive = mask.max(axis=_input_axes(mask.shape, info.out_axes)) if mask.ndim else mask
+    shape = tuple(info.bias.shape) if shape is None else tuple(shape)
+    return (alive > 0).astype(np.float32).reshape(shape)
