@@ -44,7 +44,7 @@ Budgets count the analysed units only. The result is a :class:`Plan`, a dict
 
 import numpy as np
 
-from tfprune.sensitivity import _knapsack
+from tfprune.sensitivity import _coupling, _knapsack, _realised
 
 __all__ = ["allocate", "predicted_drop", "Plan"]
 
@@ -52,7 +52,9 @@ __all__ = ["allocate", "predicted_drop", "Plan"]
 class Plan(dict):
     """``{layer: sparsity}`` from :func:`allocate`, plus what it realises.
 
-    Attributes (over the analysed units):
+    Attributes (over the analysed units; for a channel sweep allocated with
+    its model, over the whole model after ``tfprune.structure.prune_channels``,
+    from the real counts):
         sparsity: fraction of their weights removed.
         params: weights kept.
         flops: multiply-adds per sample kept.
@@ -138,7 +140,7 @@ def _plan(report, units, names, sparsity, budget):
 
 
 def allocate(report, target_sparsity=None, target_params=None, target_flops=None,
-             max_drop=None, step=0.01):
+             max_drop=None, step=0.01, model=None):
     """Returns a :class:`Plan` ``{layer: sparsity}`` for ``tfprune.prune(sparsity=...)``.
 
     Give one budget (``target_sparsity``, ``target_params`` or
@@ -154,6 +156,20 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     grid step: ``plan.sparsity`` is in ``[target, target + step)`` for
     ``target_sparsity``; ``plan.params`` / ``plan.flops`` are at most the
     target and above ``target - step * total``.
+
+    Channel sweeps: with the swept ``model`` (``model=``, or held by the
+    report :func:`~tfprune.sensitivity.sweep` returned), budgets are the
+    whole model's and are met after the surgery: ``target_flops`` /
+    ``target_params`` are the counts of ``tfprune.structure.count(
+    prune_channels(model, plan))`` (``target_sparsity`` the fraction of the
+    model's weights removed). Sparsities are whole channels of each group,
+    and because a layer between two groups costs in proportion to both
+    widths, the knapsack runs on costs re-linearised around its own plan,
+    then the budget is corrected on real counts (see ``_realised``): the
+    plan lands at or just below the budget, and ``plan.flops`` /
+    ``plan.params`` are the real counts. Without the model, unit costs are
+    the report's additive shares, and the surgery lands near, not on, the
+    budget.
 
     Only analysed units appear in the plan: in ``tfprune.prune(schedule=...,
     sparsity=plan)`` other prunable layers follow the schedule's own final
@@ -179,10 +195,16 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     names = list(units)
     if not names:
         raise ValueError("allocate: the report is empty.")
+    model = model if model is not None else getattr(report, "model", None)
+    counts = gids = None
+    if model is not None and _coupling.is_channel(str(report.meta.get("granularity", ""))):
+        counts, gids = _channel_groups(model, units, names)
     grids, drops = [], []
-    for name in names:
+    for i, name in enumerate(names):
         xs, ys = report.curve(name)
         g = _grid(xs, step)
+        if counts is not None:
+            g = _realised.snap(g, xs[-1], counts.size(gids[i]))
         d = _drop(xs, ys, g)
         if max_drop is not None:  # d is monotone: a prefix of the grid stays within it
             keep = max(int(np.count_nonzero(d <= max_drop + 1e-12)), 1)
@@ -190,6 +212,8 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         grids.append(g)
         drops.append(d)
 
+    if counts is not None:
+        return _channel_allocation(report, units, names, grids, drops, budgets, counts, gids)
     if not budgets:  # max_drop only
         return _plan(report, units, names, [g[-1] for g in grids], budgets)
 
@@ -215,3 +239,42 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
             + (f" and max_drop={max_drop}" if max_drop is not None else "")
             + ". Sweep higher sparsities, relax max_drop or the budget.")
     return _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
+
+
+def _channel_groups(model, units, names):
+    """The model's cost model and the group of each unit of a channel sweep."""
+    from tfprune.structure.widths import Widths
+    counts = Widths(model)
+    gids = []
+    for n in names:
+        found = {counts.group_of(layer) for layer in units[n]["layers"]}
+        if len(found) != 1 or None in found:
+            raise ValueError(f"allocate: unit '{n}' is not one prunable channel group of model "
+                             f"'{model.name}': pass the model the report was swept on.")
+        gids.append(found.pop())
+    return counts, gids
+
+
+def _channel_allocation(report, units, names, grids, drops, budgets, counts, gids):
+    """``allocate`` for a channel sweep with its model: budgets met on real counts."""
+    dense = counts.dense
+    choice, kind = [len(g) - 1 for g in grids], None
+    if budgets:
+        what, value = next(iter(budgets.items()))
+        kind = "flops" if what == "target_flops" else "params"
+        target = ((1 - float(value)) * dense["params"] if what == "target_sparsity"
+                  else float(value))
+        if target < 0:
+            raise ValueError(f"allocate: {what} must be >= 0; got {value}.")
+        choice, real = _realised.fit(counts, gids, grids, drops, kind, target)
+        if choice is None:
+            raise ValueError(
+                f"allocate: {what}={value} is infeasible: with every unit at its largest "
+                f"allowed sparsity model '{counts.model.name}' keeps {real[kind]:,} of "
+                f"{dense[kind]:,} {kind} ({real[kind] / dense[kind]:.1%}) after "
+                "prune_channels. Sweep higher sparsities, relax max_drop or the budget.")
+    plan = _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
+    real = counts.real(counts.widths(dict(plan)) if plan else {})
+    plan.params, plan.flops = float(real["params"]), float(real["flops"])
+    plan.sparsity = 1.0 - real["params"] / max(dense["params"], 1)
+    return plan

@@ -229,5 +229,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         meta["shard"] = list(shard)
         rows = [r for r in rows if (r["layer"], round(r["sparsity"], 9)) in
                 {(u.name, round(s, 9)) for u, s in trials}]
-    return SensitivityReport(rows, meta)
+    report = SensitivityReport(rows, meta)
+    report.model = model  # channel allocations count the real surgery on it
+    return report
 
