@@ -197,8 +197,9 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         raise ValueError("allocate: the report is empty.")
     model = model if model is not None else getattr(report, "model", None)
     counts = gids = None
-    if model is not None and _coupling.is_channel(str(report.meta.get("granularity", ""))):
-        counts, gids = _channel_groups(model, units, names)
+    if _coupling.is_channel(str(report.meta.get("granularity", ""))) and (
+            model is not None or report.meta.get("widths")):
+        counts, gids = _channel_groups(model, report.meta.get("widths"), units, names)
     grids, drops = [], []
     for i, name in enumerate(names):
         xs, ys = report.curve(name)
@@ -241,16 +242,16 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     return _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
 
 
-def _channel_groups(model, units, names):
-    """The model's cost model and the group of each unit of a channel sweep."""
+def _channel_groups(model, described, units, names):
+    """The cost model (of ``model``, else as the sweep described it) and each unit's group."""
     from tfprune.structure.widths import Widths
-    counts = Widths(model)
+    counts = Widths(model) if model is not None else Widths.from_description(described)
     gids = []
     for n in names:
         found = {counts.group_of(layer) for layer in units[n]["layers"]}
         if len(found) != 1 or None in found:
-            raise ValueError(f"allocate: unit '{n}' is not one prunable channel group of model "
-                             f"'{model.name}': pass the model the report was swept on.")
+            raise ValueError(f"allocate: unit '{n}' is not one prunable channel group of "
+                             f"the model: pass the model the report was swept on.")
         gids.append(found.pop())
     return counts, gids
 
@@ -270,7 +271,7 @@ def _channel_allocation(report, units, names, grids, drops, budgets, counts, gid
         if choice is None:
             raise ValueError(
                 f"allocate: {what}={value} is infeasible: with every unit at its largest "
-                f"allowed sparsity model '{counts.model.name}' keeps {real[kind]:,} of "
+                f"allowed sparsity the model keeps {real[kind]:,} of "
                 f"{dense[kind]:,} {kind} ({real[kind] / dense[kind]:.1%}) after "
                 "prune_channels. Sweep higher sparsities, relax max_drop or the budget.")
     plan = _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)

@@ -76,7 +76,9 @@ class Widths:
         self.graph = g or graph(model)
         self.dense = count_lib.count(model)
         self._cache = {}
-        self._producers = producers(self.graph)
+        self._sizes = {grp.id: grp.size for grp in self.graph.groups}
+        self._names = {name: grp.id for name, grp in producers(self.graph).items()
+                       if grp.prunable}
         prunable = {grp.id for grp in self.graph.prunable_groups}
         layers = self.graph.layers_by_path()
         # (layer, key) -> [shape, {axis: [(gid, positions)]}]
@@ -100,26 +102,73 @@ class Widths:
             kernels = [k for k in weights if k[0] == path and str(k[1]).endswith("kernel")]
             if f and kernels:
                 self._flops[path] = (float(f), kernels)
+        self._index()
+
+    def _index(self):
         self._touching = {}  # gid -> weights indexed by it
-        for k, (_, axes) in weights.items():
+        for k, (_, axes) in self._weights.items():
             for pairs in axes.values():
                 for gid, _ in pairs:
                     self._touching.setdefault(gid, set()).add(k)
 
+    # -- without the model -----------------------------------------------------
+    def describe(self):
+        """The cost model as JSON-ready data (what :meth:`from_description` reads)."""
+        return {
+            "dense": dict(self.dense),
+            "sizes": sorted([gid, n] for gid, n in self._sizes.items()),
+            "names": dict(self._names),
+            "weights": [[layer, key, list(shape), sorted([a, [list(p) for p in pairs]]
+                                                          for a, pairs in axes.items())]
+                        for (layer, key), (shape, axes) in self._weights.items()],
+            "flops": [[path, f, [list(k) for k in kernels]]
+                      for path, (f, kernels) in self._flops.items()],
+        }
+
+    @classmethod
+    def from_description(cls, data):
+        """A :class:`Widths` without its model: :meth:`real` is then :meth:`predict`.
+
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"),
+        ...                       keras.layers.Dense(2)])
+        >>> w = Widths.from_description(Widths(m).describe())
+        >>> w.model, w.real(w.widths({"h": 0.5}))
+        (None, {'params': 90, 'flops': 80})
+        """
+        self = cls.__new__(cls)
+        self.model = self.graph = None
+        self.dense = {k: int(v) for k, v in data["dense"].items()}
+        self._cache = {}
+        self._sizes = {int(gid): int(n) for gid, n in data["sizes"]}
+        self._names = {str(k): int(v) for k, v in data["names"].items()}
+        self._weights = {(layer, key): [tuple(shape), {int(a): [(int(g), int(n)) for g, n in p]
+                                                       for a, p in axes}]
+                         for layer, key, shape, axes in data["weights"]}
+        self._flops = {path: (float(f), [tuple(k) for k in kernels])
+                       for path, f, kernels in data["flops"]}
+        self._index()
+        return self
+
     # -- names and widths ----------------------------------------------------
     def group_of(self, name):
         """The id of the group of layer ``name``'s output channels (prunable), or None."""
-        grp = self._producers.get(name)
-        return grp.id if grp is not None and grp.prunable else None
+        return self._names.get(name)
 
     def size(self, gid):
         """Channels of group ``gid``."""
-        return self.graph.groups[gid].size
+        return self._sizes[gid]
 
     def widths(self, ratio, round_to=1):
         """``{group id: channels kept}`` of ``prune_channels(model, ratio, round_to=...)``."""
-        return {gid: keep_count(self.size(gid), r, round_to)
-                for gid, r in resolve_ratios(self.graph, ratio).items()}
+        if self.graph is not None:
+            ratios = resolve_ratios(self.graph, ratio)
+        else:
+            ratios = {}
+            for name, r in ratio.items():
+                gid = self._names[name]
+                ratios[gid] = max(ratios.get(gid, 0.0), float(r))
+        return {gid: keep_count(self.size(gid), r, round_to) for gid, r in ratios.items()}
 
     # -- the model -------------------------------------------------------------
     def _kept(self, key, x):
@@ -174,7 +223,7 @@ class Widths:
         half kept (exact for costs quadratic in it): a layer between two
         groups is split evenly between them, so no cost is counted twice.
         """
-        half = {grp.id: grp.size / 2.0 for grp in self.graph.prunable_groups}
+        half = {gid: self.size(gid) / 2.0 for gid in self._touching}
         out = {}
         for gid in half:
             full, none = self.along(kind, half, gid, [self.size(gid), 0.0])
@@ -192,6 +241,8 @@ class Widths:
     def real(self, keep):
         """``count()`` of the model rebuilt at widths ``keep`` (cached per widths)."""
         key = tuple(sorted((gid, k) for gid, k in keep.items() if k < self.size(gid)))
+        if self.model is None:  # described only: the cost model is all there is
+            return {k: int(round(v)) for k, v in self.predict(dict(key)).items()}
         if key not in self._cache:
             self._cache[key] = count_lib.count(self.build(dict(key))) if key else dict(self.dense)
         return self._cache[key]
