@@ -29,8 +29,13 @@ predicted drop. Among equally good plans it returns one no unit of which can
 step down without breaking the budget, so the plan overshoots the budget by
 less than one grid step of a unit (at most ``step`` of the overall sparsity).
 
-Budgets count the analysed units only. The result is a :class:`Plan`, a dict
-``{layer: sparsity}`` saying what it realises.
+Budgets count the analysed units only, except on channel sweeps with the
+model's cost model (the swept model, or the description a sweep stores in
+its header): there costs are not additive (a layer between two groups
+shrinks with both), the budget is the whole model's after
+``tfprune.structure.prune_channels``, and the knapsack is re-linearised and
+corrected on real counts (``_realised``). The result is a :class:`Plan`, a
+dict ``{layer: sparsity}`` saying what it realises.
 
 >>> from tfprune.sensitivity import SensitivityReport
 >>> rows = [{"layer": n, "params": 100, "sparsity": s, "metric": 0, "drop": d * s}
@@ -167,9 +172,11 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     widths, the knapsack runs on costs re-linearised around its own plan,
     then the budget is corrected on real counts (see ``_realised``): the
     plan lands at or just below the budget, and ``plan.flops`` /
-    ``plan.params`` are the real counts. Without the model, unit costs are
-    the report's additive shares, and the surgery lands near, not on, the
-    budget.
+    ``plan.params`` are the real counts. Without the model, the cost model a
+    channel sweep stores in its header (``meta["widths"]``) stands in for
+    the real counts; without either, unit costs are the report's additive
+    shares, and the surgery lands near, not on, the budget. ``round_to`` is
+    not planned for (pass the plan to ``prune_channels`` without it).
 
     Only analysed units appear in the plan: in ``tfprune.prune(schedule=...,
     sparsity=plan)`` other prunable layers follow the schedule's own final
