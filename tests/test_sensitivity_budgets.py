@@ -83,3 +83,13 @@ def test_width_cost_model_matches_real_counts(build):
         assert w.predict(keep) == pytest.approx(w.real(keep))
     described = Widths.from_description(w.describe())
     assert described.predict(keep) == w.predict(keep)
+
+
+def test_estimated_channel_tables_allocate_on_real_counts():
+    model = residual_bn_cnn()
+    est = tp.sensitivity.estimate(model, digits_images(64), granularity="channels",
+                                  sparsities=[0.3, 0.6, 0.9])
+    assert "widths" in est.meta and est.model is model
+    target = 0.5 * tp.structure.count(model)["flops"]
+    plan = est.allocate(target_flops=target)
+    assert 0.95 * target <= _realised(model, plan, "flops") <= target

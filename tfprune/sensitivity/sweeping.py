@@ -198,8 +198,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         "recalibrate": None if recalibrate is None else _data.count(recalibrate),
         "units": _trials.units_meta(units),
     }
-    if _coupling.is_channel(granularity):  # lets a loaded report plan on exact costs
-        header["widths"] = _coupling.widths_meta(model)
+    header.update(_trials.widths_meta(model, granularity))
     store = _store.Store(output, header) if output is not None else None
     rows = store.rows if store else []
     if store and abs(store.header.get("baseline", baseline) - baseline) > 1e-4:
