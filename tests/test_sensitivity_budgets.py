@@ -93,3 +93,16 @@ def test_estimated_channel_tables_allocate_on_real_counts():
     target = 0.5 * tp.structure.count(model)["flops"]
     plan = est.allocate(target_flops=target)
     assert 0.95 * target <= _realised(model, plan, "flops") <= target
+
+
+@pytest.mark.parametrize("round_to", [4, 8])
+def test_round_to_plans_for_the_rounded_widths(swept, round_to):
+    model, rep = swept
+    target = 0.5 * tp.structure.count(model)["flops"]
+    plan = rep.allocate(target_flops=target, round_to=round_to)
+    small = tp.structure.prune_channels(model, plan, round_to=round_to)
+    assert plan.flops == tp.structure.count(small)["flops"]
+    # coarse steps: the plan closest to the budget may predict a larger drop
+    assert 0.75 * target <= plan.flops <= target
+    with pytest.raises(ValueError, match="round_to"):
+        rep.allocate(target_flops=target, round_to=0)

@@ -29,19 +29,24 @@ from tfprune.structure.widths import least
 ITERATIONS = 8
 
 
-def snap(grid, xs_max, size):
-    """Sparsities of ``grid`` moved to whole channels of a group of ``size`` (none beyond ``xs_max``)."""
+def snap(grid, xs_max, size, round_to=1):
+    """Sparsities of ``grid`` moved to widths ``prune_channels(round_to=...)`` keeps
+    for a group of ``size`` (none beyond ``xs_max``); with ``round_to`` > 1,
+    every multiple of it below ``size``."""
     top = min(int(np.floor(xs_max * size + 1e-9)), size - 1)
+    if round_to > 1:
+        kept = np.array([size] + list(range(round_to, size, round_to)))
+        return np.unique(1.0 - kept[size - kept <= top] / size)
     k = np.unique(np.clip(np.rint(np.asarray(grid) * size), 0, top).astype(int))
     return k / size
 
 
-def fit(counts, gids, grids, drops, kind, target):
+def fit(counts, gids, grids, drops, kind, target, round_to=1):
     """Option index per unit: the least predicted drop whose real ``kind`` is at most ``target``.
 
     ``counts`` is a :class:`tfprune.structure.widths.Widths`, ``gids`` the
     group of each unit, ``grids`` their sparsities (whole channels),
-    ``drops`` their monotone drops. Returns ``(choice, realised counts)``,
+    ``drops`` their monotone drops, ``round_to`` as for ``prune_channels``. Returns ``(choice, realised counts)``,
     or ``(None, counts at the largest options)`` when out of reach.
 
     Among plans whose drops differ by less than a millionth of the drops'
@@ -52,7 +57,8 @@ def fit(counts, gids, grids, drops, kind, target):
     tol = 1e-12
     spread = max([float(np.max(d) - np.min(d)) for d in drops] + [1e-3])
     penalty = 1e-6 * spread
-    kept = [np.rint((1 - g) * counts.size(gid)).astype(int) for g, gid in zip(grids, gids)]
+    kept = [np.array([counts.keep(gid, round(float(s), 6), round_to) for s in g])
+            for g, gid in zip(grids, gids)]
 
     def keep_of(choice):
         keep = {}

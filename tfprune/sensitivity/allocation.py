@@ -47,6 +47,8 @@ dict ``{layer: sparsity}`` saying what it realises.
 (0.5, 0.109)
 """
 
+import numbers
+
 import numpy as np
 
 from tfprune.sensitivity import _coupling, _knapsack, _realised
@@ -145,7 +147,7 @@ def _plan(report, units, names, sparsity, budget):
 
 
 def allocate(report, target_sparsity=None, target_params=None, target_flops=None,
-             max_drop=None, step=0.01, model=None):
+             max_drop=None, step=0.01, model=None, round_to=1):
     """Returns a :class:`Plan` ``{layer: sparsity}`` for ``tfprune.prune(sparsity=...)``.
 
     Give one budget (``target_sparsity``, ``target_params`` or
@@ -175,8 +177,9 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     ``plan.params`` are the real counts. Without the model, the cost model a
     channel sweep stores in its header (``meta["widths"]``) stands in for
     the real counts; without either, unit costs are the report's additive
-    shares, and the surgery lands near, not on, the budget. ``round_to`` is
-    not planned for (pass the plan to ``prune_channels`` without it).
+    shares, and the surgery lands near, not on, the budget. ``round_to``
+    (channel plans only) plans for ``prune_channels(model, plan,
+    round_to=round_to)``, on the widths that call rounds to.
 
     Only analysed units appear in the plan: in ``tfprune.prune(schedule=...,
     sparsity=plan)`` other prunable layers follow the schedule's own final
@@ -198,6 +201,8 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         raise ValueError(f"allocate: target_sparsity must be in [0, 1); got {target_sparsity}.")
     if not step > 0:
         raise ValueError(f"allocate: step must be > 0; got {step}.")
+    if not isinstance(round_to, numbers.Integral) or round_to < 1:
+        raise ValueError(f"allocate: round_to must be a positive integer; got {round_to!r}.")
     units = _units(report)
     names = list(units)
     if not names:
@@ -212,7 +217,7 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         xs, ys = report.curve(name)
         g = _grid(xs, step)
         if counts is not None:
-            g = _realised.snap(g, xs[-1], counts.size(gids[i]))
+            g = _realised.snap(g, xs[-1], counts.size(gids[i]), round_to)
         d = _drop(xs, ys, g)
         if max_drop is not None:  # d is monotone: a prefix of the grid stays within it
             keep = max(int(np.count_nonzero(d <= max_drop + 1e-12)), 1)
@@ -221,7 +226,8 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         drops.append(d)
 
     if counts is not None:
-        return _channel_allocation(report, units, names, grids, drops, budgets, counts, gids)
+        return _channel_allocation(report, units, names, grids, drops, budgets, counts, gids,
+                                   round_to)
     if not budgets:  # max_drop only
         return _plan(report, units, names, [g[-1] for g in grids], budgets)
 
@@ -263,7 +269,7 @@ def _channel_groups(model, described, units, names):
     return counts, gids
 
 
-def _channel_allocation(report, units, names, grids, drops, budgets, counts, gids):
+def _channel_allocation(report, units, names, grids, drops, budgets, counts, gids, round_to):
     """``allocate`` for a channel sweep with its model: budgets met on real counts."""
     dense = counts.dense
     choice, kind = [len(g) - 1 for g in grids], None
@@ -274,7 +280,7 @@ def _channel_allocation(report, units, names, grids, drops, budgets, counts, gid
                   else float(value))
         if target < 0:
             raise ValueError(f"allocate: {what} must be >= 0; got {value}.")
-        choice, real = _realised.fit(counts, gids, grids, drops, kind, target)
+        choice, real = _realised.fit(counts, gids, grids, drops, kind, target, round_to)
         if choice is None:
             raise ValueError(
                 f"allocate: {what}={value} is infeasible: with every unit at its largest "
@@ -282,7 +288,7 @@ def _channel_allocation(report, units, names, grids, drops, budgets, counts, gid
                 f"{dense[kind]:,} {kind} ({real[kind] / dense[kind]:.1%}) after "
                 "prune_channels. Sweep higher sparsities, relax max_drop or the budget.")
     plan = _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
-    real = counts.real(counts.widths(dict(plan)) if plan else {})
+    real = counts.real(counts.widths(dict(plan), round_to) if plan else {})
     plan.params, plan.flops = float(real["params"]), float(real["flops"])
     plan.sparsity = 1.0 - real["params"] / max(dense["params"], 1)
     return plan

@@ -118,14 +118,14 @@ class SensitivityReport:
         return sorted(scores, key=lambda n: -scores[n])[:k]
 
     def allocate(self, target_sparsity=None, target_params=None, target_flops=None,
-                 max_drop=None, step=0.01, model=None):
+                 max_drop=None, step=0.01, model=None, round_to=1):
         """Per-layer sparsities for ``tfprune.prune(sparsity=...)`` (or per-group
         channel ratios for ``tfprune.structure.prune_channels``); see
         :func:`tfprune.sensitivity.allocate`. ``model`` defaults to :attr:`model`."""
         from tfprune.sensitivity.allocation import allocate
         return allocate(self, target_sparsity=target_sparsity, target_params=target_params,
                         target_flops=target_flops, max_drop=max_drop, step=step,
-                        model=model)
+                        model=model, round_to=round_to)
 
     # -- export -------------------------------------------------------------
     def to_csv(self, path=None):

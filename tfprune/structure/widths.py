@@ -159,6 +159,10 @@ class Widths:
         """Channels of group ``gid``."""
         return self._sizes[gid]
 
+    def keep(self, gid, ratio, round_to=1):
+        """Channels group ``gid`` keeps when cut by ``ratio`` (as ``prune_channels`` rounds)."""
+        return keep_count(self.size(gid), ratio, round_to)
+
     def widths(self, ratio, round_to=1):
         """``{group id: channels kept}`` of ``prune_channels(model, ratio, round_to=...)``."""
         if self.graph is not None:
