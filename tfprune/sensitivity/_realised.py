@@ -46,8 +46,9 @@ def fit(counts, gids, grids, drops, kind, target, round_to=1):
 
     ``counts`` is a :class:`tfprune.structure.widths.Widths`, ``gids`` the
     group of each unit, ``grids`` their sparsities (whole channels),
-    ``drops`` their monotone drops, ``round_to`` as for ``prune_channels``. Returns ``(choice, realised counts)``,
-    or ``(None, counts at the largest options)`` when out of reach.
+    ``drops`` their monotone drops, ``round_to`` as for ``prune_channels``.
+    Returns ``(choice, realised counts)``, or ``(None, counts at the largest
+    options)`` when out of reach.
 
     Among plans whose drops differ by less than a millionth of the drops'
     range, the one removing least wins (ties are common: flat or negative
@@ -78,6 +79,7 @@ def fit(counts, gids, grids, drops, kind, target, round_to=1):
     most = [len(g) - 1 for g in grids]
     if counts.real(keep_of(most))[kind] > target:
         return None, counts.real(keep_of(most))
+
     def solve(r, need):
         return _knapsack.solve(r, [d + penalty * ri for d, ri in zip(drops, r)], need, tol=tol)
 

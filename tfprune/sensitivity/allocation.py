@@ -209,9 +209,10 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         raise ValueError("allocate: the report is empty.")
     model = model if model is not None else getattr(report, "model", None)
     counts = gids = None
-    if _coupling.is_channel(str(report.meta.get("granularity", ""))) and (
-            model is not None or report.meta.get("widths")):
-        counts, gids = _channel_groups(model, report.meta.get("widths"), units, names)
+    described = report.meta.get("widths")
+    if described or (model is not None
+                     and _coupling.is_channel(str(report.meta.get("granularity", "")))):
+        counts, gids = _channel_groups(model, described, units, names)
     grids, drops = [], []
     for i, name in enumerate(names):
         xs, ys = report.curve(name)
