@@ -70,3 +70,49 @@ def residual_cnn():
     rng = np.random.default_rng(0)
     data = rng.normal(size=(64, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 64)
     return model, data
+
+
+def digits_images(n=128):
+    """sklearn digits as (n, 8, 8, 1) images in [0, 1] and labels."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return (d.data[:n] / 16.0).astype("float32").reshape(-1, 8, 8, 1), d.target[:n]
+
+
+def residual_bn_cnn():
+    """Two residual stages with BatchNorm (coupled groups, a stride-2 stage), GAP, Dense."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same", use_bias=False,
+                                                 name="stem")(inp)))
+    y = L.ReLU()(L.BatchNormalization()(L.Conv2D(24, 3, padding="same", use_bias=False,
+                                                 name="b1a")(x)))
+    y = L.BatchNormalization()(L.Conv2D(16, 3, padding="same", use_bias=False, name="b1b")(y))
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 3, strides=2, padding="same",
+                                                 name="down")(x)))
+    y = L.Conv2D(32, 3, padding="same", activation="relu", name="b2")(x)
+    x = L.GlobalAveragePooling2D()(L.Add()([x, y]))
+    model = keras.Model(inp, L.Dense(10, name="out")(x), name="res_bn")
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def plain_cnn():
+    """Three convolutions, a pooling, Flatten and two Dense layers."""
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(16, 3, padding="same", activation="relu", name="c1"),
+        L.Conv2D(24, 3, padding="same", activation="relu", name="c2"),
+        L.MaxPooling2D(),
+        L.Conv2D(32, 3, padding="same", activation="relu", name="c3"),
+        L.Flatten(),
+        L.Dense(20, activation="relu", name="fc"),
+        L.Dense(10, name="out")], name="plain")
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model

@@ -15,7 +15,7 @@ against the better of the two. Finally the exported static batch-1 float
 .tflite files are timed side by side (interleaved rounds, medians) at 1 and 2
 threads. With --allocate, one more model per target is pruned by a per-group
 plan from a channel sensitivity sweep (``tfprune.sensitivity.sweep`` with
-BatchNorm re-estimated per trial, then ``allocate``), scaled to the target.
+BatchNorm re-estimated per trial, then ``allocate`` on the FLOPs after surgery).
 With --fill cut,latency, more models per target and criterion are pruned to
 the widths of ``ratio_for_flops(fill=True)`` and ``fill="latency"`` (closer
 to the target than a uniform ratio can land with ``round_to``).
@@ -137,11 +137,10 @@ def plan_for(model, target, round_to, data, calib):
     """Per-group ratios from a channel sensitivity sweep with a FLOP budget.
 
     The sweep (on ``data``) re-estimates BatchNorm statistics on ``calib`` in
-    every trial, as the surgery does. ``allocate(target_flops=f * total)``
-    spends the budget where the sweep measured the smallest drop; ``f`` is
-    bisected on the FLOPs counted after the real surgery (``round_to``, and
-    a conv shrunk on both sides, make them differ from the sweep's linear
-    per-group estimate). Returns None if no budget reaches the target.
+    every trial, as the surgery does. ``allocate(target_flops=...,
+    round_to=...)`` spends the budget where the sweep measured the smallest
+    drop, on the FLOPs counted after the real surgery. Returns None if the
+    swept sparsities cannot reach the target.
     """
     report = tp.sensitivity.sweep(model, data, sparsities=[0.25, 0.5, 0.75],
                                   granularity="channels", recalibrate=calib, verbose=0)
@@ -149,23 +148,15 @@ def plan_for(model, target, round_to, data, calib):
                                  granularity="channels", verbose=0)
     log(f"channel sweep, accuracy drop, BatchNorm re-estimated per trial:\n"
         f"{report.to_markdown()}\nthe same without re-estimation:\n{stale.to_markdown()}")
-    total = sum(u["flops"] for u in report.meta["units"].values())
     limit = tp.structure.count(model)["flops"] / target
-    lo, hi, best = 0.0, 1.0, None  # f = fraction of the groups' FLOPs kept
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        try:
-            plan = report.allocate(target_flops=mid * total)
-        except ValueError:  # more than the swept sparsities allow: keep more
-            lo = mid
-            continue
-        small = tp.structure.prune_channels(model, plan, round_to=round_to)
-        if tp.structure.count(small)["flops"] <= limit:
-            lo, best = mid, plan
-        else:
-            hi = mid
-    log(f"allocate(target_flops={lo:.3f} of the groups' FLOPs): {best}")
-    return best
+    try:
+        plan = report.allocate(target_flops=limit, round_to=round_to)
+    except ValueError as e:
+        log(f"allocate: {e}")
+        return None
+    log(f"allocate(target_flops={limit:,.0f}, round_to={round_to}): {dict(plan)} "
+        f"({plan.flops:,.0f} FLOPs after surgery)")
+    return plan
 
 
 def producer_widths(model):

@@ -44,9 +44,13 @@ class Unit:
         name: layer path, or ``"a+b"`` for channels coupled across layers.
         layers: prunable layers whose sparsity the unit sets (allocation keys).
         members: every layer with a weight touched (layers + consumers).
-        params: weights removed at sparsity 1 (budget accounting).
+        params: weights removed at sparsity 1 (budget accounting); for
+            channels, the group's share of the model's weights (a layer
+            between two groups counts half in each, BatchNorm vectors in
+            full, see ``tfprune.structure.widths.Widths.shares``), so the
+            units add up to what channel pruning can remove.
         flops: multiply-adds per sample of those weights (params if not a
-            Dense/Conv-like layer).
+            Dense/Conv-like layer); for channels, the group's share likewise.
         plan: ``sparsity -> [(variable, 0/1 mask)]``.
 
     >>> import keras
@@ -140,11 +144,14 @@ def _producer_stats(group, layers, stats_for):
 
 
 def _channel_units(model, criterion, stats_for):
-    from tfprune import structure
+    from tfprune.structure.widths import Widths
 
-    g = structure.graph(model)
+    counts = Widths(model)
+    g = counts.graph
     layers = g.layers_by_path()
-    flops = _layer_flops(model)
+    # Each group's share of the model's cost: a layer between two groups is
+    # split between them, so the units' costs add up to the prunable part.
+    shares = {kind: counts.shares(kind) for kind in ("params", "flops")}
     result = []
     for group in g.prunable_groups:
         touched = [m for m in group.members
@@ -157,16 +164,8 @@ def _channel_units(model, criterion, stats_for):
         # folding and with the biases of attention projections.
         scores = group_scores(group, layers, criterion, sublayer_biases=True,
                               stats=_producer_stats(group, layers, stats_for))
-        slots, params, macs = [], 0, 0.0
-        for m in touched:
-            var = weights_by_key(layers[m.layer])[m.key]
-            idx = m.index_matrix()
-            per_pos = int(np.prod(var.shape)) // int(var.shape[m.axis])
-            params += idx.size * per_pos
-            share = idx.size / int(var.shape[m.axis])
-            if m.key != "bias":
-                macs += share * flops.get(m.layer, 0)
-            slots.append((var, m.axis, idx))
+        slots = [(weights_by_key(layers[m.layer])[m.key], m.axis, m.index_matrix())
+                 for m in touched]
 
         def plan(s, slots=slots, scores=scores):
             keep = granularity_lib.keep_top(scores, s)
@@ -178,9 +177,16 @@ def _channel_units(model, criterion, stats_for):
                 out.append((var, mask))
             return out
 
-        result.append(Unit("+".join(names), names, group.layers, int(params),
-                           int(macs) or int(params), plan))
+        params = int(round(shares["params"][group.id]))
+        result.append(Unit("+".join(names), names, group.layers, params,
+                           int(round(shares["flops"][group.id])) or params, plan))
     return result
+
+
+def widths_meta(model):
+    """The model's channel cost model as JSON data (``Widths.describe``), for a report's meta."""
+    from tfprune.structure.widths import Widths
+    return Widths(model).describe()
 
 
 def units(model, criterion="magnitude", granularity="unstructured", layers=None,

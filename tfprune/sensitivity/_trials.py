@@ -27,7 +27,7 @@ from tfprune.api import find_wrappers
 from tfprune.sensitivity import _coupling
 
 __all__ = ["DEFAULT_SPARSITIES", "check_model", "check_sparsities", "criterion_name",
-           "needs_data", "Precomputed", "units", "units_meta"]
+           "needs_data", "Precomputed", "units", "units_meta", "widths_meta"]
 
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -104,3 +104,14 @@ def units_meta(found):
     """``{unit name: {"params", "flops", "layers", "members"}}`` for a report's meta."""
     return {u.name: {"params": u.params, "flops": u.flops, "layers": u.layers,
                      "members": u.members} for u in found}
+
+
+def widths_meta(model, granularity):
+    """``{"widths": cost model}`` for a channel report's meta (``{}`` otherwise).
+
+    The description of :class:`tfprune.structure.widths.Widths`: it lets a
+    loaded report allocate channels on the model's real costs.
+    """
+    if not _coupling.is_channel(granularity):
+        return {}
+    return {"widths": _coupling.widths_meta(model)}

@@ -29,8 +29,13 @@ predicted drop. Among equally good plans it returns one no unit of which can
 step down without breaking the budget, so the plan overshoots the budget by
 less than one grid step of a unit (at most ``step`` of the overall sparsity).
 
-Budgets count the analysed units only. The result is a :class:`Plan`, a dict
-``{layer: sparsity}`` saying what it realises.
+Budgets count the analysed units only, except on channel sweeps with the
+model's cost model (the swept model, or the description a sweep stores in
+its header): there costs are not additive (a layer between two groups
+shrinks with both), the budget is the whole model's after
+``tfprune.structure.prune_channels``, and the knapsack is re-linearised and
+corrected on real counts (``_realised``). The result is a :class:`Plan`, a
+dict ``{layer: sparsity}`` saying what it realises.
 
 >>> from tfprune.sensitivity import SensitivityReport
 >>> rows = [{"layer": n, "params": 100, "sparsity": s, "metric": 0, "drop": d * s}
@@ -42,9 +47,11 @@ Budgets count the analysed units only. The result is a :class:`Plan`, a dict
 (0.5, 0.109)
 """
 
+import numbers
+
 import numpy as np
 
-from tfprune.sensitivity import _knapsack
+from tfprune.sensitivity import _coupling, _knapsack, _realised
 
 __all__ = ["allocate", "predicted_drop", "Plan"]
 
@@ -52,7 +59,9 @@ __all__ = ["allocate", "predicted_drop", "Plan"]
 class Plan(dict):
     """``{layer: sparsity}`` from :func:`allocate`, plus what it realises.
 
-    Attributes (over the analysed units):
+    Attributes (over the analysed units; for a channel sweep allocated with
+    its model, over the whole model after ``tfprune.structure.prune_channels``,
+    from the real counts):
         sparsity: fraction of their weights removed.
         params: weights kept.
         flops: multiply-adds per sample kept.
@@ -138,7 +147,7 @@ def _plan(report, units, names, sparsity, budget):
 
 
 def allocate(report, target_sparsity=None, target_params=None, target_flops=None,
-             max_drop=None, step=0.01):
+             max_drop=None, step=0.01, model=None, round_to=1):
     """Returns a :class:`Plan` ``{layer: sparsity}`` for ``tfprune.prune(sparsity=...)``.
 
     Give one budget (``target_sparsity``, ``target_params`` or
@@ -154,6 +163,23 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     grid step: ``plan.sparsity`` is in ``[target, target + step)`` for
     ``target_sparsity``; ``plan.params`` / ``plan.flops`` are at most the
     target and above ``target - step * total``.
+
+    Channel sweeps: with the swept ``model`` (``model=``, or held by the
+    report :func:`~tfprune.sensitivity.sweep` returned), budgets are the
+    whole model's and are met after the surgery: ``target_flops`` /
+    ``target_params`` are the counts of ``tfprune.structure.count(
+    prune_channels(model, plan))`` (``target_sparsity`` the fraction of the
+    model's weights removed). Sparsities are whole channels of each group,
+    and because a layer between two groups costs in proportion to both
+    widths, the knapsack runs on costs re-linearised around its own plan,
+    then the budget is corrected on real counts (see ``_realised``): the
+    plan lands at or just below the budget, and ``plan.flops`` /
+    ``plan.params`` are the real counts. Without the model, the cost model a
+    channel sweep stores in its header (``meta["widths"]``) stands in for
+    the real counts; without either, unit costs are the report's additive
+    shares, and the surgery lands near, not on, the budget. ``round_to``
+    (channel plans only) plans for ``prune_channels(model, plan,
+    round_to=round_to)``, on the widths that call rounds to.
 
     Only analysed units appear in the plan: in ``tfprune.prune(schedule=...,
     sparsity=plan)`` other prunable layers follow the schedule's own final
@@ -175,14 +201,24 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         raise ValueError(f"allocate: target_sparsity must be in [0, 1); got {target_sparsity}.")
     if not step > 0:
         raise ValueError(f"allocate: step must be > 0; got {step}.")
+    if not isinstance(round_to, numbers.Integral) or round_to < 1:
+        raise ValueError(f"allocate: round_to must be a positive integer; got {round_to!r}.")
     units = _units(report)
     names = list(units)
     if not names:
         raise ValueError("allocate: the report is empty.")
+    model = model if model is not None else getattr(report, "model", None)
+    counts = gids = None
+    described = report.meta.get("widths")
+    if described or (model is not None
+                     and _coupling.is_channel(str(report.meta.get("granularity", "")))):
+        counts, gids = _channel_groups(model, described, units, names)
     grids, drops = [], []
-    for name in names:
+    for i, name in enumerate(names):
         xs, ys = report.curve(name)
         g = _grid(xs, step)
+        if counts is not None:
+            g = _realised.snap(g, xs[-1], counts.size(gids[i]), round_to)
         d = _drop(xs, ys, g)
         if max_drop is not None:  # d is monotone: a prefix of the grid stays within it
             keep = max(int(np.count_nonzero(d <= max_drop + 1e-12)), 1)
@@ -190,6 +226,9 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         grids.append(g)
         drops.append(d)
 
+    if counts is not None:
+        return _channel_allocation(report, units, names, grids, drops, budgets, counts, gids,
+                                   round_to)
     if not budgets:  # max_drop only
         return _plan(report, units, names, [g[-1] for g in grids], budgets)
 
@@ -215,3 +254,42 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
             + (f" and max_drop={max_drop}" if max_drop is not None else "")
             + ". Sweep higher sparsities, relax max_drop or the budget.")
     return _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
+
+
+def _channel_groups(model, described, units, names):
+    """The cost model (of ``model``, else as the sweep described it) and each unit's group."""
+    from tfprune.structure.widths import Widths
+    counts = Widths(model) if model is not None else Widths.from_description(described)
+    gids = []
+    for n in names:
+        found = {counts.group_of(layer) for layer in units[n]["layers"]}
+        if len(found) != 1 or None in found:
+            raise ValueError(f"allocate: unit '{n}' is not one prunable channel group of "
+                             f"the model: pass the model the report was swept on.")
+        gids.append(found.pop())
+    return counts, gids
+
+
+def _channel_allocation(report, units, names, grids, drops, budgets, counts, gids, round_to):
+    """``allocate`` for a channel sweep with its model: budgets met on real counts."""
+    dense = counts.dense
+    choice, kind = [len(g) - 1 for g in grids], None
+    if budgets:
+        what, value = next(iter(budgets.items()))
+        kind = "flops" if what == "target_flops" else "params"
+        target = ((1 - float(value)) * dense["params"] if what == "target_sparsity"
+                  else float(value))
+        if target < 0:
+            raise ValueError(f"allocate: {what} must be >= 0; got {value}.")
+        choice, real = _realised.fit(counts, gids, grids, drops, kind, target, round_to)
+        if choice is None:
+            raise ValueError(
+                f"allocate: {what}={value} is infeasible: with every unit at its largest "
+                f"allowed sparsity the model keeps {real[kind]:,} of "
+                f"{dense[kind]:,} {kind} ({real[kind] / dense[kind]:.1%}) after "
+                "prune_channels. Sweep higher sparsities, relax max_drop or the budget.")
+    plan = _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
+    real = counts.real(counts.widths(dict(plan), round_to) if plan else {})
+    plan.params, plan.flops = float(real["params"]), float(real["flops"])
+    plan.sparsity = 1.0 - real["params"] / max(dense["params"], 1)
+    return plan

@@ -126,8 +126,10 @@ def estimate(model, data, *, method="taylor", sparsities=_trials.DEFAULT_SPARSIT
             "metric": f"loss ({method} estimate)", "higher_is_better": False,
             "baseline": baseline, "sparsities": sparsities, "method": method,
             "seconds": time.perf_counter() - start,
-            "units": _trials.units_meta(units)}
-    return SensitivityReport(rows, meta)
+            "units": _trials.units_meta(units), **_trials.widths_meta(model, granularity)}
+    report = SensitivityReport(rows, meta)
+    report.model = model  # channel allocations count the real surgery on it
+    return report
 
 
 def _ranks(values):

@@ -45,6 +45,9 @@ class SensitivityReport:
         meta: ``baseline``, ``metric``, ``higher_is_better``, ``criterion``,
             ``granularity``, ``model`` and ``units`` (``{name: {"params",
             "flops", "layers", "members"}}``).
+        model: the swept model when the report comes from
+            :func:`~tfprune.sensitivity.sweep` in this process (not saved,
+            ``None`` once loaded): channel allocations count it.
 
     >>> rep = SensitivityReport(
     ...     [{"layer": "a", "params": 8, "sparsity": 0.9, "metric": 0.7, "drop": 0.2},
@@ -53,6 +56,8 @@ class SensitivityReport:
     >>> rep.baseline, rep.sparsities, rep.curve("a")
     (0.9, [0.5, 0.9], ([0.0, 0.5, 0.9], [0.0, 0.0, 0.2]))
     """
+
+    model = None
 
     def __init__(self, rows, meta):
         self.meta = dict(meta)
@@ -113,12 +118,14 @@ class SensitivityReport:
         return sorted(scores, key=lambda n: -scores[n])[:k]
 
     def allocate(self, target_sparsity=None, target_params=None, target_flops=None,
-                 max_drop=None):
-        """Per-layer sparsities for ``tfprune.prune(sparsity=...)``; see
-        :func:`tfprune.sensitivity.allocate`."""
+                 max_drop=None, step=0.01, model=None, round_to=1):
+        """Per-layer sparsities for ``tfprune.prune(sparsity=...)`` (or per-group
+        channel ratios for ``tfprune.structure.prune_channels``); see
+        :func:`tfprune.sensitivity.allocate`. ``model`` defaults to :attr:`model`."""
         from tfprune.sensitivity.allocation import allocate
         return allocate(self, target_sparsity=target_sparsity, target_params=target_params,
-                        target_flops=target_flops, max_drop=max_drop)
+                        target_flops=target_flops, max_drop=max_drop, step=step,
+                        model=model, round_to=round_to)
 
     # -- export -------------------------------------------------------------
     def to_csv(self, path=None):

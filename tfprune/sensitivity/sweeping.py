@@ -249,6 +249,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         "recalibrate": None if recalibrate is None else _data.count(recalibrate),
         "units": _trials.units_meta(units),
     }
+    header.update(_trials.widths_meta(model, granularity))
     store = _store.Store(output, header) if output is not None else None
     rows = store.rows if store else []
     if store and abs(store.header.get("baseline", baseline) - baseline) > 1e-4:
@@ -280,5 +281,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         meta["shard"] = list(shard)
         rows = [r for r in rows if (r["layer"], round(r["sparsity"], 9)) in
                 {(u.name, round(s, 9)) for u, s in trials}]
-    return SensitivityReport(rows, meta)
+    report = SensitivityReport(rows, meta)
+    report.model = model  # channel allocations count the real surgery on it
+    return report
 

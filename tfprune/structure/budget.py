@@ -40,10 +40,8 @@ import numbers
 
 import numpy as np
 
-from tfprune.structure import costs as count_lib
-from tfprune.structure._plan import keep_count, producer_names, refuse_wrapped, resolve_ratios
-from tfprune.structure._rebuild import rebuild
-from tfprune.structure.dependency import graph
+from tfprune.structure._plan import producer_names, refuse_wrapped, resolve_ratios
+from tfprune.structure.widths import Widths, least
 
 __all__ = ["ratio_for_flops"]
 
@@ -108,7 +106,8 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
     if not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
     refuse_wrapped(model, "ratio_for_flops")
-    g = graph(model)
+    counts = Widths(model)
+    g = counts.graph
     if plan is None:
         shape, top = None, 1.0
     else:
@@ -125,25 +124,14 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
     def ratios(t):
         return float(t) if shape is None else {k: float(v) * t for k, v in shape.items()}
 
-    dense = count_lib.count(model)["flops"]
+    dense = counts.dense["flops"]
     limit = dense / float(factor)
-    cache = {}
 
     def widths(t):
-        return {gid: keep_count(g.groups[gid].size, r, round_to)
-                for gid, r in resolve_ratios(g, ratios(t)).items()}
-
-    def build(keep):
-        # Which channels go changes neither the count nor the latency: drop the first ones.
-        removed = {gid: np.arange(g.groups[gid].size - k)
-                   for gid, k in keep.items() if k < g.groups[gid].size}
-        return rebuild(model, g, removed)
+        return counts.widths(ratios(t), round_to)
 
     def flops_of(keep):
-        key = tuple(sorted(keep.items()))
-        if key not in cache:
-            cache[key] = count_lib.count(build(keep))["flops"]
-        return cache[key]
+        return counts.real(keep)["flops"]
 
     def flops(t):
         return flops_of(widths(t))
@@ -158,13 +146,7 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
             f"{dense / best:.2f}x ({best:,} of {dense:,} multiply-adds); the rest is in "
             "layers whose channels are not prunable (model inputs/outputs, unsupported "
             "layers; see tfprune.structure.graph(model).skipped).")
-    lo, tol = 0.0, 1e-4 / top
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        if flops(mid) <= limit:
-            hi = mid
-        else:
-            lo = mid
+    hi = least(lambda t: flops(t) <= limit, hi, 1e-4 / top)
     t = round(hi, 6)
     if flops(t) > limit:  # rounding crossed a step: keep the feasible value
         t = hi
@@ -176,7 +158,7 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
         rank = _latency_rank
     else:
         rank = lambda models: [float(fill(m)) for m in models]  # noqa: E731
-    return _fill(g, widths(t), flops_of, build, limit, round_to, rank)
+    return _fill(g, widths(t), flops_of, counts.build, limit, round_to, rank)
 
 
 def _latency_rank(models):
