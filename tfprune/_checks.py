@@ -92,6 +92,18 @@ def penalty_strength(name, value, owner):
                     note=" (a negative penalty would reward large weights)")
 
 
+def did_you_mean(name, known, n=3):
+    """``" Did you mean 'a', 'b'?"`` for the known names closest to ``name``, or ``""``.
+
+    The one place the hint is worded, for layer names, registry names and choices.
+
+    >>> did_you_mean("dens", ["dense", "conv", "dense_1"])
+    " Did you mean 'dense', 'dense_1'?"
+    """
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=n)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def one_of(name, value, owner, choices):
     """``value`` if it is one of ``choices``, else a ``ValueError`` with a did-you-mean hint."""
     choices = tuple(choices)
@@ -101,6 +113,5 @@ def one_of(name, value, owner, choices):
     allowed = " or ".join(shown) if len(shown) <= 2 else "one of " + ", ".join(shown)
     hint = ""
     if isinstance(value, str):
-        close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(value, [c for c in choices if isinstance(c, str)], n=1)
     raise ValueError(f"{owner}: `{name}` must be {allowed}; got {value!r}.{hint}")

@@ -30,11 +30,12 @@ Traceback (most recent call last):
 ValueError: Unknown pruning widget 'round_widjet'. Did you mean 'round_widget'? Known widgets: disc, round_widget.
 """
 
-import difflib
 import inspect
 import re
 
 import keras
+
+from tfprune._checks import did_you_mean
 
 __all__ = ["ConfigObject", "Registry"]
 
@@ -133,8 +134,7 @@ class Registry:
 
     def error(self, name):
         """The ``ValueError`` for an unknown ``name``, with a did-you-mean hint."""
-        close = difflib.get_close_matches(str(name).lower(), self.names(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(str(name).lower(), self.names(), n=1)
         return ValueError(f"{self.unknown.format(kind=self.kind, name=name)}{hint} "
                           f"Known {self.plural}: {', '.join(self.names())}.{self.footer}")
 

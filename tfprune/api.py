@@ -1,6 +1,5 @@
 """User-facing entry points: ``prune``, ``prune_layer``, ``strip``, ``sparsity``, ``summary``."""
 
-import difflib
 import os
 import warnings
 
@@ -24,11 +23,6 @@ def _load_if_path(model):
     if isinstance(model, (str, os.PathLike)):
         return keras.saving.load_model(model)
     return model
-
-
-def _suggest(name, names):
-    close = difflib.get_close_matches(name, names, n=3)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def find_layers(model, names, what="names"):
@@ -67,7 +61,7 @@ def find_layers(model, names, what="names"):
             return paths[by_name[name][0]]
         raise ValueError(
             f"`{what}` names layer '{name}', which is not in model "
-            f"'{model.name}'.{_suggest(name, all_names)}")
+            f"'{model.name}'.{checks.did_you_mean(name, all_names)}")
 
     return [resolve(name) for name in names]
 

@@ -17,13 +17,11 @@ hovering near it; prune or shrink those zero groups afterwards.
 0.01
 """
 
-import difflib
-
 import keras
 
 from tfprune import api
 from tfprune import regularizers as regularizers_lib
-from tfprune._checks import penalty_strength
+from tfprune._checks import did_you_mean, penalty_strength
 from tfprune._walk import layer_weights
 from tfprune.regularizers import GroupLasso, L1
 from tfprune.wrappers import PruneWrapper
@@ -42,8 +40,7 @@ def _select_layers(model, layers):
     for name in layers:
         path = name if name in paths else by_name.get(name)
         if path is None:
-            close = difflib.get_close_matches(name, sorted(set(paths) | set(by_name)), n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(name, sorted(set(paths) | set(by_name)))
             raise ValueError(
                 f"tfprune.regularize: layer '{name}' is not in model '{model.name}'.{hint}")
         layer = paths[path]

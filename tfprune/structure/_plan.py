@@ -5,11 +5,11 @@ Shared by :func:`~tfprune.structure.prune_channels` and
 ratio dict accepts and on how many channels a ratio keeps.
 """
 
-import difflib
 import numbers
 
 import keras
 
+from tfprune._checks import did_you_mean
 from tfprune._walk import find_wrappers
 from tfprune.structure import _rules
 
@@ -94,8 +94,7 @@ def resolve_ratios(g, ratio):
         r = check_ratio(f"ratio['{name}']", value)
         grp = by_name.get(name)
         if grp is None:
-            close = difflib.get_close_matches(str(name), list(by_name), n=3)
-            hint = f" Did you mean {close}?" if close else ""
+            hint = did_you_mean(name, list(by_name))
             raise ValueError(f"ratio names '{name}', which is not a layer producing "
                              f"channels in model '{g.model.name}'.{hint}")
         if not grp.prunable:
