@@ -170,3 +170,18 @@ def test_strip_shrink_after_training_with_channels_granularity(axis, skip):
     assert tp.structure.count(small)["flops"] < 0.7 * tp.structure.count(plain)["flops"]
     np.testing.assert_allclose(small.predict(x, verbose=0), plain.predict(x, verbose=0),
                                atol=1e-5)
+
+
+def test_prune_channels_says_sparsity_and_keeps_ratio_as_deprecated_name():
+    m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"),
+                          keras.layers.Dense(2, name="o")])
+    by_position = tp.structure.prune_channels(m, 0.5)
+    by_keyword = tp.structure.prune_channels(m, sparsity=0.5)
+    with pytest.warns(DeprecationWarning, match="sparsity"):
+        old = tp.structure.prune_channels(m, ratio=0.5)
+    assert by_position.get_layer("h").units == by_keyword.get_layer("h").units \
+        == old.get_layer("h").units == 8
+    with pytest.raises(TypeError, match="missing `sparsity`"):
+        tp.structure.prune_channels(m)
+    with pytest.raises(ValueError, match="sparsity=1.0 would remove every channel"):
+        tp.structure.prune_channels(m, 1.0)

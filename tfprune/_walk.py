@@ -204,7 +204,7 @@ def _functional(model):
     return model
 
 
-def check_graph_model(model, what):
+def check_graph_model(model, owner):
     """Raises a clear error unless ``model`` is a built Functional/Sequential model.
 
     >>> import keras
@@ -214,19 +214,19 @@ def check_graph_model(model, what):
     TypeError: count expects a keras.Model; got Dense.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"{what} expects a keras.Model; got {type(model).__name__}.")
+        raise TypeError(f"{owner} expects a keras.Model; got {type(model).__name__}.")
     if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
             f"Model '{model.name}' is a subclassed model ({type(model).__name__}); "
-            f"{what} needs the layer graph of a Functional or Sequential model. "
+            f"{owner} needs the layer graph of a Functional or Sequential model. "
             "Rebuild it with the Functional API (keras.Model(inputs, outputs)); "
-            "tfprune.structure.explain(functional_model) then shows what can be cut. "
+            "tfprune.structure.explain(functional_model) then shows owner can be cut. "
             "To prune the subclassed model's weights in place (masks, not removed "
             "channels), wrap its layers with tfprune.prune_layer.")
     if _functional(model) is None:
         raise ValueError(
             f"Sequential model '{model.name}' has no Input: give it "
-            f"keras.Input(shape) as first layer so {what} can see its graph.")
+            f"keras.Input(shape) as first layer so {owner} can see its graph.")
 
 
 def _is_nested_graph(op):

@@ -32,31 +32,31 @@ __all__ = ["DEFAULT_SPARSITIES", "check_model", "check_sparsities", "criterion_n
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def check_model(model, who):
+def check_model(model, owner):
     """Refuses anything but a built, unpruned ``keras.Model``."""
     if not isinstance(model, keras.Model):
-        raise TypeError(f"{who} expects a keras.Model; got {type(model).__name__}.")
+        raise TypeError(f"{owner} expects a keras.Model; got {type(model).__name__}.")
     if not model.built:
-        raise ValueError(f"{who}: model '{model.name}' is not built; give it an Input "
+        raise ValueError(f"{owner}: model '{model.name}' is not built; give it an Input "
                          "or call it on data once.")
     if find_wrappers(model):
         raise ValueError(
-            f"{who}: model '{model.name}' is already pruned (it contains PruneWrapper "
+            f"{owner}: model '{model.name}' is already pruned (it contains PruneWrapper "
             "layers). Analyse the dense model, or tfprune.strip(model) first.")
 
 
-def check_sparsities(sparsities, who):
+def check_sparsities(sparsities, owner):
     """Sorted, deduplicated sparsities, each in ``[0, 1)``."""
     try:
         values = [float(s) for s in sparsities]
     except (TypeError, ValueError):
-        raise TypeError(f"{who}: `sparsities` must be a list of numbers in [0, 1); "
+        raise TypeError(f"{owner}: `sparsities` must be a list of numbers in [0, 1); "
                         f"got {sparsities!r}.") from None
     if not values:
-        raise ValueError(f"{who}: `sparsities` is empty.")
+        raise ValueError(f"{owner}: `sparsities` is empty.")
     bad = [s for s in values if not (0.0 <= s < 1.0) or math.isnan(s)]
     if bad:
-        raise ValueError(f"{who}: sparsities must be in [0, 1) (1.0 would remove "
+        raise ValueError(f"{owner}: sparsities must be in [0, 1) (1.0 would remove "
                          f"every weight); got {bad}.")
     return sorted(set(values))
 

@@ -61,20 +61,20 @@ def estimate(model, data, *, method="taylor", sparsities=_trials.DEFAULT_SPARSIT
         A :class:`SensitivityReport` whose ``drop`` is the predicted loss
         increase and ``metric`` the baseline loss plus it.
     """
-    who = "tfprune.sensitivity.estimate"
+    owner = "tfprune.sensitivity.estimate"
     if method not in ("taylor", "fisher"):
-        raise ValueError(f"{who}: method must be 'taylor' or 'fisher'; got {method!r}.")
-    _trials.check_model(model, who)
-    sparsities = _trials.check_sparsities(sparsities, who)
+        raise ValueError(f"{owner}: method must be 'taylor' or 'fisher'; got {method!r}.")
+    _trials.check_model(model, owner)
+    sparsities = _trials.check_sparsities(sparsities, owner)
     if loss is None and not getattr(model, "compiled", False):
-        raise ValueError(f"{who}: the model is not compiled; compile it with a loss "
+        raise ValueError(f"{owner}: the model is not compiled; compile it with a loss "
                          "or pass loss=... .")
     # A data-dependent criterion reads the data once more, to score the weights.
-    source = _data.check(data, who, reread=_trials.needs_data(criterion))
+    source = _data.check(data, owner, reread=_trials.needs_data(criterion))
     start = time.perf_counter()
     units = _trials.units(model, criterion, granularity, layers, data)
     if not units:
-        raise ValueError(f"{who}: model '{model.name}' has no prunable layer.")
+        raise ValueError(f"{owner}: model '{model.name}' has no prunable layer.")
 
     # delta of every (unit, sparsity), per variable, as flat numpy arrays.
     variables, index = [], {}
@@ -97,7 +97,7 @@ def estimate(model, data, *, method="taylor", sparsities=_trials.DEFAULT_SPARSIT
     n_batches, loss_sum, size_sum = 0, 0.0, 0
     taylor = np.zeros(len(deltas))
     fisher = [np.zeros(int(np.prod(v.shape))) for v in variables]
-    for batch in _data.as_batches(source, batch_size, who):
+    for batch in _data.as_batches(source, batch_size, owner):
         x, y = batch[0], batch[1]
         value, g = grads(x, y)
         g = [np.asarray(t, dtype=np.float64).reshape(-1) if t is not None

@@ -107,9 +107,9 @@ def _metric_name(metric):
     return getattr(metric, "__name__", type(metric).__name__)
 
 
-def make_evaluator(model, data, metric, batch_size, who):
+def make_evaluator(model, data, metric, batch_size, owner):
     """Returns ``evaluate() -> float`` for ``metric`` on ``data``."""
-    src = _data.check(data, who, reread=True)
+    src = _data.check(data, owner, reread=True)
     kind, x, y = src.kind, (src.batches if src.kind == "dataset" else src.x), src.y
     if callable(metric) and not isinstance(metric, str):
         if kind == "dataset":
@@ -123,10 +123,10 @@ def make_evaluator(model, data, metric, batch_size, who):
                 return float(metric(y, model.predict(x, batch_size=batch_size, verbose=0)))
         return evaluate
     if not isinstance(metric, str):
-        raise TypeError(f"{who}: `metric` must be a name of the model's compile "
+        raise TypeError(f"{owner}: `metric` must be a name of the model's compile "
                         f"metrics, 'loss', or a callable (y_true, y_pred); got {metric!r}.")
     if not getattr(model, "compiled", False):
-        raise ValueError(f"{who}: metric '{metric}' needs a compiled model: call "
+        raise ValueError(f"{owner}: metric '{metric}' needs a compiled model: call "
                          "model.compile(loss=..., metrics=[...]) or pass a callable "
                          "metric(y_true, y_pred).")
 
@@ -136,7 +136,7 @@ def make_evaluator(model, data, metric, batch_size, who):
         else:
             res = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
         if metric not in res:
-            raise ValueError(f"{who}: metric '{metric}' is not among the model's "
+            raise ValueError(f"{owner}: metric '{metric}' is not among the model's "
                              f"compiled metrics {sorted(res)}; compile it with "
                              f"metrics=['{metric}'] or pick one of those.")
         return float(res[metric])
@@ -229,14 +229,14 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
     >>> [(row["layer"], row["sparsity"]) for row in r.table][:2]
     [('h', 0.5), ('h', 0.9)]
     """
-    who = "tfprune.sensitivity.sweep"
-    _trials.check_model(model, who)
-    sparsities = _trials.check_sparsities(sparsities, who)
+    owner = "tfprune.sensitivity.sweep"
+    _trials.check_model(model, owner)
+    sparsities = _trials.check_sparsities(sparsities, owner)
     shard = check_shard(shard)
-    evaluate = make_evaluator(model, data, metric, batch_size, who)
+    evaluate = make_evaluator(model, data, metric, batch_size, owner)
     units = _trials.units(model, criterion, granularity, layers, data)
     if not units:
-        raise ValueError(f"{who}: model '{model.name}' has no prunable layer to analyse.")
+        raise ValueError(f"{owner}: model '{model.name}' has no prunable layer to analyse.")
     lower = lower_is_better(metric, higher_is_better)
 
     if recalibrate is not None:

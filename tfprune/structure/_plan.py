@@ -17,12 +17,12 @@ __all__ = ["refuse_wrapped", "keep_count", "check_ratio", "producers", "producer
            "resolve_ratios"]
 
 
-def refuse_wrapped(model, what):
+def refuse_wrapped(model, owner):
     """Raises if ``model`` still has ``PruneWrapper`` layers (strip it first)."""
     if isinstance(model, keras.Model) and find_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' still has PruneWrapper layers: call "
-            f"tfprune.strip(model) before {what} (or tfprune.strip(model, "
+            f"tfprune.strip(model) before {owner} (or tfprune.strip(model, "
             "shrink=True) to drop the channels training zeroed).")
 
 
@@ -44,7 +44,7 @@ def check_ratio(name, value):
         raise TypeError(f"{name} must be a number in [0, 1); got {value!r}.")
     if not 0 <= value < 1:
         raise ValueError(
-            f"{name}={value} would remove every channel: use a ratio in [0, 1) "
+            f"{name}={value} would remove every channel: use a sparsity in [0, 1) "
             "(each group keeps at least 1 channel, or round_to).")
     return float(value)
 
@@ -79,7 +79,7 @@ def producer_names(g):
 def resolve_ratios(g, ratio):
     """{group id: ratio} from a number or {layer name: ratio}."""
     if not isinstance(ratio, dict):
-        r = check_ratio("ratio", ratio)
+        r = check_ratio("sparsity", ratio)
         if r > 0 and not g.prunable_groups:
             reasons = sorted({x for grp in g.groups for x in grp.reasons})
             raise ValueError(
@@ -91,11 +91,11 @@ def resolve_ratios(g, ratio):
     by_name = producers(g)
     out = {}
     for name, value in ratio.items():
-        r = check_ratio(f"ratio['{name}']", value)
+        r = check_ratio(f"sparsity['{name}']", value)
         grp = by_name.get(name)
         if grp is None:
             hint = did_you_mean(name, list(by_name))
-            raise ValueError(f"ratio names '{name}', which is not a layer producing "
+            raise ValueError(f"sparsity names '{name}', which is not a layer producing "
                              f"channels in model '{g.model.name}'.{hint}")
         if not grp.prunable:
             raise ValueError(f"The output channels of '{name}' cannot be pruned: "

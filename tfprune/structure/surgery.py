@@ -9,6 +9,7 @@ from their config with new widths) and copy sliced weights.
 """
 
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -30,19 +31,19 @@ __all__ = ["prune_channels", "remove_dead_channels", "dead_channels", "rebuild"]
 _producer_names = producer_names
 
 
-def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1,
-                   loss=None, batches=None):
+def prune_channels(model, sparsity=None, *, criterion="magnitude", data=None, round_to=1,
+                   loss=None, batches=None, ratio=None):
     """Returns a physically smaller copy of ``model`` with channels removed.
 
     Channels are removed per dependency group (see
-    :func:`tfprune.structure.graph`): the lowest-scoring ``ratio`` of each
+    :func:`tfprune.structure.graph`): the lowest-scoring ``sparsity`` of each
     group (see :func:`group_scores`). Model inputs and outputs keep their
     size; groups touching unsupported layers are left alone. Fine-tune the
     result afterwards.
 
     Args:
         model: a Functional or Sequential model (nested models allowed).
-        ratio: fraction of channels to remove in every prunable group
+        sparsity: fraction of channels to remove in every prunable group
             (attention heads included), or ``{layer name: fraction}`` for the
             groups of those layers' output channels only (in a residual
             group, naming any of its producers prunes the whole group; the
@@ -65,6 +66,8 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
             the benchmark CPU, see docs/BENCHMARKS.md).
         loss: loss for gradient criteria when ``model`` is not compiled.
         batches: use at most this many batches (of 32) for data criteria.
+        ratio: the old name of ``sparsity`` (deprecated: tfprune says
+            ``sparsity`` for every "fraction removed", of weights or channels).
 
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"),
@@ -73,12 +76,21 @@ def prune_channels(model, ratio, *, criterion="magnitude", data=None, round_to=1
     >>> small.get_layer("h").units, tp.structure.count(small)["params"]
     (8, 90)
     """
+    if ratio is not None:
+        if sparsity is not None:
+            raise TypeError("prune_channels: pass `sparsity` only (`ratio` is its old name).")
+        warnings.warn("prune_channels(ratio=...) is deprecated: pass sparsity=...",
+                      DeprecationWarning, stacklevel=2)
+        sparsity = ratio
+    if sparsity is None:
+        raise TypeError("prune_channels: missing `sparsity` (a fraction of channels in "
+                        "[0, 1), or {layer name: fraction}).")
     if not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
     refuse_wrapped(model, "prune_channels")
     criterion = criteria_lib.get(criterion)
     g = graph(model)
-    ratios = resolve_ratios(g, ratio)
+    ratios = resolve_ratios(g, sparsity)
     stats = _check_data(model, criterion, data, loss)
     if stats:
         stats = data_stats(model, g, data, criterion, loss=loss, batches=batches)
