@@ -57,21 +57,22 @@ def conv(b, call):
         if groups == layer.filters == call.in_shapes[0][-1]:
             return grouped_depthwise(b, call)
         return b.skip(call, f"grouped convolution (groups={layer.groups})")
-    src = _conv_input(b, call)
-    if src is None:
-        return
-    nd = len(layer.kernel.shape)
-    b.member(src, call, "kernel", nd - 2, "consumer")
-    _producer_out(b, call, "kernel", nd - 1)
+    nd = len(layer.kernel.shape)  # (..., in, out)
+    _kernel_in_out(b, call, nd - 2, nd - 1)
 
 
 def conv_transpose(b, call):
+    nd = len(call.layer.kernel.shape)  # (..., out, in)
+    _kernel_in_out(b, call, nd - 1, nd - 2)
+
+
+def _kernel_in_out(b, call, in_axis, out_axis):
+    """A kernel reading its input's channels on ``in_axis``, producing on ``out_axis``."""
     src = _conv_input(b, call)
     if src is None:
         return
-    nd = len(call.layer.kernel.shape)  # (..., out, in)
-    b.member(src, call, "kernel", nd - 1, "consumer")
-    _producer_out(b, call, "kernel", nd - 2)
+    b.member(src, call, "kernel", in_axis, "consumer")
+    _producer_out(b, call, "kernel", out_axis)
 
 
 def separable(b, call):
