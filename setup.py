@@ -32,6 +32,7 @@ setup(
         "tfprune-bench=tfprune_cli.bench:run",
         "tfprune-sensitivity=tfprune_cli.sensitivity:run",
         "tfprune-prune=tfprune_cli.prune:run",
+        "tfprune-report=tfprune_cli.report:run",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,10 +1,15 @@
 """tfprune-export: a .keras model to .tflite (LiteRT), with an inspect report.
 
+The report (ops, encodings, sizes, sparse="auto" decisions) is printed and
+saved as JSON to <output stem>.export.json.
+
 Example:
 
     tfprune-export --model pruned.keras --output model.tflite --sparse=auto \\
         --quantize=int8 --representative_data=calib.npy --json=report.json
 """
+
+import os
 
 from absl import flags
 
@@ -38,8 +43,14 @@ def define_flags():
         define(flags.DEFINE_enum, "target", "cpu", ["cpu", "edgetpu"],
                "Target: cpu or edgetpu (edgetpu implies --quantize=int8)."),
         define(flags.DEFINE_string, "json", None,
-               "Write the inspect report as JSON here ('-' for stdout)."),
+               "Also write the inspect report as JSON here ('-' for stdout); it is always "
+               "written to <output stem>.export.json (for tfprune-report)."),
     ]
+
+
+def summary_path(output):
+    """Where the export report is always written: ``<output stem>.export.json``."""
+    return os.path.splitext(output)[0] + ".export.json"
 
 
 def check_flags(argv=()):

@@ -83,6 +83,9 @@ def _main(argv):
         print()
         print(export.edgetpu_report(FLAGS.model).to_markdown())
     if FLAGS.json:
+        # Which files were timed, so tfprune-report can label its points.
+        for r in ([result] if "p50_ms" in result else result.values()):
+            r.update(model_path=FLAGS.model, compare_path=FLAGS.compare_to, data=FLAGS.data)
         write_json(result, FLAGS.json)
 
 

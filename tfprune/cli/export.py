@@ -12,7 +12,7 @@ from absl import flags
 
 from tfprune.cli import _flags, _inputs, write_json
 from tfprune.cli._flags import UserError
-from tfprune_cli.export import PROG, check_flags, define_flags
+from tfprune_cli.export import PROG, check_flags, define_flags, summary_path
 
 FLAGS = flags.FLAGS
 
@@ -56,8 +56,13 @@ def _main(argv):
                          output=FLAGS.output)
     report = export.inspect(FLAGS.output)
     print(report.to_markdown())
+    # What was asked for travels with the inspection, so tfprune-report can label the file.
+    result = {**report.to_dict(), "source": {
+        "tool": PROG, "model": FLAGS.model, "output": FLAGS.output, "sparse": FLAGS.sparse,
+        "quantize": FLAGS.quantize, "target": FLAGS.target, "batch_size": FLAGS.batch_size}}
+    write_json(result, summary_path(FLAGS.output))
     if FLAGS.json:
-        write_json(report.to_dict(), FLAGS.json)
+        write_json(result, FLAGS.json)
 
 
 def run(argv=None):

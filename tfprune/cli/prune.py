@@ -228,8 +228,10 @@ def _main(argv):
         "before": _count(tp, model), "after": _count(tp, plain),
         "history": work.history,
     }
-    nonzero = sum(int((keras.ops.convert_to_numpy(v) != 0).sum()) for v in final.weights)
-    summary["after"]["params_nonzero"] = nonzero
+    nonzero = lambda m: sum(int((keras.ops.convert_to_numpy(v) != 0).sum())  # noqa: E731
+                            for v in m.weights)
+    summary["before"]["params_nonzero"] = nonzero(model)
+    summary["after"]["params_nonzero"] = nonzero(final)
     write_json(summary, summary_path)
     print(f"pruned {FLAGS.model} -> {FLAGS.output}: sparsity {summary['sparsity']:.3f}, "
           f"accuracy {summary['accuracy_before']} -> {summary['accuracy_after']}; "
