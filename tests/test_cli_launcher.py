@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = ("sensitivity", "export", "bench", "prune")
+TOOLS = ("sensitivity", "export", "bench", "prune", "report")
 HELP_LIMIT_S = 5.0  # generous for a loaded machine; ~0.1-0.3 s when nothing heavy loads
 
 
@@ -63,7 +63,8 @@ print("HEAVY", heavy, file=sys.stderr)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HEAVY []" in proc.stderr, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0].startswith(f"tfprune-{tool}:")
-    assert "--model" in proc.stdout and "--flagfile" in proc.stdout
+    assert ("--run_dir" if tool == "report" else "--model") in proc.stdout
+    assert "--flagfile" in proc.stdout
     seconds = float(re.search(r"SECONDS (\S+)", proc.stderr).group(1))
     print(f"tfprune-{tool} --help (in process): {seconds:.3f} s")
 

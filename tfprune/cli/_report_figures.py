@@ -6,8 +6,6 @@ Each function returns PNG bytes, or None when matplotlib is not installed
 
 import io
 
-import numpy as np
-
 
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend, or None without matplotlib."""
@@ -47,6 +45,7 @@ def sparsity_bars(achieved, planned=None):
     plt = pyplot()
     if plt is None:
         return None
+    import numpy as np
     planned = planned or {}
     names = list(achieved or {}) or list(planned)
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.4))

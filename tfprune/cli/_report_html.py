@@ -18,8 +18,8 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3em; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: 14px; }
-th, td { border: 1px solid #d0d7de; padding: 4px 10px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border: 1px solid #d0d7de; padding: 4px 10px; text-align: left; }
+th.n, td.n { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f6f8fa; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #eaeef2; }
@@ -172,8 +172,11 @@ def _html_block(block):
     if kind == "missing":
         return f'<p class="missing">{_inline(block[1])}</p>'
     if kind == "table":
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-        body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
+        num = [_numeric(block[2], i) for i in range(len(block[1]))]
+        cls = lambda i: ' class="n"' if num[i] else ""  # noqa: E731
+        head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(block[1]))
+        body = "".join("<tr>" + "".join(f"<td{cls(i)}>{_inline(c)}</td>"
+                                        for i, c in enumerate(r)) + "</tr>"
                        for r in block[2])
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     _, name, png, caption = block

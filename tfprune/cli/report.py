@@ -16,7 +16,6 @@ import os
 import sys
 
 from absl import flags
-import numpy as np
 
 from tfprune.cli import _flags, _report_figures, _report_html, _report_inputs
 from tfprune_cli import report as spec
@@ -98,16 +97,22 @@ def _allocation_section(doc, art):
     for layer, target in plan.items():
         drop = ""
         if rep is not None and layer in rep.layers:
+            import numpy as np
             xs, ys = rep.curve(layer)
             drop = _f(float(np.interp(target, xs, ys)))
         rows.append([layer, _f(target, "{:.2f}"), str(params.get(layer, "")), drop])
     s.table(["layer", "planned sparsity", "params", "drop alone (interpolated)"], rows)
     if rep is not None and all(layer in rep.layers for layer in plan):
         from tfprune import sensitivity
-        total = sum(params[k] for k in plan)
-        overall = sum(params[k] * v for k, v in plan.items()) / max(total, 1)
-        s.text(f"Overall sparsity of these layers {overall:.3f}; predicted drop "
-               f"{sensitivity.predicted_drop(rep, plan):.4f} (sum of single-layer drops).")
+        overall = ""
+        if rep.meta.get("granularity") == "unstructured":
+            # Channel plans remove the next layer's inputs too: their parameter counts are
+            # in the pruning summary, not a weighted mean of these rows.
+            total = sum(params[k] for k in plan)
+            overall = (f"Overall sparsity of these layers "
+                       f"{sum(params[k] * v for k, v in plan.items()) / max(total, 1):.3f}; ")
+        s.text(f"{overall}predicted drop {sensitivity.predicted_drop(rep, plan):.4f} "
+               "(sum of single-layer drops, the sweep's additive model).")
     elif rep is None:
         s.missing("No sweep was provided, so the plan's predicted drop is not shown.")
 
