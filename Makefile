@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-structure bench-export bench-recipes clean
+.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-structure bench-export bench-recipes clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +15,30 @@ $(STAMP): setup.py
 	$(PIP) install -q -e ".[dev,plots]"
 	touch $(STAMP)
 
+# DEMO_DIR keeps every file of the run (default: a new temporary folder).
+DEMO_DIR ?=
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py $(if $(DEMO_DIR),--out_dir=$(DEMO_DIR))
 
-test: $(STAMP)
+# The report's browser test renders with headless Chromium. As root on Debian/Ubuntu it is
+# installed when missing (best effort: without it that test skips and the build goes on).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
+	    echo "installing chromium for the report's browser test (apt-get)" && \
+	    { timeout 600 apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { timeout 300 apt-get update -q >/dev/null 2>&1 && \
+	        timeout 600 apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium not installed; tests/test_report_cli.py's browser test will skip"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check --select F tfprune tests tools examples
+	$(VENV)/bin/ruff check --select F tfprune tfprune_cli tests tools examples
 
 bench: $(STAMP)
 	$(PY) tools/bench_train_step.py
