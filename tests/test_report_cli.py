@@ -120,6 +120,16 @@ def test_page_is_self_contained(run_dir):
         assert base64.b64decode(src, validate=True).startswith(PNG)
 
 
+def test_benchmark_of_both_resolvers(run_dir, tmp_path):
+    """tfprune-bench --resolver=both writes one result per resolver: one row each."""
+    _run(bench_cli, f"--model={run_dir / 'pruned.tflite'}",
+         f"--compare_to={run_dir / 'dense.tflite'}", f"--data={run_dir / 'test.npz'}",
+         "--runs=10", "--warmup=1", "--resolver=both", f"--json={tmp_path / 'both.json'}")
+    md = report_cli.build(bench=[str(tmp_path / "both.json")]).to_markdown()
+    for resolver in ("default", "builtin"):
+        assert f"| pruned.tflite ({resolver}) | dense.tflite ({resolver}) |" in md, md
+
+
 def test_missing_pieces_are_named(tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps({"fc1": 0.5, "fc2": 0.75}))
     (tmp_path / "notes.json").write_text(json.dumps({"hello": "world"}))

@@ -145,7 +145,7 @@ class Document:
             with open(os.path.join(folder, name + ".png"), "wb") as f:
                 f.write(png)
         with open(markdown_path, "w", encoding="utf-8") as f:
-            f.write(self.to_markdown(stem))
+            f.write(self.to_markdown(stem).rstrip("\n") + "\n")
         return html_path, markdown_path
 
 
