@@ -1,0 +1,215 @@
+"""Which kernels :func:`tfprune.oneshot` prunes, in which order, and their inputs ``X``.
+
+A *target* is one kernel and the layer that multiplies it (a ``Dense``, an
+``EinsumDense``, a ``Conv2D``, or one projection inside a
+``MultiHeadAttention``). Targets are grouped in *steps* in topological order
+of the model's graph: one step per layer, except attention, whose query,
+key and value projections form one step (they read the block's input in
+parallel) and whose output projection the next (it reads what the pruned
+q/k/v produce).
+
+Inputs are read with a temporary hook on the projecting layer's ``call``:
+the model runs eagerly on a calibration batch, each hooked call hands its
+input over, and once every hooked layer has been called as often as the
+graph calls it the forward pass stops (:class:`Stop`), so a step costs the
+model's prefix up to that layer, not a full pass. Works for wrapped
+(``tfprune.prune``) and plain models alike, and for sublayers that no
+functional sub-model could reach (attention's projections).
+"""
+
+import contextlib
+import dataclasses
+import re
+
+import keras
+import numpy as np
+
+from tfprune._walk import is_layer, layer_weights, walk
+from tfprune.wrappers import PruneWrapper
+
+__all__ = ["Target", "plan", "capture", "reset", "Stop", "input_rows", "unsupported_reason",
+           "layer_path", "describe_layer"]
+
+_MHA_PARTS = (("_query_dense", "_key_dense", "_value_dense"), ("_output_dense",))
+
+
+class Stop(Exception):
+    """Raised by a hook once the step has all its inputs: ends the forward pass early."""
+
+
+@dataclasses.dataclass
+class Target:
+    """One kernel to prune: ``key`` (``"block/attn/query/kernel"``), its layer in the
+    graph (maybe a wrapper), the layer whose ``call`` gets the kernel's input, the
+    :class:`~tfprune.prunable.PrunableWeight`, the wrapper (and the index of the
+    weight in it) or ``None``, and how many times the graph calls the layer."""
+
+    key: str
+    layer: object
+    sublayer: object
+    info: object
+    wrapper: object = None
+    index: int = 0
+    calls: int = 1
+
+
+def _einsum_parts(equation):
+    m = re.match(r"^\s*([\w.]+)\s*,\s*(\w+)\s*->\s*([\w.]+)\s*$", equation or "")
+    return m.groups() if m else None
+
+
+def unsupported_reason(layer):
+    """Why ``layer`` (or the layer a wrapper holds) cannot be calibrated, or ``None``."""
+    if isinstance(layer, PruneWrapper):
+        layer = layer.layer
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return None
+    if isinstance(layer, keras.layers.EinsumDense):
+        parts = _einsum_parts(layer.equation)
+        if parts is None or "." in parts[0][1:] or "." in parts[1]:
+            return f"its einsum '{layer.equation}' is not 'inputs,kernel->outputs' " \
+                   "(an ellipsis is allowed only at the start of the inputs)"
+        x, k, y = parts
+        shared = [c for c in k if c in x.replace(".", "") and c in y]
+        if shared or any(c not in x for c in k if c not in y):
+            return f"its einsum '{layer.equation}' is not a matrix product of the inputs " \
+                   "with the kernel (each output unit must see every contracted input)"
+        return None
+    if isinstance(layer, keras.layers.Dense):
+        return None
+    if isinstance(layer, keras.layers.Conv2D):
+        if layer.groups != 1 or layer.data_format != "channels_last":
+            return "only Conv2D with groups=1 and channels_last is unfolded (im2col)"
+        return None
+    return (f"{type(layer).__name__} is not supported: one-shot calibration covers Dense, "
+            "EinsumDense, MultiHeadAttention and Conv2D (groups=1, channels_last)")
+
+
+def plan(model, selected, skipped_ids):
+    """``(steps, left)``: lists of :class:`Target` per step, topological order, and
+    ``[(path, reason)]`` of the prunable layers left dense.
+
+    ``selected`` is ``None`` (every supported layer) or a set of layer ids.
+    """
+    calls, _, _, _ = walk(model)
+    counts, order = {}, []
+    for call in calls:
+        if is_layer(call.layer) and layer_weights(call.layer):
+            if id(call.layer) not in counts:
+                order.append(call)
+            counts[id(call.layer)] = counts.get(id(call.layer), 0) + 1
+    steps, left = [], []
+    for call in order:
+        layer = call.layer
+        if id(layer) in skipped_ids or (selected is not None and id(layer) not in selected):
+            continue
+        wrapper = layer if isinstance(layer, PruneWrapper) else None
+        inner = wrapper.layer if wrapper else layer
+        reason = unsupported_reason(inner)
+        if reason:
+            left.append((call.path, reason))
+            continue
+        infos = layer_weights(layer)
+        n = counts[id(layer)]
+
+        def target(info, sub):
+            index = next(i for i, other in enumerate(infos) if other is info)
+            return Target(f"{call.path}/{info.key}", layer, sub, info, wrapper, index, n)
+
+        if isinstance(inner, keras.layers.MultiHeadAttention):
+            for names in _MHA_PARTS:
+                subs = [getattr(inner, name) for name in names]
+                step = [target(info, sub) for sub in subs for info in infos
+                        if info.variable is sub.kernel]
+                if step:
+                    steps.append(step)
+        else:
+            steps.append([target(info, inner) for info in infos])
+    return steps, left
+
+
+def input_rows(sublayer, x):
+    """The kernel's input as a float32 matrix ``(rows, in)``, columns in the order of
+    the kernel's ``(out, in)`` view (``tfprune.granularity.to_matrix``).
+
+    >>> d = keras.layers.Dense(2); d.build((None, 5, 3))
+    >>> input_rows(d, np.ones((4, 5, 3))).shape
+    (20, 3)
+    """
+    x = keras.ops.convert_to_numpy(x).astype(np.float32, copy=False)
+    if isinstance(sublayer, keras.layers.Conv2D):
+        import tensorflow as tf
+
+        kh, kw = sublayer.kernel_size
+        sh, sw = sublayer.strides
+        dh, dw = sublayer.dilation_rate
+        # Patches are flattened (kh, kw, in): the layout of the kernel's (out, in) view.
+        patches = tf.image.extract_patches(
+            x, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1], rates=[1, dh, dw, 1],
+            padding=sublayer.padding.upper())
+        patches = np.asarray(patches)
+        return patches.reshape(-1, patches.shape[-1])
+    if isinstance(sublayer, keras.layers.EinsumDense):
+        xs, ks, ys = _einsum_parts(sublayer.equation)
+        xs = xs.replace("...", "")
+        lead = x.ndim - len(xs)  # dims covered by a leading ellipsis
+        contracted = [c for c in ks if c not in ys]
+        rest = list(range(lead)) + [lead + i for i, c in enumerate(xs) if c not in contracted]
+        perm = rest + [lead + xs.index(c) for c in contracted]
+        cols = int(np.prod([x.shape[lead + xs.index(c)] for c in contracted]))
+        return np.transpose(x, perm).reshape(-1, cols)
+    return x.reshape(-1, x.shape[-1])
+
+
+@contextlib.contextmanager
+def capture(step, record):
+    """Hooks the step's layers: ``record(target, inputs)`` on each of their calls.
+
+    Raises :class:`Stop` inside the forward pass once every target was called
+    ``target.calls`` times; the caller catches it. Unhooks on exit.
+    """
+    by_sub = {}
+    for t in step:
+        by_sub.setdefault(id(t.sublayer), []).append(t)
+    seen = {key: 0 for key in by_sub}
+    hooked = []
+
+    def make(sub, targets):
+        original = sub.call
+
+        def call(inputs, *args, **kwargs):
+            for t in targets:
+                record(t, inputs)
+            seen[id(sub)] += 1
+            if all(seen[k] >= by_sub[k][0].calls for k in seen):
+                raise Stop()
+            return original(inputs, *args, **kwargs)
+        return call
+
+    try:
+        for key, targets in by_sub.items():
+            sub = targets[0].sublayer
+            sub.call = make(sub, targets)  # instance attribute shadows the class's call
+            hooked.append(sub)
+        yield seen
+    finally:
+        for sub in hooked:
+            del sub.call
+
+
+def reset(seen):
+    """Zeroes the call counts of :func:`capture` before the next batch."""
+    for key in seen:
+        seen[key] = 0
+
+
+def layer_path(target):
+    """The path of the target's layer (``"block/attn"``)."""
+    return target.key[: -len(target.info.key) - 1]
+
+
+def describe_layer(target):
+    """``"layer 'block/attn' (MultiHeadAttention) weight 'query/kernel' (8, 2, 4)"``."""
+    inner = target.wrapper.layer if target.wrapper else target.layer
+    return (f"layer '{layer_path(target)}' ({type(inner).__name__}) weight "
+            f"'{target.info.key}' {target.info.shape}")
