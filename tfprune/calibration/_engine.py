@@ -23,7 +23,7 @@ OWNER = "tfprune.oneshot"
 
 
 def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, layers=None,
-            skip=None, num_samples=128, batch_size=8, damp=0.01, block_size=128):
+            skip=None, num_samples=128, batch_size=32, damp=0.01, block_size=128):
     r"""Prunes ``model`` in one shot from calibration data (Wanda, SparseGPT, magnitude).
 
     Kernels are pruned one step at a time in topological order (a layer, or
