@@ -297,3 +297,57 @@ def test_unsupported_choices_are_refused_before_any_work():
         tp.oneshot(model, _tokens(), skip=["ffn"])
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# -- custom layers and subclassed models ------------------------------------------------
+
+class Block(keras.layers.Layer):
+    """A Transformer block written as one custom layer (as in the Keras examples)."""
+
+    def __init__(self, d=32, ff=64, **kwargs):
+        super().__init__(**kwargs)
+        self.d, self.ff = d, ff
+        self.attn = keras.layers.MultiHeadAttention(2, d // 2, name="attn")
+        self.ffn1 = keras.layers.Dense(ff, activation="relu", name="ffn1")
+        self.ffn2 = keras.layers.Dense(d, name="ffn2")
+        self.ln = keras.layers.LayerNormalization(name="ln")
+
+    def call(self, x):
+        x = self.ln(x + self.attn(x, x))
+        return x + self.ffn2(self.ffn1(x))
+
+    def get_config(self):
+        return {**super().get_config(), "d": self.d, "ff": self.ff}
+
+
+class LM(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed_lm")
+        self.embed = keras.layers.Embedding(48, 32, name="embed")
+        self.block = Block(name="block")
+        self.head = keras.layers.Dense(48, name="head")
+
+    def call(self, tokens):
+        return self.head(self.block(self.embed(tokens)))
+
+
+def test_kernels_inside_custom_layers_and_subclassed_models():
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(48, 32, name="embed")(tokens)
+    functional = keras.Model(tokens, keras.layers.Dense(48, name="head")(Block(name="block")(x)))
+    subclassed = LM()
+    subclassed(_tokens(n=2))
+    expected = ["block/attn/query/kernel", "block/attn/key/kernel", "block/attn/value/kernel",
+                "block/attn/attention_output/kernel", "block/ffn1/kernel", "block/ffn2/kernel"]
+    for model in (functional, subclassed):
+        before = model.predict(_tokens(n=4), verbose=0)
+        _, report = tp.oneshot(model, _tokens(), criterion="sparsegpt", granularity="2:4",
+                               skip=["head"], block_size=16)
+        assert [r["key"] for r in report] == expected
+        assert [s for s, _ in report.skipped] == ["embed"]
+        assert all(r["sparsity"] == 0.5 for r in report)
+        W = keras.ops.convert_to_numpy(model.get_layer("block").ffn2.kernel)
+        assert ((W.T.reshape(32, -1, 4) != 0).sum(axis=2) == 2).all()
+        after = model.predict(_tokens(n=4), verbose=0)
+        assert 0 < np.abs(after - before).max() < np.abs(before).max()

@@ -11,7 +11,7 @@ from tfprune import _data
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import schedules
-from tfprune._walk import check_graph_model, find_wrappers
+from tfprune._walk import find_wrappers
 from tfprune.api import find_layers
 from tfprune.calibration import _inputs, _solvers
 from tfprune.calibration.criteria import SparseGPT, Wanda
@@ -26,8 +26,9 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
             skip=None, num_samples=128, batch_size=32, damp=0.01, block_size=128):
     r"""Prunes ``model`` in one shot from calibration data (Wanda, SparseGPT, magnitude).
 
-    Kernels are pruned one step at a time in topological order (a layer, or
-    attention's q/k/v projections together, then its output projection).
+    Kernels are pruned one step at a time in the order the forward pass calls
+    them (a layer, or attention's q/k/v projections together, then its
+    output projection).
     Each step runs the model, *as pruned so far*, on the calibration
     samples, reads the inputs ``X`` (rows: samples x positions) of its
     kernels, accumulates :math:`H = X^T X` in float64, and prunes:
@@ -57,7 +58,9 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
     left dense and listed in ``report.skipped``.
 
     Args:
-        model: a built Functional or Sequential model, plain (its kernels are
+        model: a built Keras model (Functional, Sequential or subclassed; kernels
+            inside custom layers, e.g. a Transformer block written as a
+            ``Layer`` subclass, are reached too), plain (its kernels are
             modified in place) or wrapped by ``tfprune.prune`` (its wrappers'
             kernels and masks are set, so ``tfprune.strip`` gives the same
             model; each wrapper's criterion, granularity and final sparsity
@@ -99,9 +102,11 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
     >>> tp.sparsity(model)["fc/kernel"], report["fc/kernel"]["error"] < 0.5
     (0.5, True)
     """
-    check_graph_model(model, OWNER)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{OWNER} expects a keras.Model; got {type(model).__name__}.")
     if not model.built:
-        raise ValueError(f"{OWNER}: model '{model.name}' is not built: give it an Input.")
+        raise ValueError(f"{OWNER}: model '{model.name}' is not built: give it an Input or "
+                         "call it on data once.")
     num_samples = checks.integer("num_samples", num_samples, OWNER, 1)
     batch_size = checks.integer("batch_size", batch_size, OWNER, 1)
     block_size = checks.integer("block_size", block_size, OWNER, 1)
@@ -109,32 +114,32 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
     if sparsity is not None:
         sparsity = checks.sparsity("sparsity", sparsity, OWNER)
     wrappers = find_wrappers(model)
-    selected = {id(layer) for layer in find_layers(model, layers, "layers")} \
-        if layers is not None else ({id(w) for w in wrappers} if wrappers else None)
-    skipped = {id(layer) for layer in find_layers(model, skip or (), "skip")}
-    for layer in find_layers(model, layers or (), "layers"):
+    named = find_layers(model, layers or (), "layers")
+    for layer in named:
         reason = _inputs.unsupported_reason(layer)
         if reason:
             raise ValueError(f"{OWNER}: `layers` names layer '{layer.name}', which one-shot "
                              f"calibration cannot prune: {reason}.")
-    steps, left = _inputs.plan(model, selected, skipped)
-    if not steps:
+    # Default: every supported layer of a plain model; only the wrappers of a wrapped one.
+    selected = {id(layer) for layer in named} if layers is not None else (
+        {id(w) for w in wrappers} if wrappers else None)
+    skipped = {id(layer) for layer in find_layers(model, skip or (), "skip")}
+    found, left = _inputs.targets(model, selected, skipped)
+    if not found:
         raise ValueError(f"{OWNER}: model '{model.name}' has no layer to prune "
                          f"(left dense: {left or 'none'}).")
     settings = {id(t): _settings(t, criterion, sparsity, granularity, block_size)
-                for step in steps for t in step}
+                for t in found}
     samples = _calibration(model, data, num_samples)
-    rows_per_sample = _dry_run(model, steps, samples)
+    steps, rows_per_sample = _dry_run(model, found, samples, left)
     _check_rows(steps, settings, rows_per_sample, len(samples[0]))
 
     report = OneShotReport(skipped=left)
     for step in steps:
-        grams, rows, started = _collect(model, step, samples, batch_size), {}, time.perf_counter()
+        grams = _collect(model, step, samples, batch_size)
         for t in step:
-            gram, rows[id(t)] = grams[id(t)]
-            report.add(_prune(t, gram, rows[id(t)], settings[id(t)], damp, block_size,
-                              started))
-            started = time.perf_counter()
+            gram, rows = grams[id(t)]
+            report.add(_prune(t, gram, rows, settings[id(t)], damp, block_size))
     for w in wrappers:
         if isinstance(w.schedule, schedules.OneShot) and any(
                 t.wrapper is w for step in steps for t in step):
@@ -175,7 +180,12 @@ def _calibration(model, data, limit):
         arrays = _data.input_arrays(
             (b[0] for b in _data.as_batches(src, 32, OWNER, labels=False)), OWNER, limit=limit)
     arrays = [a[:limit] for a in arrays]
-    specs = model.inputs
+    try:
+        specs = model.inputs
+    except (AttributeError, ValueError):
+        specs = None
+    if not specs:  # a subclassed model: the forward pass on one sample checks the data
+        return arrays
     if len(arrays) != len(specs):
         raise ValueError(f"{OWNER}: model '{model.name}' has {len(specs)} inputs "
                          f"{[t.name for t in specs]}; the calibration data gives "
@@ -210,21 +220,29 @@ def _forward(model, batch):
         pass
 
 
-def _dry_run(model, steps, samples):
-    """Rows per sample of every target's input, from one sample (and a shape check)."""
-    rows = {}
+def _dry_run(model, found, samples, left):
+    """``(steps, rows per sample)`` from one sample: call order, call counts, input rows.
+
+    Also the check that the model runs on the data at all, before any work.
+    """
+    rows, first, first_input = {}, {}, {}
 
     def record(t, inputs):
-        rows[id(t)] = _inputs.input_rows(t.sublayer, inputs).shape[0]
+        if id(t) not in first:
+            first[id(t)], first_input[id(t)] = len(first), inputs
+            rows[id(t)] = _inputs.input_rows(t.sublayer, inputs).shape[0]
+            t.calls = 0
+        t.calls += 1
 
-    everything = [t for step in steps for t in step]
-    with _inputs.capture(everything, record):
+    with _inputs.capture(found, record, stop=False):
         try:
             _forward(model, next(_batches(samples, 1)))
         except Exception as e:  # a shape the model cannot take: say it before any work
             raise ValueError(f"{OWNER}: model '{model.name}' cannot run on the calibration "
                              f"data: {type(e).__name__}: {e}") from e
-    return rows
+    left.extend((_inputs.layer_path(t), "never called in the forward pass")
+                for t in found if id(t) not in first)
+    return _inputs.steps(found, first, first_input), rows
 
 
 def _check_rows(steps, settings, rows_per_sample, n):
@@ -280,7 +298,8 @@ def _broadcast(vector, info):
     return granularity_lib.from_matrix(full, info.shape, info.out_axes)
 
 
-def _prune(t, gram, rows, setting, damp, block_size, started):
+def _prune(t, gram, rows, setting, damp, block_size):
+    started = time.perf_counter()
     crit, gran, s = setting
     info = t.info
     kernel = keras.ops.convert_to_numpy(info.variable)

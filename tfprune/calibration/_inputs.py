@@ -2,19 +2,19 @@
 
 A *target* is one kernel and the layer that multiplies it (a ``Dense``, an
 ``EinsumDense``, a ``Conv2D``, or one projection inside a
-``MultiHeadAttention``). Targets are grouped in *steps* in topological order
-of the model's graph: one step per layer, except attention, whose query,
-key and value projections form one step (they read the block's input in
-parallel) and whose output projection the next (it reads what the pruned
-q/k/v produce).
+``MultiHeadAttention``), found among the model's layers and the sublayers
+of its custom layers (:func:`targets`).
 
 Inputs are read with a temporary hook on the projecting layer's ``call``:
-the model runs eagerly on a calibration batch, each hooked call hands its
-input over, and once every hooked layer has been called as often as the
-graph calls it the forward pass stops (:class:`Stop`), so a step costs the
-model's prefix up to that layer, not a full pass. Works for wrapped
-(``tfprune.prune``) and plain models alike, and for sublayers that no
-functional sub-model could reach (attention's projections).
+the model runs eagerly on a calibration batch and each hooked call hands its
+input over. A first pass on one sample gives the order in which the kernels
+are called, a topological order; :func:`steps` groups neighbours that read
+the same tensor (attention's q/k/v in self-attention), every other kernel is
+a step of its own. While a step collects its inputs, the forward pass stops
+(:class:`Stop`) once every hooked layer has been called as often as in a
+full pass, so a step costs the model's prefix up to that layer. Works for
+wrapped (``tfprune.prune``) and plain models, Functional, Sequential and
+subclassed, and for sublayers that no functional sub-model could reach.
 """
 
 import contextlib
@@ -24,10 +24,11 @@ import re
 import keras
 import numpy as np
 
-from tfprune._walk import is_layer, layer_weights, walk
+from tfprune import prunable
+from tfprune._walk import layer_weights
 from tfprune.wrappers import PruneWrapper
 
-__all__ = ["Target", "plan", "capture", "reset", "Stop", "input_rows", "unsupported_reason",
+__all__ = ["Target", "targets", "steps", "capture", "reset", "Stop", "input_rows", "unsupported_reason",
            "layer_path", "describe_layer"]
 
 _MHA_PARTS = (("_query_dense", "_key_dense", "_value_dense"), ("_output_dense",))
@@ -42,7 +43,7 @@ class Target:
     """One kernel to prune: ``key`` (``"block/attn/query/kernel"``), its layer in the
     graph (maybe a wrapper), the layer whose ``call`` gets the kernel's input, the
     :class:`~tfprune.prunable.PrunableWeight`, the wrapper (and the index of the
-    weight in it) or ``None``, and how many times the graph calls the layer."""
+    weight in it) or ``None``, and how many times a forward pass calls the layer."""
 
     key: str
     layer: object
@@ -85,47 +86,72 @@ def unsupported_reason(layer):
             "EinsumDense, MultiHeadAttention and Conv2D (groups=1, channels_last)")
 
 
-def plan(model, selected, skipped_ids):
-    """``(steps, left)``: lists of :class:`Target` per step, topological order, and
-    ``[(path, reason)]`` of the prunable layers left dense.
+def _children(layer):
+    # Keras tracks sublayers (of models and of custom layers) in this order-preserving list.
+    return list(layer._flatten_layers(include_self=False, recursive=False))
 
-    ``selected`` is ``None`` (every supported layer) or a set of layer ids.
+
+def _layer_targets(layer, path):
+    wrapper = layer if isinstance(layer, PruneWrapper) else None
+    inner = wrapper.layer if wrapper else layer
+    subs = [getattr(inner, n) for names in _MHA_PARTS for n in names] \
+        if isinstance(inner, keras.layers.MultiHeadAttention) else [inner]
+    out = []
+    for index, info in enumerate(layer_weights(layer)):
+        sub = next((s for s in subs if getattr(s, "kernel", None) is info.variable), None)
+        if sub is not None:
+            out.append(Target(f"{path}/{info.key}", layer, sub, info, wrapper, index))
+    return out
+
+
+def targets(model, selected, skipped):
+    """``(targets, left)``: a :class:`Target` per kernel to prune and ``[(path, reason)]``
+    of the prunable layers left dense.
+
+    Walks the model's layers and, inside custom layers (a Transformer block
+    written as a ``Layer`` subclass), their sublayers; paths join names with
+    ``/``. ``selected`` (``None``: everything) and ``skipped`` are sets of
+    layer ids; selecting or skipping a custom layer covers its sublayers.
     """
-    calls, _, _, _ = walk(model)
-    counts, order = {}, []
-    for call in calls:
-        if is_layer(call.layer) and layer_weights(call.layer):
-            if id(call.layer) not in counts:
-                order.append(call)
-            counts[id(call.layer)] = counts.get(id(call.layer), 0) + 1
-    steps, left = [], []
-    for call in order:
-        layer = call.layer
-        if id(layer) in skipped_ids or (selected is not None and id(layer) not in selected):
-            continue
-        wrapper = layer if isinstance(layer, PruneWrapper) else None
-        inner = wrapper.layer if wrapper else layer
-        reason = unsupported_reason(inner)
-        if reason:
-            left.append((call.path, reason))
-            continue
-        infos = layer_weights(layer)
-        n = counts[id(layer)]
+    found, left, seen = [], [], set()
 
-        def target(info, sub):
-            index = next(i for i, other in enumerate(infos) if other is info)
-            return Target(f"{call.path}/{info.key}", layer, sub, info, wrapper, index, n)
+    def visit(layer, path, chosen):
+        if id(layer) in seen or id(layer) in skipped:
+            return
+        seen.add(id(layer))
+        chosen = chosen or id(layer) in (selected or ())
+        if isinstance(layer, PruneWrapper) or prunable.is_prunable(layer):
+            if chosen and layer_weights(layer):
+                reason = unsupported_reason(layer)
+                if reason:
+                    left.append((path, reason))
+                else:
+                    found.extend(_layer_targets(layer, path))
+            return
+        for child in _children(layer):
+            visit(child, f"{path}/{child.name}" if path else child.name, chosen)
 
-        if isinstance(inner, keras.layers.MultiHeadAttention):
-            for names in _MHA_PARTS:
-                subs = [getattr(inner, name) for name in names]
-                step = [target(info, sub) for sub in subs for info in infos
-                        if info.variable is sub.kernel]
-                if step:
-                    steps.append(step)
+    for child in _children(model):
+        visit(child, child.name, selected is None)
+    return found, left
+
+
+def steps(found, first_call, first_input):
+    """Groups the called targets in call order; neighbours reading one tensor share a step.
+
+    ``first_call[id(t)]`` is the position of the target's first call in a
+    forward pass, ``first_input[id(t)]`` the tensor it read. Calls happen in
+    a topological order, so a step's inputs never depend on its own kernels;
+    attention's q/k/v (one input) form one step.
+    """
+    ordered = sorted((t for t in found if id(t) in first_call), key=lambda t: first_call[id(t)])
+    out = []
+    for t in ordered:
+        if out and first_input[id(t)] is first_input[id(out[-1][-1])]:
+            out[-1].append(t)
         else:
-            steps.append([target(info, inner) for info in infos])
-    return steps, left
+            out.append([t])
+    return out
 
 
 def input_rows(sublayer, x):
@@ -162,11 +188,12 @@ def input_rows(sublayer, x):
 
 
 @contextlib.contextmanager
-def capture(step, record):
+def capture(step, record, stop=True):
     """Hooks the step's layers: ``record(target, inputs)`` on each of their calls.
 
-    Raises :class:`Stop` inside the forward pass once every target was called
-    ``target.calls`` times; the caller catches it. Unhooks on exit.
+    With ``stop``, raises :class:`Stop` inside the forward pass once every
+    target was called ``target.calls`` times; the caller catches it. Unhooks
+    on exit.
     """
     by_sub = {}
     for t in step:
@@ -181,7 +208,7 @@ def capture(step, record):
             for t in targets:
                 record(t, inputs)
             seen[id(sub)] += 1
-            if all(seen[k] >= by_sub[k][0].calls for k in seen):
+            if stop and all(seen[k] >= by_sub[k][0].calls for k in seen):
                 raise Stop()
             return original(inputs, *args, **kwargs)
         return call
