@@ -23,11 +23,18 @@ ratio to Wanda's. Peak memory is the peak of Python/NumPy allocations during
 import glob
 import os
 import platform
+import sys
 import sysconfig
 import time
 import tracemalloc
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# NumPy's BLAS threads, set before NumPy loads (``--blas_threads``, default 1): on
+# the shared 2-core machine a multi-threaded BLAS was 4-10x slower for these small
+# factorisations than one thread (oversubscription).
+_BLAS = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--blas_threads=")), "1")
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _BLAS)
 
 from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
@@ -48,6 +55,7 @@ flags.DEFINE_integer("repeats", 2, "timing rounds of every one-shot variant")
 flags.DEFINE_float("sparsity", 0.5, "unstructured sparsity")
 flags.DEFINE_list("criteria", ["magnitude", "wanda", "sparsegpt"], "criteria")
 flags.DEFINE_list("patterns", ["unstructured", "2:4"], "granularities")
+flags.DEFINE_integer("blas_threads", 1, "NumPy BLAS threads (read before NumPy loads)")
 F = flags.FLAGS
 
 
@@ -153,7 +161,8 @@ def main(argv):
 
     dense_ppl = perplexity(model, x_eval, y_eval)
     print(f"\nCommand: python tools/bench_oneshot.py --blocks {F.blocks} --d_model {F.d_model} "
-          f"--steps {F.steps} --calibration {F.calibration} --repeats {F.repeats}")
+          f"--steps {F.steps} --calibration {F.calibration} --repeats {F.repeats} "
+          f"--blas_threads {os.environ['OPENBLAS_NUM_THREADS']}")
     print(f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs); python "
           f"{platform.python_version()}, tensorflow {tf.__version__}, keras "
           f"{keras.__version__}, numpy {np.__version__}, tfprune {tp.__version__}")

@@ -307,8 +307,8 @@ def _prune(t, gram, rows, setting, damp, block_size):
     nm = (gran.n, gran.m) if isinstance(gran, granularity_lib.NofM) else None
     if isinstance(crit, SparseGPT):
         try:
-            W2, keep = _solvers.sparsegpt(W, gram, s, nm=nm, damp=damp, block_size=block_size)
-            stats = {"hinv_diag": _broadcast(_solvers.hinv_diag(gram, damp), info)}
+            W2, keep, d = _solvers.solve(W, gram, s, nm=nm, damp=damp, block_size=block_size)
+            stats = {"hinv_diag": _broadcast(d, info)}
         except _solvers.NotPositiveDefinite:
             raise ValueError(
                 f"{OWNER}: the calibration Hessian X^T X of {_inputs.describe_layer(t)} is "

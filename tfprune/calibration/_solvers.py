@@ -16,8 +16,8 @@ import numpy as np
 
 from tfprune.granularity import keep_top
 
-__all__ = ["drop_count", "keep_rows", "keep_n_of_m", "keep_layer", "sparsegpt",
-           "relative_error", "NotPositiveDefinite"]
+__all__ = ["drop_count", "keep_rows", "keep_n_of_m", "keep_layer", "inverse_cholesky",
+           "prepared_hessian", "sparsegpt", "solve", "relative_error", "NotPositiveDefinite"]
 
 
 class NotPositiveDefinite(ValueError):
@@ -77,15 +77,34 @@ def keep_layer(scores, sparsity):
     return keep_top(scores, sparsity)
 
 
-def _inverse_cholesky(H, damp):
-    """Upper Cholesky factor ``U`` of the dampened ``H^{-1}`` (``H^{-1} = U^T U``)."""
+def inverse_cholesky(H, damp):
+    """Upper triangular ``U`` with ``U^T U = (H + lambda I)^{-1}``, ``lambda = damp * mean(diag H)``.
+
+    One Cholesky factorisation and one triangular inverse: with ``P`` the
+    reversal permutation, ``P H P = L L^T`` gives ``H = R R^T`` with
+    ``R = P L P`` upper triangular, so ``H^{-1} = R^{-T} R^{-1}`` and
+    ``U = R^{-1}``, the factor SparseGPT takes (the reference code gets it with
+    a Cholesky, an inverse and a second Cholesky).
+
+    >>> H = np.array([[4., 2.], [2., 3.]])
+    >>> U = inverse_cholesky(H, 0.0)
+    >>> bool(np.allclose(U.T @ U, np.linalg.inv(H))), bool(np.allclose(U, np.triu(U)))
+    (True, True)
+    >>> inverse_cholesky(np.ones((2, 2)), 0.0)        # singular
+    Traceback (most recent call last):
+    ...
+    tfprune.calibration._solvers.NotPositiveDefinite: 0.0
+    """
     H = H + damp * float(np.mean(np.diag(H))) * np.eye(len(H))
     try:
-        Hinv = np.linalg.inv(np.linalg.cholesky(H))          # L^{-1}, with H = L L^T
-        Hinv = Hinv.T @ Hinv                                  # H^{-1} = L^{-T} L^{-1}
-        return np.linalg.cholesky(Hinv).T
+        L = np.linalg.cholesky(H[::-1, ::-1])
     except np.linalg.LinAlgError:
         raise NotPositiveDefinite(damp) from None
+    R = L[::-1, ::-1]
+    # A pivot lost to rounding (a singular H factorised anyway): R^{-1} would be noise.
+    if np.any(np.diag(R) ** 2 <= 1e-10 * np.diag(H)):
+        raise NotPositiveDefinite(damp)
+    return np.triu(np.linalg.inv(R))
 
 
 def prepared_hessian(H):
@@ -101,11 +120,6 @@ def prepared_hessian(H):
     alive = np.diag(H) != 0
     H[~alive, ~alive] = 1.0
     return H, alive
-
-
-def hinv_diag(H, damp):
-    """``diag(U)``: the OBS denominators of SparseGPT (``U`` as in :func:`sparsegpt`)."""
-    return np.diag(_inverse_cholesky(prepared_hessian(H)[0], damp))
 
 
 def sparsegpt(W, H, sparsity, *, nm=None, damp=0.01, block_size=128):
@@ -139,6 +153,7 @@ def sparsegpt(W, H, sparsity, *, nm=None, damp=0.01, block_size=128):
 
     Returns:
         ``(W', keep)``: the updated weights (0 where dropped) and the keep mask.
+        (``solve`` returns ``diag(U)`` as well.)
 
     Raises:
         NotPositiveDefinite: if the dampened ``H`` has no Cholesky factor.
@@ -149,9 +164,14 @@ def sparsegpt(W, H, sparsity, *, nm=None, damp=0.01, block_size=128):
     >>> int((W2 == 0).sum()), bool((W2[keep == 1] != W[keep == 1]).any())
     (12, True)
     """
+    return solve(W, H, sparsity, nm=nm, damp=damp, block_size=block_size)[:2]
+
+
+def solve(W, H, sparsity, *, nm=None, damp=0.01, block_size=128):
+    """:func:`sparsegpt`, returning ``(W', keep, diag(U))``."""
     W = np.array(W, np.float64)
     H, alive = prepared_hessian(H)
-    U = _inverse_cholesky(H, damp)
+    U = inverse_cholesky(H, damp)
     rows, cols = W.shape
     keep = np.ones(W.shape, np.float32)
     total = rows * cols
@@ -187,7 +207,7 @@ def sparsegpt(W, H, sparsity, *, nm=None, damp=0.01, block_size=128):
         W[:, i1:i2] = W1
         keep[:, i1:i2] = keep1
         W[:, i2:] -= E1 @ U[i1:i2, i2:]
-    return W * keep, keep
+    return W * keep, keep, np.diag(U).copy()
 
 
 def relative_error(W, W_new, H):
@@ -200,6 +220,6 @@ def relative_error(W, W_new, H):
     """
     W = np.asarray(W, np.float64)
     D = W - np.asarray(W_new, np.float64)
-    num = float(np.einsum("ij,jk,ik->", D, H, D))
-    den = float(np.einsum("ij,jk,ik->", W, H, W))
+    num = float(((D @ H) * D).sum())
+    den = float(((W @ H) * W).sum())
     return num / den if den > 0 else float(num > 0)
