@@ -162,7 +162,7 @@ def main(argv):
     dense_ppl = perplexity(model, x_eval, y_eval)
     print(f"\nCommand: python tools/bench_oneshot.py --blocks {F.blocks} --d_model {F.d_model} "
           f"--steps {F.steps} --calibration {F.calibration} --repeats {F.repeats} "
-          f"--blas_threads {os.environ['OPENBLAS_NUM_THREADS']}")
+          f"--blas_threads={os.environ['OPENBLAS_NUM_THREADS']}")
     print(f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs); python "
           f"{platform.python_version()}, tensorflow {tf.__version__}, keras "
           f"{keras.__version__}, numpy {np.__version__}, tfprune {tp.__version__}")

@@ -71,7 +71,9 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
             or an iterator of such batches.
         criterion: ``"wanda"`` (default for plain models), ``"sparsegpt"``,
             ``"magnitude"`` or another data-free criterion.
-        sparsity: fraction of each kernel to remove (default 0.5), ``[0, 1)``.
+        sparsity: fraction of each kernel to remove, ``[0, 1)``; default 0.5, or
+            ``1 - n/m`` for N:M (the full pattern). With N:M each group of ``m``
+            drops ``min(m - n, round(sparsity * m))``, as ``tfprune.NofM`` does.
         granularity: ``"unstructured"`` (default) or ``"N:M"`` (``"2:4"``,
             ``"4:8"``; ``n`` kept in every ``m`` consecutive inputs).
         layers: names of the only layers to prune (default: all supported).
@@ -153,8 +155,9 @@ def _settings(t, criterion, sparsity, granularity, block_size):
                             (w.criterion if w else "wanda"))
     gran = granularity_lib.get(granularity if granularity is not None else
                                (w.granularity if w else "unstructured"))
+    nm_default = 1.0 - gran.n / gran.m if isinstance(gran, granularity_lib.NofM) else 0.5
     s = sparsity if sparsity is not None else (
-        float(getattr(w.schedule, "final_sparsity", 0.5)) if w else 0.5)
+        float(getattr(w.schedule, "final_sparsity", 0.5)) if w else nm_default)
     if crit.needs_gradients or crit.needs_activations:
         raise ValueError(
             f"{OWNER}: criterion {crit!r} needs gradients or output activations; one-shot "
