@@ -30,8 +30,8 @@ import tracemalloc
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # NumPy's BLAS threads, set before NumPy loads (``--blas_threads``, default 1): on
-# the shared 2-core machine a multi-threaded BLAS was 4-10x slower for these small
-# factorisations than one thread (oversubscription).
+# the shared 2-core machine a multi-threaded BLAS was several times slower for these
+# small factorisations than one thread (oversubscription; see docs/BENCHMARKS.md).
 _BLAS = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--blas_threads=")), "1")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, _BLAS)
