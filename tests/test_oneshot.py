@@ -194,6 +194,25 @@ def test_conv2d_is_unfolded_in_the_kernel_layout():
     assert tp.sparsity(model)["conv/kernel"] == 0.5
 
 
+def test_conv1d_causal_dilated_and_a_shared_layer():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((20, 6), name="signal")
+    x = keras.layers.Conv1D(8, 3, dilation_rate=2, padding="causal", name="causal")(inputs)
+    shared = keras.layers.Dense(8, name="shared")
+    model = keras.Model(inputs, shared(shared(x)))       # called twice per pass
+    signal = RNG.normal(size=(16, 20, 6)).astype("float32")
+    W0 = _kernel(model, "causal")
+    _, report = tp.oneshot(model, signal, criterion="sparsegpt", layers=["causal", "shared"])
+    c = model.get_layer("causal")
+    y_new = keras.ops.convert_to_numpy(c(signal)) - keras.ops.convert_to_numpy(c.bias)
+    c.kernel.assign(W0)
+    y_old = keras.ops.convert_to_numpy(c(signal)) - keras.ops.convert_to_numpy(c.bias)
+    measured = float(((y_old - y_new) ** 2).sum() / (y_old ** 2).sum())
+    assert report["causal/kernel"]["error"] == pytest.approx(measured, rel=1e-3)
+    assert report["causal/kernel"]["inputs"] == 3 * 6
+    assert report["shared/kernel"]["rows"] == 2 * 16 * 20      # both calls
+
+
 # -- wrapped models, saving, the registry --------------------------------------------
 
 def test_wrapped_model_gets_masks_and_strips_to_the_plain_result(tmp_path):
@@ -241,13 +260,16 @@ def test_registry_and_data_forms():
         tp.criteria.get("wanda").score(np.ones((2, 2)))
     x = RNG.normal(size=(40, 16)).astype("float32")
     results = []
-    for data in (x, (x, np.zeros(40)), iter([x[:20], x[20:]])):
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(40))).batch(16)
+    for data in (x, (x, np.zeros(40)), iter([x[:20], x[20:]]), dataset):
         m = _mlp()
         _, report = tp.oneshot(m, data, criterion="wanda", layers=["fc1"])
         assert [r["key"] for r in report] == ["fc1/kernel"] and report["fc1/kernel"]["rows"] == 40
         results.append(_kernel(m, "fc1"))
-    np.testing.assert_array_equal(results[0], results[1])
-    np.testing.assert_array_equal(results[0], results[2])
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
 
 
 # -- bad input ------------------------------------------------------------------------

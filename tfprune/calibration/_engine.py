@@ -51,11 +51,11 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
     more ``in x in`` matrices while it solves a kernel. Nothing grows with
     the number of samples or layers.
 
-    Dense, EinsumDense, MultiHeadAttention (its four projections) and
-    Conv2D (``groups=1``, channels_last, unfolded im2col-style into rows
-    of ``kh*kw*in`` inputs) are covered; other prunable layers (Embedding,
-    recurrent, depthwise, separable, transposed and 1D/3D convolutions) are
-    left dense and listed in ``report.skipped``.
+    Dense, EinsumDense, MultiHeadAttention (its four projections), Conv1D
+    (causal too) and Conv2D (``groups=1``, channels_last, unfolded
+    im2col-style into rows of ``kh*kw*in`` inputs) are covered; other
+    prunable layers (Embedding, recurrent, depthwise, separable, transposed
+    and 3D convolutions) are left dense and listed in ``report.skipped``.
 
     Args:
         model: a built Keras model (Functional, Sequential or subclassed; kernels
@@ -277,8 +277,8 @@ def _collect(model, step, samples, batch_size):
     cache = {}
 
     def record(t, inputs):
-        key = (id(inputs), id(t.sublayer) if isinstance(t.sublayer, keras.layers.Conv2D)
-               else getattr(t.sublayer, "equation", "dense"))
+        conv = isinstance(t.sublayer, (keras.layers.Conv1D, keras.layers.Conv2D))
+        key = (id(inputs), id(t.sublayer) if conv else getattr(t.sublayer, "equation", "dense"))
         if key not in cache:  # q/k/v of self-attention read one tensor: one product
             X = _inputs.input_rows(t.sublayer, inputs)
             cache[key] = (inputs, (X.T @ X).astype(np.float64), X.shape[0])

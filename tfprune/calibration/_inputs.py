@@ -1,7 +1,7 @@
 """Which kernels :func:`tfprune.oneshot` prunes, in which order, and their inputs ``X``.
 
 A *target* is one kernel and the layer that multiplies it (a ``Dense``, an
-``EinsumDense``, a ``Conv2D``, or one projection inside a
+``EinsumDense``, a ``Conv1D`` / ``Conv2D``, or one projection inside a
 ``MultiHeadAttention``), found among the model's layers and the sublayers
 of its custom layers (:func:`targets`).
 
@@ -78,12 +78,12 @@ def unsupported_reason(layer):
         return None
     if isinstance(layer, keras.layers.Dense):
         return None
-    if isinstance(layer, keras.layers.Conv2D):
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
         if layer.groups != 1 or layer.data_format != "channels_last":
-            return "only Conv2D with groups=1 and channels_last is unfolded (im2col)"
+            return "only convolutions with groups=1 and channels_last are unfolded (im2col)"
         return None
     return (f"{type(layer).__name__} is not supported: one-shot calibration covers Dense, "
-            "EinsumDense, MultiHeadAttention and Conv2D (groups=1, channels_last)")
+            "EinsumDense, MultiHeadAttention, Conv1D and Conv2D (groups=1, channels_last)")
 
 
 def _children(layer):
@@ -163,18 +163,8 @@ def input_rows(sublayer, x):
     (20, 3)
     """
     x = keras.ops.convert_to_numpy(x).astype(np.float32, copy=False)
-    if isinstance(sublayer, keras.layers.Conv2D):
-        import tensorflow as tf
-
-        kh, kw = sublayer.kernel_size
-        sh, sw = sublayer.strides
-        dh, dw = sublayer.dilation_rate
-        # Patches are flattened (kh, kw, in): the layout of the kernel's (out, in) view.
-        patches = tf.image.extract_patches(
-            x, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1], rates=[1, dh, dw, 1],
-            padding=sublayer.padding.upper())
-        patches = np.asarray(patches)
-        return patches.reshape(-1, patches.shape[-1])
+    if isinstance(sublayer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        return _patches(sublayer, x)
     if isinstance(sublayer, keras.layers.EinsumDense):
         xs, ks, ys = _einsum_parts(sublayer.equation)
         xs = xs.replace("...", "")
@@ -185,6 +175,26 @@ def input_rows(sublayer, x):
         cols = int(np.prod([x.shape[lead + xs.index(c)] for c in contracted]))
         return np.transpose(x, perm).reshape(-1, cols)
     return x.reshape(-1, x.shape[-1])
+
+
+def _patches(conv, x):
+    """im2col: one row per output position, ``kh*kw*in`` (or ``k*in``) values each."""
+    import tensorflow as tf
+
+    one_d = isinstance(conv, keras.layers.Conv1D)
+    kernel, strides, rates = (tuple(conv.kernel_size), tuple(conv.strides),
+                              tuple(conv.dilation_rate))
+    padding = conv.padding
+    if one_d:  # a 1 x k image
+        if padding == "causal":  # left padding, then 'valid'
+            x = np.pad(x, ((0, 0), ((kernel[0] - 1) * rates[0], 0), (0, 0)))
+            padding = "valid"
+        x, kernel, strides, rates = x[:, None], (1,) + kernel, (1,) + strides, (1,) + rates
+    # Patches are flattened (kh, kw, in): the layout of the kernel's (out, in) view.
+    patches = np.asarray(tf.image.extract_patches(
+        x, sizes=[1, *kernel, 1], strides=[1, *strides, 1], rates=[1, *rates, 1],
+        padding=padding.upper()))
+    return patches.reshape(-1, patches.shape[-1])
 
 
 @contextlib.contextmanager
