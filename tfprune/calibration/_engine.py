@@ -31,7 +31,8 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
     output projection).
     Each step runs the model, *as pruned so far*, on the calibration
     samples, reads the inputs ``X`` (rows: samples x positions) of its
-    kernels, accumulates :math:`H = X^T X` in float64, and prunes:
+    kernels, accumulates :math:`H = X^T X` (each batch's product in float32,
+    the sum in float64), and prunes:
 
     * ``"wanda"``: :math:`s_{ij} = |W_{ij}|\,\|X_{:,j}\|_2` (the norms are
       :math:`\sqrt{H_{jj}}`); the lowest ``round(s * in)`` of every output
@@ -45,11 +46,12 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
     * ``"magnitude"`` or any data-free criterion: scores compared over the
       whole layer (N:M: per group); kept weights unchanged.
 
-    Memory: besides the model and one batch of activations, one step holds
-    one float64 Gram matrix per kernel of the step, ``8 * in^2`` bytes each
-    (``3 * 8 * d_model^2`` for attention's q/k/v step), and SparseGPT two
-    more ``in x in`` matrices while it solves a kernel. Nothing grows with
-    the number of samples or layers.
+    Memory: besides the model and one batch of activations (and its ``X``),
+    one step holds one float64 Gram matrix per kernel of the step, ``8 *
+    in^2`` bytes each (``3 * 8 * d_model^2`` for attention's q/k/v step),
+    plus one batch's product per distinct input while a batch is added;
+    SparseGPT holds about three more ``in x in`` float64 matrices while it
+    solves a kernel. Nothing grows with the number of samples or layers.
 
     Dense, EinsumDense, MultiHeadAttention (its four projections), Conv1D
     (causal too) and Conv2D (``groups=1``, channels_last, unfolded
