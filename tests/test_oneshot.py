@@ -283,6 +283,13 @@ def test_bad_calibration_data_names_the_input_and_expected_shape():
         tp.oneshot(model, _tokens(n=8).astype("float32"))
     with pytest.raises(ValueError, match=r"input 'features'.*expected \(None, 16\)"):
         tp.oneshot(_mlp(), np.zeros((8, 5), "float32"))
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    two = keras.Model([a, b], keras.layers.Dense(4)(keras.layers.Concatenate()([a, b])))
+    x = [np.ones((8, 4), "float32"), RNG.normal(size=(8, 4)).astype("float32")]
+    with pytest.raises(ValueError, match=r"2 inputs \['a', 'b'\].*gives 1 arrays.*"
+                                         r"\(\[x1, x2\], None\)"):
+        tp.oneshot(two, x)
+    assert len(tp.oneshot(two, (x, None))[1]) == 1
 
 
 def test_too_few_samples_for_the_hessian_says_how_many():

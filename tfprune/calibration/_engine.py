@@ -194,7 +194,8 @@ def _calibration(model, data, limit):
     if len(arrays) != len(specs):
         raise ValueError(f"{OWNER}: model '{model.name}' has {len(specs)} inputs "
                          f"{[t.name for t in specs]}; the calibration data gives "
-                         f"{len(arrays)} arrays.")
+                         f"{len(arrays)} arrays (a two-item tuple or list is read as "
+                         "(x, y): pass ([x1, x2], None) for a two-input model).")
     for a, t in zip(arrays, specs):
         expected = tuple(t.shape)
         shape_ok = a.ndim == len(expected) and all(
