@@ -44,6 +44,7 @@ PREFIXES = {
     "tfprune.finetune": "api",
     "tfprune.lottery": "api",
     "tfprune.distill": "api",
+    "tfprune.calibration": "api",
     "tfprune.structure": "analysis",
     "tfprune.sensitivity": "analysis",
     "tfprune.compat": "analysis",

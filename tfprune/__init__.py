@@ -35,6 +35,8 @@ from tfprune.api import prune, prune_layer, strip, strip_layer
 from tfprune.reporting import sparsity, summary
 from tfprune.callbacks import PruningCallback, PruningLogger
 from tfprune.scoring import score
+from tfprune import calibration
+from tfprune.calibration import oneshot
 
 # Recipes: regularizers, frozen masks, lottery tickets.
 from tfprune import distill, finetune, lottery, recipes, regularizers
@@ -52,11 +54,11 @@ __version__ = "0.1.0"
 registry = prunable
 
 __all__ = [
-    "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary", "score",
+    "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary", "score", "oneshot",
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot", "FrozenMasks",
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",
     "regularize", "RegularizerSchedule", "freeze_masks", "Distiller", "distill",
-    "accumulate", "compat", "criteria", "datasets", "export", "finetune", "granularity",
+    "accumulate", "calibration", "compat", "criteria", "datasets", "export", "finetune", "granularity",
     "lottery", "prunable", "recipes", "regularizers", "schedules", "sensitivity", "structure",
 ]
