@@ -277,6 +277,8 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
     store = _store.Store(output, header) if output is not None else None
     # a resumed sweep keeps the reference its recorded drops were measured against
     reference = (store.header if store else header).get("recovered_baseline", baseline)
+    if recovery:
+        header["recovered_baseline"] = reference
     rows = store.rows if store else []
     if store and abs(store.header.get("baseline", baseline) - baseline) > 1e-4:
         raise ValueError(
