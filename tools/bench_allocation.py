@@ -56,7 +56,7 @@ flags.DEFINE_integer("cifar_epochs", 3, "dense training epochs, CIFAR ResNet (Ad
 flags.DEFINE_integer("cifar_train", 4000, "CIFAR training images used (of 9,000)")
 flags.DEFINE_integer("mnist_finetune", 4, "fine-tuning epochs after pruning, MNIST (every arm)")
 flags.DEFINE_integer("cifar_finetune", 1, "fine-tuning epochs after pruning, CIFAR (every arm)")
-flags.DEFINE_float("finetune_lr", 5e-4, "fine-tuning learning rate (Adam)")
+flags.DEFINE_float("finetune_lr", 1e-3, "fine-tuning learning rate (Adam)")
 flags.DEFINE_integer("val", 500, "validation images held out of training for the sweeps")
 flags.DEFINE_string("output", None, "write the results as JSON here")
 F = flags.FLAGS
