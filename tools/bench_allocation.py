@@ -24,7 +24,7 @@ the plan's predicted accuracy drop vs the drop measured on the same
 validation images before fine-tuning, and test accuracy after a fixed
 fine-tuning budget, against uniform pruning at the same realised budget.
 
-    python tools/bench_allocation.py                       # both tables, ~20 min on 2 cores
+    python tools/bench_allocation.py                       # both tables (see BENCHMARKS.md for times)
     python tools/bench_allocation.py --table compare --datasets mnist --seeds 0
 """
 
