@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-structure bench-export bench-recipes clean
+.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-export bench-recipes clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-criteria: $(STAMP)
 
 bench-sensitivity: $(STAMP)
 	$(PY) tools/bench_sensitivity.py
+
+bench-allocation: $(STAMP)
+	$(PY) tools/bench_allocation.py
 
 bench-structure: $(STAMP)
 	$(PY) tools/bench_structure.py

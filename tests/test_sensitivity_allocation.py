@@ -205,3 +205,25 @@ def test_merge_refuses_different_runs(twin):
     other = SensitivityReport(rep.table, {**rep.meta, "criterion": "l2"})
     with pytest.raises(ValueError, match="criterion"):
         tp.sensitivity.merge([rep, other])
+
+
+@pytest.mark.parametrize("seed", [1, 3, 14, 29])
+def test_large_layers_do_not_make_a_feasible_budget_infeasible(seed):
+    # Regression: the removal tolerance (1e-9 of ~123k weights) was also used
+    # on drops, so the Pareto front dropped states within 1.2e-4 of a better
+    # one in chains and the bound pruned the rest: "infeasible" for targets
+    # well within reach (seen on the CIFAR ResNet's sweep at 0.5).
+    params = [432, 2304, 2304, 2304, 4608, 9216, 9216, 18432, 36864, 36864, 640]
+    sp = [0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, p in enumerate(params):
+        ys = np.sort(rng.uniform(-0.02, rng.uniform(0, 0.4), len(sp))) + rng.normal(0, 0.02, 7)
+        rows += [{"layer": f"l{i}", "params": p, "sparsity": s, "metric": 0, "drop": float(d)}
+                 for s, d in zip(sp, ys)]
+    small = [dict(r, params=r["params"] / 144) for r in rows]   # the same problem, rescaled
+    for target in (0.5, 0.8, 0.9):
+        plan = allocate(SensitivityReport(rows, {}), target_sparsity=target)
+        assert target <= plan.sparsity < target + 0.01
+        again = allocate(SensitivityReport(small, {}), target_sparsity=target)
+        assert plan.predicted_drop == pytest.approx(again.predicted_drop, abs=1e-9)

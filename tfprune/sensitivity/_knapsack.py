@@ -114,7 +114,12 @@ def solve(r, d, need, tol=1e-9):
     if most.sum() < need - tol:
         return None
     bounds = [_relaxation(list(zip(r[i + 1:], d[i + 1:])), need) for i in range(n)]
-    upper = _greedy_upper(r, d, need, tol) + tol
+    # Drops have their own scale: ``tol`` is in units of removal. The front
+    # below is exact (a state is dropped only if one removing at least as much
+    # has a strictly smaller drop), so only float rounding of the sums needs
+    # slack here.
+    dtol = 1e-9 * max(1.0, max(float(np.max(np.abs(x))) for x in d))
+    upper = _greedy_upper(r, d, need, tol) + dtol
     removed, drop = np.zeros(1), np.zeros(1)
     back = []
     for i in range(n):
@@ -130,7 +135,7 @@ def solve(r, d, need, tol=1e-9):
         order = np.lexsort((cand_d, -cand_r))
         cd = cand_d[order]
         best_before = np.concatenate([[np.inf], np.minimum.accumulate(cd)[:-1]])
-        keep = order[cd < best_before - tol]
+        keep = order[cd < best_before]
         if len(keep) > MAX_FRONT:  # bounds memory; never seen in practice
             bucket = np.floor(cand_r[keep] / need * MAX_FRONT)
             keep = keep[np.unique(bucket, return_index=True)[1]]  # most removal per bucket
@@ -145,10 +150,10 @@ def solve(r, d, need, tol=1e-9):
         parent, option = back[i]
         choice[i] = int(option[k])
         k = int(parent[k])
-    return _trim(r, d, choice, need, tol)
+    return _trim(r, d, choice, need, tol, dtol)
 
 
-def _trim(r, d, choice, need, tol):
+def _trim(r, d, choice, need, tol, dtol):
     """Steps units down while the budget holds and the drop does not rise."""
     total = sum(r[i][j] for i, j in enumerate(choice))
     changed = True
@@ -156,7 +161,7 @@ def _trim(r, d, choice, need, tol):
         changed = False
         for i, j in enumerate(choice):
             while (j > 0 and total - (r[i][j] - r[i][j - 1]) >= need - tol
-                   and d[i][j - 1] <= d[i][j] + tol):
+                   and d[i][j - 1] <= d[i][j] + dtol):
                 total -= r[i][j] - r[i][j - 1]
                 j -= 1
                 changed = True

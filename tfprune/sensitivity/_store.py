@@ -20,7 +20,7 @@ import warnings
 KIND = "tfprune.sensitivity"
 VERSION = 1
 # Header fields that must agree for a file to be resumed or merged.
-IDENTITY = ("model", "criterion", "granularity", "metric")
+IDENTITY = ("model", "criterion", "granularity", "metric", "recover")
 
 
 def read(path):
