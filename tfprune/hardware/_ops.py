@@ -98,3 +98,21 @@ def interp(x, xs, ys):
         return float(np.interp(x, xs, ys))
     slope = (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i])
     return float(ys[i] + slope * (x - xs[i]))
+
+
+def model_key(model):
+    """The whole model's structure, free of auto-generated names (``dense_3``...)."""
+    calls, inputs, outputs, _ = _walk.walk(model)
+    index = {k: i for i, k in enumerate(inputs)}
+
+    def ref(k):
+        return index.setdefault(k, len(index))
+
+    rows = []
+    for call in calls:
+        cfg = call.layer.get_config() if hasattr(call.layer, "get_config") else {}
+        cfg = {k: v for k, v in cfg.items() if k != "name"}
+        rows.append([type(call.layer).__name__, cfg, [ref(k) for k in call.inputs],
+                     [ref(k) for k in call.outputs], [list(s) for s in call.in_shapes]])
+    return json.dumps({"calls": rows, "outputs": [ref(k) for k in outputs]}, sort_keys=True,
+                      default=str)

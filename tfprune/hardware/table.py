@@ -182,7 +182,7 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
         for ci in cins:
             for co in couts:
                 jobs[op.key(ci, co)] = (op, ci, co)
-    whole = _cache.digest(model.to_json()) + "|whole-model"
+    whole = _cache.digest(_ops.model_key(model)) + "|whole-model"
     missing = [k for k in jobs if store.get(k) is None]
     measure_whole = store.get(whole) is None or bool(missing)
     blobs = []
