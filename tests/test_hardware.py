@@ -104,3 +104,26 @@ def test_predicted_latency_of_pruned_cnns_is_within_20_percent():
     # A plan is pruned first, then predicted: the same figure.
     assert tp.hardware.predict_latency(table, model, plans[0]) == pytest.approx(
         tp.hardware.predict_latency(table, pruned[0]))
+
+
+@pytest.mark.slow
+def test_cli_builds_then_reuses_the_table(tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = tmp_path / "mlp.keras"
+    _mlp().save(path)
+    args = [sys.executable, "-m", "tfprune_cli.latency", f"--model={path}", "--widths=0.5",
+            f"--cache={tmp_path / 'lat.json'}", "--rounds=2", "--runs=3",
+            f"--json={tmp_path / 'table.json'}"]
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+    for reused in (0, 4):
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "whole model" in proc.stdout
+        assert f"{4 - reused} measured, {reused} reused" in proc.stderr
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table["layers"]["h"]["cout"] == [16, 32] and table["target"] == "litert-cpu"
+    bad = subprocess.run(args[:4] + ["--widths=0.5,2"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert bad.returncode != 0 and "--widths: 2.0 is outside (0, 1]" in bad.stderr
