@@ -29,7 +29,7 @@ uses :math:`\theta \cdot [\log\alpha \le \text{threshold}]` and no noise.
 >>> import keras, numpy as np, tfprune as tp
 >>> layer = tp.regularizers.SparseVariationalDropout(keras.layers.Dense(2))
 >>> y = layer(np.ones((1, 3), "float32"))
->>> layer.log_alpha().shape, float(layer.sparsity())
+>>> tuple(layer.log_alpha().shape), float(layer.sparsity())
 ((3, 2), 0.0)
 """
 
