@@ -44,6 +44,18 @@ def test_table_grid_and_latency_model():
         t.layer_ms("hh")
 
 
+def test_depthwise_outputs_follow_its_inputs():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, name="c"),
+                              keras.layers.DepthwiseConv2D(3, name="dw"),
+                              keras.layers.Conv2D(4, 1, name="pw")])
+    t = tp.hardware.latency_table(model, widths=(0.5,), **FAST)
+    assert t.layers["dw"]["cin"] == [4, 8] and t.layers["dw"]["cout"] == [8]
+    assert t.layers["dw"]["follows_input"]
+    pruned = tp.structure.prune_channels(model, 0.5)
+    expected = t.overhead_ms + t.layer_ms("c", 3, 4) + t.layer_ms("dw", 4) + t.layer_ms("pw", 4, 4)
+    assert tp.hardware.predict_latency(t, pruned) == pytest.approx(expected, abs=1e-5)
+
+
 def test_cache_is_reused_and_stale_entries_are_measured_again(tmp_path):
     path = tmp_path / "lat.json"
     first = tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path, **FAST)
