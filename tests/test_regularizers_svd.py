@@ -38,6 +38,10 @@ def test_svd_prunes_the_inputs_without_signal():
     # Inference uses the pruned kernel: still fits the signal.
     pred = model.predict(x, verbose=0)
     assert float(np.mean((pred - y) ** 2)) < 0.1
+    plain = layer.pruned_layer()
+    assert type(plain) is keras.layers.Dense
+    assert (np.asarray(plain.kernel)[3:] == 0).all() and (np.asarray(plain.kernel)[:3] != 0).all()
+    np.testing.assert_allclose(plain(x), pred, atol=1e-5)
 
 
 def test_kl_matches_the_approximation():

@@ -86,6 +86,7 @@ class SparseVariationalDropout(keras.layers.Wrapper):
         self.seed_generator = keras.random.SeedGenerator(0)
 
     def build(self, input_shape):
+        self._build_shape = tuple(input_shape)
         if not self.layer.built:
             self.layer.build(input_shape)
         self.log_sigma2 = self.add_weight(
@@ -105,6 +106,15 @@ class SparseVariationalDropout(keras.layers.Wrapper):
     def sparsity(self):
         """Fraction of kernel weights pruned."""
         return 1.0 - ops.mean(self.mask())
+
+    def pruned_layer(self):
+        """A plain copy of the wrapped layer with the pruned weights zeroed (for export)."""
+        layer = type(self.layer).from_config(self.layer.get_config())
+        layer.build(self._build_shape)
+        weights = [ops.convert_to_numpy(w) for w in self.layer.weights]
+        weights[0] = weights[0] * ops.convert_to_numpy(self.mask())
+        layer.set_weights(weights)
+        return layer
 
     def kl(self):
         """The KL approximation summed over the kernel (before ``kl_weight``)."""
