@@ -33,6 +33,7 @@ setup(
         "tfprune-sensitivity=tfprune_cli.sensitivity:run",
         "tfprune-prune=tfprune_cli.prune:run",
         "tfprune-report=tfprune_cli.report:run",
+        "tfprune-latency=tfprune_cli.latency:run",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -49,6 +49,7 @@ PREFIXES = {
     "tfprune.sensitivity": "analysis",
     "tfprune.compat": "analysis",
     "tfprune.export": "export",
+    "tfprune.hardware": "export",
     "tfprune.cli": "cli",
 }
 

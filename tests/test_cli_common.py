@@ -28,6 +28,7 @@ TOOLS = {
               "--plan", "--work_dir", "strip", "shrink", "--export", "--summary_json"],
     "report": ["--run_dir", "--sweep", "--plan", "--summary", "--exports", "--bench",
                "--output", "--markdown"],
+    "latency": ["--model", "--target", "--threads", "--widths", "--cache", "--json"],
 }
 
 
@@ -117,7 +118,7 @@ import runpy, sys, time, types
 pkg = types.ModuleType("tfprune")
 pkg.__path__ = [{os.path.join(ROOT, "tfprune")!r}]
 sys.modules["tfprune"] = pkg  # skip tfprune/__init__.py: test the command lines alone
-for tool in ("sensitivity", "export", "bench", "prune", "report"):
+for tool in ("sensitivity", "export", "bench", "prune", "report", "latency"):
     for name in [n for n in sys.modules if n.startswith(("tfprune.", "tfprune_cli", "absl"))]:
         del sys.modules[name]
     sys.argv = ["tfprune-" + tool, "--help"]

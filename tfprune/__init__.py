@@ -45,7 +45,7 @@ from tfprune.recipes import RegularizerSchedule, regularize
 from tfprune.distill import Distiller
 
 # Subpackages; compat imports the API above.
-from tfprune import compat, datasets, export, sensitivity, structure
+from tfprune import compat, datasets, export, hardware, sensitivity, structure
 
 __version__ = "0.1.0"
 
@@ -60,5 +60,6 @@ __all__ = [
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",
     "regularize", "RegularizerSchedule", "freeze_masks", "Distiller", "distill",
     "accumulate", "calibration", "compat", "criteria", "datasets", "export", "finetune", "granularity",
+    "hardware",
     "lottery", "prunable", "recipes", "regularizers", "schedules", "sensitivity", "structure",
 ]

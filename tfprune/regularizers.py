@@ -1,4 +1,5 @@
-r"""Sparsity-inducing regularizers: ``L1`` and ``GroupLasso``.
+r"""Sparsity-inducing regularizers: ``L1`` and ``GroupLasso`` (and, as a layer wrapper,
+``SparseVariationalDropout``, from :mod:`tfprune.variational`).
 
 Both are ``keras.regularizers.Regularizer`` subclasses: pass them as
 ``kernel_regularizer=`` when building a layer, or attach them to an existing
@@ -29,9 +30,10 @@ from tfprune._checks import non_negative, penalty_strength
 from tfprune._config import Registry
 from tfprune._grouping import input_axis, matrix_perm
 from tfprune._lasso_groups import parse_groups
+from tfprune.variational import SparseVariationalDropout
 
 __all__ = ["Regularizer", "L1", "GroupLasso", "get", "register", "names", "group_norms",
-           "soft_threshold"]
+           "soft_threshold", "SparseVariationalDropout"]
 
 class Regularizer(keras.regularizers.Regularizer):
     """Base class: a Keras regularizer whose strength is a non-trainable variable.

@@ -15,7 +15,7 @@ import importlib
 
 from tfprune_cli import _flags
 
-TOOLS = ("sensitivity", "export", "bench", "prune", "report")
+TOOLS = ("sensitivity", "export", "bench", "prune", "report", "latency")
 
 
 def launch(tool, argv=None):

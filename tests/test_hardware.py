@@ -1,0 +1,141 @@
+"""Per-layer LiteRT latency tables: the cache, the latency model, the predictions."""
+
+import json
+import os
+
+import keras
+import pytest
+
+import tfprune as tp
+
+FAST = dict(rounds=2, runs=3, progress=False)
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="h"),
+                             keras.layers.Dense(4, name="out")])
+
+
+def _cnn():
+    x = keras.Input((32, 32, 3))
+    y = x
+    for i, c in enumerate([16, 32, 32, 64]):
+        y = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name=f"c{i}")(y)
+        if i % 2 == 1:
+            y = keras.layers.MaxPooling2D()(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(x, keras.layers.Dense(10, name="out")(y))
+
+
+def test_table_grid_and_latency_model():
+    t = tp.hardware.latency_table(_mlp(), widths=(0.5,), **FAST)
+    # Model inputs and outputs keep their size: only the hidden width varies.
+    assert t.layers["h"]["cin"] == [16] and t.layers["h"]["cout"] == [16, 32]
+    assert t.layers["out"]["cin"] == [16, 32] and t.layers["out"]["cout"] == [4]
+    row = t.layers["h"]
+    assert t.layer_ms("h", 16, 16) == pytest.approx(row["ms"][0][0])
+    mid = t.layer_ms("h", 16, 24)
+    assert min(row["ms"][0]) <= mid <= max(row["ms"][0])
+    assert t.overhead_ms == pytest.approx(t.measured_ms - t.layer_ms("h") - t.layer_ms("out"))
+    # At full width the prediction is the measured whole model, by construction of T0.
+    assert tp.hardware.predict_latency(t, _mlp()) == pytest.approx(t.measured_ms, abs=1e-5)
+    assert "whole model" in str(t)
+    with pytest.raises(KeyError, match="Did you mean 'h'"):
+        t.layer_ms("hh")
+
+
+def test_depthwise_outputs_follow_its_inputs():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, name="c"),
+                              keras.layers.DepthwiseConv2D(3, name="dw"),
+                              keras.layers.Conv2D(4, 1, name="pw")])
+    t = tp.hardware.latency_table(model, widths=(0.5,), **FAST)
+    assert t.layers["dw"]["cin"] == [4, 8] and t.layers["dw"]["cout"] == [8]
+    assert t.layers["dw"]["follows_input"]
+    pruned = tp.structure.prune_channels(model, 0.5)
+    expected = t.overhead_ms + t.layer_ms("c", 3, 4) + t.layer_ms("dw", 4) + t.layer_ms("pw", 4, 4)
+    assert tp.hardware.predict_latency(t, pruned) == pytest.approx(expected, abs=1e-5)
+
+
+def test_cache_is_reused_and_stale_entries_are_measured_again(tmp_path):
+    path = tmp_path / "lat.json"
+    first = tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path, **FAST)
+    assert first.measured == 4 and first.reused == 0
+    again = tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path, **FAST)
+    assert again.measured == 0 and again.reused == 4 and again.stale == 0
+    assert again.layers == first.layers and again.measured_ms == first.measured_ms
+    data = json.loads(path.read_text())
+    assert data["format"] == "tfprune-latency/1"
+    assert sorted(os.listdir(tmp_path)) == ["lat.json"]  # no temporary file left behind
+    digest, entry = next((d, e) for d, e in data["entries"].items()
+                         if "whole-model" not in e["key"])
+    entry["versions"] = dict(entry["versions"], ai_edge_litert="0.0.0")   # a stale runtime
+    other = next(d for d, e in data["entries"].items() if d != digest and "whole" not in e["key"])
+    data["entries"][other]["key"] += " "                                  # a foreign entry
+    path.write_text(json.dumps(data))
+    third = tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path, **FAST)
+    assert third.stale >= 2 and third.measured == 2 and third.reused == 2
+    # Another target never reads these entries.
+    builtin = tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path,
+                                        target="litert-cpu-builtin", **FAST)
+    assert builtin.measured == 4
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path):
+    log = tmp_path / "progress.txt"
+    with open(log, "w") as stream:
+        tp.hardware.latency_table(_mlp(), widths=(0.5,), rounds=2, runs=3, progress=stream)
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("[1/5] converting h") and lines[-1].startswith("[5/5] timing")
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="target='litert-gpu'.*Did you mean"):
+        tp.hardware.latency_table(_mlp(), target="litert-gpu")
+    with pytest.raises(ValueError, match=r"widths must be fractions in \(0, 1\]"):
+        tp.hardware.latency_table(_mlp(), widths=(0.5, 2))
+    with pytest.raises(ValueError, match="no layer it can measure"):
+        tp.hardware.latency_table(keras.Sequential([keras.Input((4,)), keras.layers.ReLU()]))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="has format 'other'"):
+        tp.hardware.latency_table(_mlp(), cache=bad, **FAST)
+    with pytest.raises(TypeError, match="expected a LatencyTable"):
+        tp.hardware.predict_latency({}, _mlp())
+
+
+@pytest.mark.slow
+def test_predicted_latency_of_pruned_cnns_is_within_20_percent():
+    model = _cnn()
+    table = tp.hardware.latency_table(model, widths=(0.25, 0.5, 0.75), progress=False)
+    plans = [0.5, {"c1": 0.5, "c2": 0.25}]
+    pruned = [tp.structure.prune_channels(model, p) for p in plans]
+    measured = tp.export.latency(pruned)
+    for plan, p, seconds in zip(plans, pruned, measured):
+        predicted = tp.hardware.predict_latency(table, p)
+        assert predicted == pytest.approx(seconds * 1e3, rel=0.2), plan
+    # A plan is pruned first, then predicted: the same figure.
+    assert tp.hardware.predict_latency(table, model, plans[0]) == pytest.approx(
+        tp.hardware.predict_latency(table, pruned[0]))
+
+
+@pytest.mark.slow
+def test_cli_builds_then_reuses_the_table(tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = tmp_path / "mlp.keras"
+    _mlp().save(path)
+    args = [sys.executable, "-m", "tfprune_cli.latency", f"--model={path}", "--widths=0.5",
+            f"--cache={tmp_path / 'lat.json'}", "--rounds=2", "--runs=3",
+            f"--json={tmp_path / 'table.json'}"]
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+    for reused in (0, 4):
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "whole model" in proc.stdout
+        assert f"{4 - reused} measured, {reused} reused" in proc.stderr
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table["layers"]["h"]["cout"] == [16, 32] and table["target"] == "litert-cpu"
+    bad = subprocess.run(args[:4] + ["--widths=0.5,2"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert bad.returncode != 0 and "--widths: 2.0 is outside (0, 1]" in bad.stderr

@@ -1,0 +1,10 @@
+"""Hardware-aware pruning: measured per-layer LiteRT latency tables and predictions.
+
+>>> import tfprune as tp
+>>> sorted(tp.hardware.TARGETS)
+['litert-cpu', 'litert-cpu-builtin']
+"""
+
+from tfprune.hardware.table import TARGETS, LatencyTable, latency_table, predict_latency
+
+__all__ = ["latency_table", "predict_latency", "LatencyTable", "TARGETS"]
