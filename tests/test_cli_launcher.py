@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = ("sensitivity", "export", "bench", "prune", "report")
+TOOLS = ("sensitivity", "export", "bench", "prune", "report", "latency")
 HELP_LIMIT_S = 5.0  # generous for a loaded machine; ~0.1-0.3 s when nothing heavy loads
 
 
