@@ -61,3 +61,20 @@ def test_bad_seeds_are_rejected_before_any_run(tool, capsys):
     with pytest.raises(SystemExit):
         tool.main(["--seeds", "0,x"])
     assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_lockstep_cells_change_only_the_shuffling(tool):
+    # The lockstep pair runs the tutorial's pruning cells from one baseline;
+    # the only edit is shuffle=False on the pruning fit, the same for both.
+    full = dict(tool.cells("shim"))
+    for kind in ("tfmot", "shim"):
+        lock = dict(tool.lockstep_cells(kind))
+        assert "train_baseline" not in lock and "quantize" not in lock
+        for name, code in lock.items():
+            if name == "train_pruning":
+                assert code.replace(", shuffle=False)", ")") == dict(tool.cells(kind))[name]
+            else:
+                assert code == dict(tool.cells(kind))[name]
+    tfmot, shim = dict(tool.lockstep_cells("tfmot")), dict(tool.lockstep_cells("shim"))
+    assert [n for n in tfmot if tfmot[n] != shim[n]] == ["define_pruning"]
+    assert shim["define_pruning"] == full["define_pruning"]

@@ -34,201 +34,8 @@ import sys
 import tempfile
 import time
 
-IMPORTS = {
-    "tfmot": "import tensorflow_model_optimization as tfmot",
-    "shim": "from tfprune.compat import tfmot",
-}
-_IMPORT = "<<IMPORT TFMOT>>"
-
-# The tutorial, cell by cell. Only `_IMPORT` changes between the two runs;
-# `train_images`, `train_labels`, `test_images`, `test_labels` are given.
-CELLS = [
-    ("setup", """\
-import tempfile
-import os
-
-import tensorflow as tf
-import numpy as np
-
-keras = tf.keras  # the tutorial: from tensorflow_model_optimization.python.core.keras.compat import keras
-"""),
-    ("train_baseline", """\
-# Define the model architecture.
-model = keras.Sequential([
-  keras.layers.InputLayer(input_shape=(28, 28)),
-  keras.layers.Reshape(target_shape=(28, 28, 1)),
-  keras.layers.Conv2D(filters=12, kernel_size=(3, 3), activation='relu'),
-  keras.layers.MaxPooling2D(pool_size=(2, 2)),
-  keras.layers.Flatten(),
-  keras.layers.Dense(10)
-])
-
-# Train the digit classification model
-model.compile(optimizer='adam',
-              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-              metrics=['accuracy'])
-
-model.fit(
-  train_images,
-  train_labels,
-  epochs=4,
-  validation_split=0.1,
-  verbose=0,
-)
-"""),
-    ("evaluate_baseline", """\
-_, baseline_model_accuracy = model.evaluate(
-    test_images, test_labels, verbose=0)
-
-print('Baseline test accuracy:', baseline_model_accuracy)
-
-_, keras_file = tempfile.mkstemp('.h5')
-keras.models.save_model(model, keras_file, include_optimizer=False)
-print('Saved baseline model to:', keras_file)
-"""),
-    ("define_pruning", _IMPORT + """
-
-prune_low_magnitude = tfmot.sparsity.keras.prune_low_magnitude
-
-# Compute end step to finish pruning after 2 epochs.
-batch_size = 128
-epochs = 2
-validation_split = 0.1 # 10% of training set will be used for validation set.
-
-num_images = train_images.shape[0] * (1 - validation_split)
-end_step = np.ceil(num_images / batch_size).astype(np.int32) * epochs
-
-# Define model for pruning.
-pruning_params = {
-      'pruning_schedule': tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.50,
-                                                               final_sparsity=0.80,
-                                                               begin_step=0,
-                                                               end_step=end_step)
-}
-
-model_for_pruning = prune_low_magnitude(model, **pruning_params)
-
-# `prune_low_magnitude` requires a recompile.
-model_for_pruning.compile(optimizer='adam',
-              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-              metrics=['accuracy'])
-
-model_for_pruning.summary()
-"""),
-    ("train_pruning", """\
-logdir = tempfile.mkdtemp()
-
-callbacks = [
-  tfmot.sparsity.keras.UpdatePruningStep(),
-  tfmot.sparsity.keras.PruningSummaries(log_dir=logdir),
-]
-
-model_for_pruning.fit(train_images, train_labels,
-                  batch_size=batch_size, epochs=epochs, validation_split=validation_split,
-                  callbacks=callbacks, verbose=0)
-"""),
-    ("evaluate_pruned", """\
-_, model_for_pruning_accuracy = model_for_pruning.evaluate(
-   test_images, test_labels, verbose=0)
-
-print('Baseline test accuracy:', baseline_model_accuracy)
-print('Pruned test accuracy:', model_for_pruning_accuracy)
-"""),
-    ("export", """\
-model_for_export = tfmot.sparsity.keras.strip_pruning(model_for_pruning)
-
-_, pruned_keras_file = tempfile.mkstemp('.h5')
-keras.models.save_model(model_for_export, pruned_keras_file, include_optimizer=False)
-print('Saved pruned Keras model to:', pruned_keras_file)
-
-converter = tf.lite.TFLiteConverter.from_keras_model(model_for_export)
-pruned_tflite_model = converter.convert()
-
-_, pruned_tflite_file = tempfile.mkstemp('.tflite')
-
-with open(pruned_tflite_file, 'wb') as f:
-  f.write(pruned_tflite_model)
-
-print('Saved pruned TFLite model to:', pruned_tflite_file)
-
-def get_gzipped_model_size(file):
-  # Returns size of gzipped model, in bytes.
-  import os
-  import zipfile
-
-  _, zipped_file = tempfile.mkstemp('.zip')
-  with zipfile.ZipFile(zipped_file, 'w', compression=zipfile.ZIP_DEFLATED) as f:
-    f.write(file)
-
-  return os.path.getsize(zipped_file)
-
-print("Size of gzipped baseline Keras model: %.2f bytes" % (get_gzipped_model_size(keras_file)))
-print("Size of gzipped pruned Keras model: %.2f bytes" % (get_gzipped_model_size(pruned_keras_file)))
-print("Size of gzipped pruned TFlite model: %.2f bytes" % (get_gzipped_model_size(pruned_tflite_file)))
-"""),
-    ("quantize", """\
-converter = tf.lite.TFLiteConverter.from_keras_model(model_for_export)
-converter.optimizations = [tf.lite.Optimize.DEFAULT]
-quantized_and_pruned_tflite_model = converter.convert()
-
-_, quantized_and_pruned_tflite_file = tempfile.mkstemp('.tflite')
-
-with open(quantized_and_pruned_tflite_file, 'wb') as f:
-  f.write(quantized_and_pruned_tflite_model)
-
-print('Saved quantized and pruned TFLite model to:', quantized_and_pruned_tflite_file)
-
-print("Size of gzipped baseline Keras model: %.2f bytes" % (get_gzipped_model_size(keras_file)))
-print("Size of gzipped pruned and quantized TFlite model: %.2f bytes" % (get_gzipped_model_size(quantized_and_pruned_tflite_file)))
-"""),
-    ("evaluate_tflite", """\
-def evaluate_model(interpreter):
-  input_index = interpreter.get_input_details()[0]["index"]
-  output_index = interpreter.get_output_details()[0]["index"]
-
-  # Run predictions on every image in the "test" dataset.
-  prediction_digits = []
-  for i, test_image in enumerate(test_images):
-    # Pre-processing: add batch dimension and convert to float32 to match with
-    # the model's input data format.
-    test_image = np.expand_dims(test_image, axis=0).astype(np.float32)
-    interpreter.set_tensor(input_index, test_image)
-
-    # Run inference.
-    interpreter.invoke()
-
-    # Post-processing: remove batch dimension and find the digit with highest
-    # probability.
-    output = interpreter.tensor(output_index)
-    digit = np.argmax(output()[0])
-    prediction_digits.append(digit)
-
-  # Compare prediction results with ground truth labels to calculate accuracy.
-  prediction_digits = np.array(prediction_digits)
-  accuracy = (prediction_digits == test_labels).mean()
-  return accuracy
-
-interpreter = tf.lite.Interpreter(model_content=quantized_and_pruned_tflite_model)
-interpreter.allocate_tensors()
-
-test_accuracy = evaluate_model(interpreter)
-
-print('Pruned and quantized TFLite test_accuracy:', test_accuracy)
-print('Pruned TF test accuracy:', model_for_pruning_accuracy)
-"""),
-]
-
-
-def cells(kind):
-    """``[(name, code)]``: the tutorial with the ``tfmot`` import of ``kind`` ("tfmot" or "shim")."""
-    if kind not in IMPORTS:
-        raise ValueError(f"kind must be one of {sorted(IMPORTS)}, got {kind!r}")
-    return [(name, code.replace(_IMPORT, IMPORTS[kind])) for name, code in CELLS]
-
-
-def source(kind):
-    """The whole tutorial as one Python source, as the ``kind`` run executes it."""
-    return "\n".join(code for _, code in cells(kind))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _tfmot_tutorial import CELLS, IMPORTS, cells, lockstep_cells, source  # noqa: E402,F401
 
 
 def mnist_like_tutorial(path):
@@ -264,8 +71,13 @@ def _versions(kind):
     return out
 
 
-def worker(kind, seed, data_path, out_path):
-    """Runs the tutorial once in this process and writes what it measured to ``out_path``."""
+def worker(kind, seed, data_path, out_path, lockstep_from=None):
+    """Runs the tutorial once in this process and writes what it measured to ``out_path``.
+
+    With ``lockstep_from`` (a baseline's weights, .npz) it runs
+    :func:`lockstep_cells` from those weights instead of the whole tutorial,
+    and also writes the stripped model's weights to ``out_path + ".npz"``.
+    """
     import contextlib
     import io
 
@@ -276,12 +88,16 @@ def worker(kind, seed, data_path, out_path):
     data = np.load(data_path)
     ns = {k: data[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
     seconds, printed = {}, io.StringIO()  # the tutorial's prints; results come from its variables
-    for name, code in cells(kind):
+    for name, code in (lockstep_cells(kind) if lockstep_from else cells(kind)):
         start = time.perf_counter()
         with contextlib.redirect_stdout(printed):
             exec(compile(code, f"<tutorial:{name}>", "exec"), ns)
         seconds[name] = time.perf_counter() - start
-    size = ns["get_gzipped_model_size"]
+        if name == "define_baseline" and lockstep_from:
+            saved = np.load(lockstep_from)
+            ns["model"].set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+        elif name == "train_baseline":  # the baseline a lockstep run can start from
+            np.savez(out_path + ".baseline.npz", *ns["model"].get_weights())
     sparsity = {}
     for layer in ns["model_for_export"].layers:
         if hasattr(layer, "kernel"):
@@ -289,73 +105,125 @@ def worker(kind, seed, data_path, out_path):
             sparsity[type(layer).__name__] = 1.0 - np.count_nonzero(kernel) / kernel.size
     wrapped = [w for w in ns["model_for_pruning"].layers if hasattr(w, "pruning_step")]
     result = {
-        "kind": kind, "seed": seed, "versions": _versions(kind),
-        "end_step": int(ns["end_step"]),
+        "kind": kind, "seed": seed, "versions": _versions(kind), "end_step": int(ns["end_step"]),
         "final_pruning_step": int(np.asarray(wrapped[0].pruning_step)),
-        "baseline_accuracy": float(ns["baseline_model_accuracy"]),
         "pruned_accuracy": float(ns["model_for_pruning_accuracy"]),
-        "tflite_accuracy": float(ns["test_accuracy"]),
-        "sparsity": sparsity,
-        "gzip_bytes": {key: size(ns[var]) for key, var in (
-            ("baseline_h5", "keras_file"), ("pruned_h5", "pruned_keras_file"),
-            ("pruned_tflite", "pruned_tflite_file"),
-            ("pruned_quantized_tflite", "quantized_and_pruned_tflite_file"))},
-        "seconds": seconds,
+        "sparsity": sparsity, "seconds": seconds,
     }
+    if lockstep_from:
+        np.savez(out_path + ".npz", *ns["model_for_export"].get_weights())
+    else:
+        size = ns["get_gzipped_model_size"]
+        result.update({
+            "baseline_accuracy": float(ns["baseline_model_accuracy"]),
+            "tflite_accuracy": float(ns["test_accuracy"]),
+            "gzip_bytes": {key: size(ns[var]) for key, var in (
+                ("baseline_h5", "keras_file"), ("pruned_h5", "pruned_keras_file"),
+                ("pruned_tflite", "pruned_tflite_file"),
+                ("pruned_quantized_tflite", "quantized_and_pruned_tflite_file"))},
+        })
     with open(out_path, "w") as f:
         json.dump(result, f)
 
 
+def _child(kind, out_path, *args):
+    # TF_USE_LEGACY_KERAS picks the Keras behind `tf.keras`: tf_keras or Keras 3.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
+               TF_USE_LEGACY_KERAS="1" if kind == "tfmot" else "0")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", kind,
+                           "--out", out_path, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"{kind} run {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    print(f"  {kind} {' '.join(args[:2])}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    with open(out_path) as f:
+        return json.load(f)
+
+
 def run_all(seeds):
-    """Alternating child runs for every seed; returns their results in run order."""
+    """Alternating tutorial runs for every seed, then the lockstep pair.
+
+    Returns ``(runs, lockstep)``: the tutorial results in run order, and the
+    lockstep comparison (both libraries from the first TFMOT run's baseline).
+    """
+    import numpy as np
+
     tmp = tempfile.mkdtemp(prefix="tfmot_tutorial_")
     data_path = os.path.join(tmp, "mnist60k.npz")
     mnist_like_tutorial(data_path)
     runs = []
     for i, seed in enumerate(seeds):
-        order = ("tfmot", "shim") if i % 2 == 0 else ("shim", "tfmot")
-        for kind in order:
-            out_path = os.path.join(tmp, f"{kind}_{seed}.json")
-            # TF_USE_LEGACY_KERAS picks the Keras behind `tf.keras`: tf_keras or Keras 3.
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
-                       TF_USE_LEGACY_KERAS="1" if kind == "tfmot" else "0")
-            start = time.perf_counter()
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", kind,
-                                   "--seed", str(seed), "--data", data_path, "--out", out_path],
-                                  capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                sys.exit(f"{kind} run (seed {seed}) failed:\n{proc.stderr[-4000:]}")
-            with open(out_path) as f:
-                runs.append(json.load(f))
-            print(f"  {kind} seed {seed}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return runs
+        for kind in (("tfmot", "shim") if i % 2 == 0 else ("shim", "tfmot")):
+            runs.append(_child(kind, os.path.join(tmp, f"{kind}_{seed}.json"),
+                               "--seed", str(seed), "--data", data_path))
+    baseline = os.path.join(tmp, f"tfmot_{seeds[0]}.json.baseline.npz")
+    pair = {kind: _child(kind, os.path.join(tmp, f"lockstep_{kind}.json"), "--seed",
+                         str(seeds[0]), "--data", data_path, "--lockstep-from", baseline)
+            for kind in IMPORTS}
+    weights = {kind: np.load(os.path.join(tmp, f"lockstep_{kind}.json.npz")) for kind in IMPORTS}
+    a, b = weights["tfmot"], weights["shim"]
+    lockstep = {
+        "pruned_accuracy": {kind: r["pruned_accuracy"] for kind, r in pair.items()},
+        "sparsity": {kind: r["sparsity"] for kind, r in pair.items()},
+        "max_abs_weight_difference": max(float(np.abs(a[f] - b[f]).max()) for f in a.files),
+        "zero_pattern_differences": int(sum(((a[f] == 0) != (b[f] == 0)).sum() for f in a.files)),
+        "weights": int(sum(a[f].size for f in a.files)),
+    }
+    return runs, lockstep
+
+
+def _mean_sd(values, digits=4):
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.{digits}f} ± {sd:.{digits}f}"
 
 
 def table(runs):
-    """The Markdown table of ``runs`` (one row per run) and the time ratios below it."""
+    """The Markdown table of ``runs`` (a row per run, a mean ± sd row per library) and ratios."""
     import numpy as np
 
     layers = sorted({name for r in runs for name in r["sparsity"]})
     head = (["run", "seed"] + [f"{n} sparsity" for n in layers] +
-            ["baseline acc", "pruned acc", "TFLite (pruned+quant) acc",
+            ["baseline acc", "pruned acc", "pruned - baseline", "TFLite (pruned+quant) acc",
              "gzip baseline .h5", "gzip pruned .h5", "gzip pruned .tflite",
              "gzip pruned+quant .tflite", "baseline fit s", "pruning fit s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(runs, key=lambda r: (r["kind"] != "tfmot", r["seed"])):
-        g, s = r["gzip_bytes"], r["seconds"]
-        row = ([r["kind"], str(r["seed"])] + [f"{r['sparsity'][n]:.4f}" for n in layers] +
-               [f"{r['baseline_accuracy']:.4f}", f"{r['pruned_accuracy']:.4f}",
-                f"{r['tflite_accuracy']:.4f}", str(g["baseline_h5"]), str(g["pruned_h5"]),
-                str(g["pruned_tflite"]), str(g["pruned_quantized_tflite"]),
-                f"{s['train_baseline']:.1f}", f"{s['train_pruning']:.1f}"])
-        lines.append("| " + " | ".join(row) + " |")
+    accs = ("baseline_accuracy", "pruned_accuracy", "drop", "tflite_accuracy")
+    for r in runs:
+        r["drop"] = r["pruned_accuracy"] - r["baseline_accuracy"]
+    for kind in IMPORTS:
+        mine = sorted((r for r in runs if r["kind"] == kind), key=lambda r: r["seed"])
+        for r in mine:
+            g, s = r["gzip_bytes"], r["seconds"]
+            lines.append("| " + " | ".join(
+                [kind, str(r["seed"])] + [f"{r['sparsity'][n]:.5f}" for n in layers] +
+                [f"{r[a]:+.4f}" if a == "drop" else f"{r[a]:.4f}" for a in accs] +
+                [str(g[k]) for k in ("baseline_h5", "pruned_h5", "pruned_tflite",
+                                     "pruned_quantized_tflite")] +
+                [f"{s['train_baseline']:.1f}", f"{s['train_pruning']:.1f}"]) + " |")
+        lines.append("| " + " | ".join(
+            [f"**{kind} mean ± sd**", str(len(mine))] +
+            [_mean_sd([r["sparsity"][n] for r in mine], 5) for n in layers] +
+            [_mean_sd([r[a] for r in mine]) for a in accs] + [""] * 6) + " |")
 
     def med(kind, cell):
         return float(np.median([r["seconds"][cell] for r in runs if r["kind"] == kind]))
 
+    def diff(key):  # shim - TFMOT, difference of means and its standard error
+        a = np.array([r[key] for r in runs if r["kind"] == "shim"], dtype=float)
+        b = np.array([r[key] for r in runs if r["kind"] == "tfmot"], dtype=float)
+        se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(
+            len(a), len(b)) > 1 else float("nan")
+        return f"{a.mean() - b.mean():+.4f} (standard error {se:.4f})"
+
     ratios = {cell: med("shim", cell) / med("tfmot", cell)
               for cell in ("train_baseline", "train_pruning")}
-    lines += ["", "time ratio shim / TFMOT (median over seeds): baseline fit "
+    lines += ["", "shim - TFMOT, difference of means: baseline acc " + diff("baseline_accuracy") +
+              ", pruned acc " + diff("pruned_accuracy") + ", pruned - baseline " + diff("drop") +
+              ", TFLite acc " + diff("tflite_accuracy"),
+              "", "time ratio shim / TFMOT (median over seeds): baseline fit "
               f"{ratios['train_baseline']:.2f}, pruning fit {ratios['train_pruning']:.2f}; "
               "pruning fit / baseline fit: TFMOT "
               f"{med('tfmot', 'train_pruning') / med('tfmot', 'train_baseline'):.3f}, shim "
@@ -371,19 +239,22 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--lockstep-from", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.seed, args.data, args.out)
+        return worker(args.worker, args.seed, args.data, args.out, args.lockstep_from)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if not seeds:
         parser.error("--seeds is empty")
-    runs = run_all(seeds)
+    runs, lockstep = run_all(seeds)
     text, ratios = table(runs)
     versions = {kind: next(r["versions"] for r in runs if r["kind"] == kind) for kind in IMPORTS}
-    print(f"Command: python tools/compare_tfmot_tutorial.py --seeds {args.seeds}")
+    command = " ".join(["python", "tools/compare_tfmot_tutorial.py"] + list(
+        sys.argv[1:] if argv is None else argv))
+    print(f"Command: {command}")
     print(f"{platform.machine()}, {os.cpu_count()} cores, load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end of the run")
     for kind, v in versions.items():
@@ -392,8 +263,14 @@ def main(argv=None):
           f"{runs[0]['end_step']}, final pruning step "
           + ", ".join(f"{r['kind']}/{r['seed']} {r['final_pruning_step']}" for r in runs) + "\n")
     print(text)
-    summary = {"command": " ".join(["python", "tools/compare_tfmot_tutorial.py"] + (argv or sys.argv[1:])),
-               "versions": versions, "time_ratio_shim_over_tfmot": ratios, "runs": runs}
+    acc, sp = lockstep["pruned_accuracy"], lockstep["sparsity"]
+    print(f"\nLockstep (the pruning cells with shuffle=False, both from the seed-{seeds[0]} TFMOT "
+          f"baseline): pruned acc TFMOT {acc['tfmot']:.4f}, shim {acc['shim']:.4f}; sparsity "
+          f"TFMOT {sp['tfmot']}, shim {sp['shim']}; stripped weights: max |difference| "
+          f"{lockstep['max_abs_weight_difference']:.3g}, zero pattern differs at "
+          f"{lockstep['zero_pattern_differences']} of {lockstep['weights']} weights")
+    summary = {"command": command, "versions": versions, "time_ratio_shim_over_tfmot": ratios,
+               "lockstep": lockstep, "runs": runs}
     print("\n```json\n" + json.dumps(summary, indent=1) + "\n```")
     if args.json:
         with open(args.json, "w") as f:
