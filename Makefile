@@ -59,7 +59,7 @@ $(COMPARE_STAMP): setup.py
 
 bench-compare: $(COMPARE_STAMP)
 	$(COMPARE_VENV)/bin/python tools/bench_vs_tfmot.py --repeats 2
-	$(COMPARE_VENV)/bin/python tools/compare_tfmot_tutorial.py --seeds 0,1,2,3,4,5
+	$(COMPARE_VENV)/bin/python tools/compare_tfmot_tutorial.py --seeds 0,1,2,3
 
 clean:
 	rm -rf $(VENV) $(COMPARE_VENV) build dist *.egg-info

@@ -63,18 +63,19 @@ def test_bad_seeds_are_rejected_before_any_run(tool, capsys):
     assert "--seeds must be comma-separated integers" in capsys.readouterr().err
 
 
-def test_lockstep_cells_change_only_the_shuffling(tool):
-    # The lockstep pair runs the tutorial's pruning cells from one baseline;
-    # the only edit is shuffle=False on the pruning fit, the same for both.
-    full = dict(tool.cells("shim"))
+def test_lockstep_cells_are_the_pruning_cells_with_at_most_shuffle_off(tool):
+    # Same-baseline pairs run the tutorial's pruning cells unchanged, or with
+    # shuffle=False on the pruning fit: the same for both libraries.
     for kind in ("tfmot", "shim"):
-        lock = dict(tool.lockstep_cells(kind))
-        assert "train_baseline" not in lock and "quantize" not in lock
-        for name, code in lock.items():
-            if name == "train_pruning":
-                assert code.replace(", shuffle=False)", ")") == dict(tool.cells(kind))[name]
-            else:
-                assert code == dict(tool.cells(kind))[name]
-    tfmot, shim = dict(tool.lockstep_cells("tfmot")), dict(tool.lockstep_cells("shim"))
+        full = dict(tool.cells(kind))
+        shuffled, fixed = dict(tool.lockstep_cells(kind)), dict(tool.lockstep_cells(kind, False))
+        assert "train_baseline" not in shuffled and "quantize" not in shuffled
+        assert list(shuffled) == list(fixed)
+        for name, code in shuffled.items():
+            assert code == full[name]
+            expected = code.replace("verbose=0)", "verbose=0, shuffle=False)") \
+                if name == "train_pruning" else code
+            assert fixed[name] == expected
+        assert fixed["train_pruning"] != shuffled["train_pruning"]
+    tfmot, shim = dict(tool.lockstep_cells("tfmot", False)), dict(tool.lockstep_cells("shim", False))
     assert [n for n in tfmot if tfmot[n] != shim[n]] == ["define_pruning"]
-    assert shim["define_pruning"] == full["define_pruning"]

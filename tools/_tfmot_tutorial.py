@@ -205,15 +205,19 @@ def source(kind):
 
 
 
-def lockstep_cells(kind):
-    """The pruning cells of ``kind`` with ``shuffle=False`` on the pruning fit, nothing else changed.
+def lockstep_cells(kind, shuffle=True):
+    """The tutorial's pruning cells, to run from a given baseline's weights.
 
-    Started from the same baseline weights, both runs then see the same
-    batches in the same order, so any difference is the pruning library's.
+    They leave out the baseline's training and the quantized export. With
+    ``shuffle=True`` they are the tutorial's cells unchanged; ``shuffle=False``
+    adds ``shuffle=False`` to the pruning fit (the only edit), so two runs
+    from the same baseline see the same batches in the same order.
     """
     names = ("setup", "define_baseline", "evaluate_baseline", "define_pruning", "train_pruning",
              "evaluate_pruned", "export")
     chosen = [(name, code) for name, code in cells(kind) if name in names]
+    if shuffle:
+        return chosen
     fit_end = "callbacks=callbacks, verbose=0)"
     assert sum(code.count(fit_end) for _, code in chosen) == 1
     return [(name, code.replace(fit_end, "callbacks=callbacks, verbose=0, shuffle=False)"))

@@ -71,12 +71,12 @@ def _versions(kind):
     return out
 
 
-def worker(kind, seed, data_path, out_path, lockstep_from=None):
+def worker(kind, seed, data_path, out_path, lockstep_from=None, shuffle=True):
     """Runs the tutorial once in this process and writes what it measured to ``out_path``.
 
     With ``lockstep_from`` (a baseline's weights, .npz) it runs
-    :func:`lockstep_cells` from those weights instead of the whole tutorial,
-    and also writes the stripped model's weights to ``out_path + ".npz"``.
+    :func:`lockstep_cells` (``shuffle``) from those weights instead of the
+    whole tutorial, and writes the stripped model's weights to ``out_path + ".npz"``.
     """
     import contextlib
     import io
@@ -88,7 +88,7 @@ def worker(kind, seed, data_path, out_path, lockstep_from=None):
     data = np.load(data_path)
     ns = {k: data[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
     seconds, printed = {}, io.StringIO()  # the tutorial's prints; results come from its variables
-    for name, code in (lockstep_cells(kind) if lockstep_from else cells(kind)):
+    for name, code in (lockstep_cells(kind, shuffle) if lockstep_from else cells(kind)):
         start = time.perf_counter()
         with contextlib.redirect_stdout(printed):
             exec(compile(code, f"<tutorial:{name}>", "exec"), ns)
@@ -156,20 +156,27 @@ def run_all(seeds):
         for kind in (("tfmot", "shim") if i % 2 == 0 else ("shim", "tfmot")):
             runs.append(_child(kind, os.path.join(tmp, f"{kind}_{seed}.json"),
                                "--seed", str(seed), "--data", data_path))
-    baseline = os.path.join(tmp, f"tfmot_{seeds[0]}.json.baseline.npz")
-    pair = {kind: _child(kind, os.path.join(tmp, f"lockstep_{kind}.json"), "--seed",
-                         str(seeds[0]), "--data", data_path, "--lockstep-from", baseline)
-            for kind in IMPORTS}
-    weights = {kind: np.load(os.path.join(tmp, f"lockstep_{kind}.json.npz")) for kind in IMPORTS}
-    a, b = weights["tfmot"], weights["shim"]
-    lockstep = {
-        "pruned_accuracy": {kind: r["pruned_accuracy"] for kind, r in pair.items()},
-        "sparsity": {kind: r["sparsity"] for kind, r in pair.items()},
-        "max_abs_weight_difference": max(float(np.abs(a[f] - b[f]).max()) for f in a.files),
-        "zero_pattern_differences": int(sum(((a[f] == 0) != (b[f] == 0)).sum() for f in a.files)),
-        "weights": int(sum(a[f].size for f in a.files)),
-    }
-    return runs, lockstep
+    # The pruning cells of both libraries from TFMOT's baseline of each seed
+    # (shuffled as in the tutorial), then once with shuffle=False.
+    pairs = []
+    for seed in seeds + [None]:
+        baseline = os.path.join(tmp, f"tfmot_{seeds[0] if seed is None else seed}.json.baseline.npz")
+        args = ["--seed", str(seeds[0] if seed is None else seed), "--data", data_path,
+                "--lockstep-from", baseline] + (["--no-shuffle"] if seed is None else [])
+        name = "noshuffle" if seed is None else seed
+        pair = {kind: _child(kind, os.path.join(tmp, f"pair_{name}_{kind}.json"), *args)
+                for kind in IMPORTS}
+        a, b = (np.load(os.path.join(tmp, f"pair_{name}_{kind}.json.npz")) for kind in IMPORTS)
+        pairs.append({
+            "seed": seeds[0] if seed is None else seed, "shuffle": seed is not None,
+            "pruned_accuracy": {kind: r["pruned_accuracy"] for kind, r in pair.items()},
+            "sparsity": {kind: r["sparsity"] for kind, r in pair.items()},
+            "max_abs_weight_difference": max(float(np.abs(a[f] - b[f]).max()) for f in a.files),
+            "zero_pattern_differences": int(sum(((a[f] == 0) != (b[f] == 0)).sum()
+                                                for f in a.files)),
+            "weights": int(sum(a[f].size for f in a.files)),
+        })
+    return runs, pairs
 
 
 def _mean_sd(values, digits=4):
@@ -231,6 +238,24 @@ def table(runs):
     return "\n".join(lines), ratios
 
 
+def pair_table(pairs):
+    """Markdown: the same-baseline pairs, pruned accuracy and how far the two models are apart."""
+    lines = ["\nSame baseline, pruning cells only: both libraries prune TFMOT's baseline of the seed",
+             "", "| seed | pruning fit shuffled | pruned acc TFMOT | pruned acc shim | "
+             "sparsity TFMOT | sparsity shim | max abs weight difference | "
+             "zero pattern differs at |", "|---|---|---|---|---|---|---|---|"]
+    for p in pairs:
+        acc, sp = p["pruned_accuracy"], p["sparsity"]
+        lines.append(
+            f"| {p['seed']} | {'yes (tutorial)' if p['shuffle'] else 'no (shuffle=False)'} | "
+            f"{acc['tfmot']:.4f} | {acc['shim']:.4f} | "
+            + " | ".join(", ".join(f"{n} {v:.5f}" for n, v in sorted(sp[k].items()))
+                         for k in ("tfmot", "shim"))
+            + f" | {p['max_abs_weight_difference']:.3g} | "
+            f"{p['zero_pattern_differences']} of {p['weights']} weights |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds, one run each per library")
@@ -240,16 +265,18 @@ def main(argv=None):
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--lockstep-from", help=argparse.SUPPRESS)
+    parser.add_argument("--no-shuffle", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.seed, args.data, args.out, args.lockstep_from)
+        return worker(args.worker, args.seed, args.data, args.out, args.lockstep_from,
+                      not args.no_shuffle)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if not seeds:
         parser.error("--seeds is empty")
-    runs, lockstep = run_all(seeds)
+    runs, pairs = run_all(seeds)
     text, ratios = table(runs)
     versions = {kind: next(r["versions"] for r in runs if r["kind"] == kind) for kind in IMPORTS}
     command = " ".join(["python", "tools/compare_tfmot_tutorial.py"] + list(
@@ -263,14 +290,9 @@ def main(argv=None):
           f"{runs[0]['end_step']}, final pruning step "
           + ", ".join(f"{r['kind']}/{r['seed']} {r['final_pruning_step']}" for r in runs) + "\n")
     print(text)
-    acc, sp = lockstep["pruned_accuracy"], lockstep["sparsity"]
-    print(f"\nLockstep (the pruning cells with shuffle=False, both from the seed-{seeds[0]} TFMOT "
-          f"baseline): pruned acc TFMOT {acc['tfmot']:.4f}, shim {acc['shim']:.4f}; sparsity "
-          f"TFMOT {sp['tfmot']}, shim {sp['shim']}; stripped weights: max |difference| "
-          f"{lockstep['max_abs_weight_difference']:.3g}, zero pattern differs at "
-          f"{lockstep['zero_pattern_differences']} of {lockstep['weights']} weights")
+    print(pair_table(pairs))
     summary = {"command": command, "versions": versions, "time_ratio_shim_over_tfmot": ratios,
-               "lockstep": lockstep, "runs": runs}
+               "same_baseline_pairs": pairs, "runs": runs}
     print("\n```json\n" + json.dumps(summary, indent=1) + "\n```")
     if args.json:
         with open(args.json, "w") as f:
