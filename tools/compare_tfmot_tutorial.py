@@ -1,8 +1,8 @@
 """TFMOT's pruning tutorial run twice: as TFMOT, and through tfprune's shim.
 
 The code of TFMOT's "Pruning in Keras" tutorial (pruning_with_keras.ipynb,
-as in tests/compat/test_tfmot_tutorial.py) is kept here once, as notebook
-cells. Each run executes the same cells in its own process; the two sources
+as in tests/compat/test_tfmot_tutorial.py) is kept once, as notebook cells,
+in tools/_tfmot_tutorial.py. Each run executes the same cells in its own process; the two sources
 differ in one line only, the import:
 
 * ``tfmot``: ``import tensorflow_model_optimization as tfmot``, with
@@ -18,11 +18,18 @@ the tutorial's; its 1,000 other digits are the test set. Every result
 (accuracies, per-layer sparsity, gzipped sizes, cell times) is read from the
 tutorial's own variables after it ran.
 
-    pip install -e '.[compare]'     # or: make bench-compare
-    python tools/compare_tfmot_tutorial.py --seeds 0,1
+    pip install -e '.[compare]'     # or: make bench-compare (in .venv-compare)
+    python tools/compare_tfmot_tutorial.py --seeds 0,1,2,3
 
 Runs alternate (seed 0: tfmot then shim, seed 1: shim then tfmot, ...), so
 time ratios compare runs made side by side on the same machine.
+
+A seed gives both libraries the same initial weights, but Keras 2 and 3
+train the baseline on differently shuffled batches. To tell the pruning
+library apart from that, both libraries then also run the tutorial's pruning
+cells from TFMOT's baseline of each seed, and once more with the pruning fit
+unshuffled (``shuffle=False``, the only edit), where the two final models
+are compared weight by weight.
 """
 
 import argparse
