@@ -63,9 +63,19 @@ bench-export: $(STAMP)
 bench-recipes: $(STAMP)
 	$(PY) tools/bench_recipes.py
 
-bench-compare: $(STAMP)
-	$(PIP) install -q -e ".[compare]"
-	$(PY) tools/bench_vs_tfmot.py --repeats 2
+# Real TFMOT (on tf_keras) lives in a venv of its own, so .venv stays without it.
+COMPARE_VENV  ?= .venv-compare
+COMPARE_STAMP := $(COMPARE_VENV)/.installed
+
+$(COMPARE_STAMP): setup.py
+	$(PYTHON) -m venv $(COMPARE_VENV)
+	$(COMPARE_VENV)/bin/pip install -q --upgrade pip
+	$(COMPARE_VENV)/bin/pip install -q -e ".[compare]"
+	touch $(COMPARE_STAMP)
+
+bench-compare: $(COMPARE_STAMP)
+	$(COMPARE_VENV)/bin/python tools/bench_vs_tfmot.py --repeats 2
+	$(COMPARE_VENV)/bin/python tools/compare_tfmot_tutorial.py --seeds 0,1,2,3
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(COMPARE_VENV) build dist *.egg-info

@@ -22,7 +22,7 @@ setup(
     extras_require={
         "plots": ["matplotlib"],
         "data": ["mlxtend", "tensorflow-datasets"],
-        "compare": ["tensorflow-model-optimization", "tf_keras"],
+        "compare": ["tensorflow-model-optimization>=0.8.1", "tf_keras>=2.21,<2.22", "tensorboard", "mlxtend"],
         "dev": ["pytest", "pytest-xdist", "ruff", "mlxtend", "matplotlib", "scikit-learn"],
     },
     # The console scripts start in tfprune_cli, which parses and checks flags without
