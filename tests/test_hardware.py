@@ -78,6 +78,11 @@ def test_cache_is_reused_and_stale_entries_are_measured_again(tmp_path):
     builtin = tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path,
                                         target="litert-cpu-builtin", **FAST)
     assert builtin.measured == 4
+    # Nor does another clock: CPU-time entries are measured and kept apart.
+    cpu = tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path, clock="cpu", **FAST)
+    assert cpu.measured == 4 and cpu.measured_ms > 0
+    assert tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path, clock="cpu",
+                                     **FAST).reused == 4
 
 
 def test_progress_lines_when_not_a_terminal(tmp_path):
@@ -99,6 +104,12 @@ def test_clear_errors(tmp_path):
     bad.write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="has format 'other'"):
         tp.hardware.latency_table(_mlp(), cache=bad, **FAST)
+    with pytest.raises(ValueError, match="clock='cpu' needs threads=1"):
+        tp.hardware.latency_table(_mlp(), clock="cpu", threads=2)
+    with pytest.raises(ValueError, match="clock='gpu'"):
+        tp.hardware.latency_table(_mlp(), clock="gpu")
+    with pytest.raises(ValueError, match="clock='cpu' times the invoking thread only"):
+        tp.export.latency([_mlp()], clock="cpu", threads=2)
     with pytest.raises(TypeError, match="expected a LatencyTable"):
         tp.hardware.predict_latency({}, _mlp())
 

@@ -224,7 +224,7 @@ def benchmark(tflite, data=None, *, threads=1, warmup=10, runs=200, delegate=Non
     return result
 
 
-def latency(models, *, threads=1, rounds=8, runs=20, resolver="default"):
+def latency(models, *, threads=1, rounds=8, runs=20, resolver="default", clock="wall"):
     """Median seconds per invoke of each of ``models``, timed side by side.
 
     Every round invokes each model ``runs`` times (after a short warmup) in
@@ -239,6 +239,10 @@ def latency(models, *, threads=1, rounds=8, runs=20, resolver="default"):
       threads: interpreter threads.
       rounds, runs: timing rounds, and invokes per model per round.
       resolver: ``"default"`` (XNNPACK applied) or ``"builtin"``.
+      clock: ``"wall"`` (elapsed time) or ``"cpu"`` (CPU time of the
+        invoking thread; ``threads=1`` only). On a machine shared with other
+        jobs, an invoke longer than a scheduler slice is often preempted and
+        its wall time includes the wait; its CPU time does not.
 
     Returns:
       A list of floats, one per model.
@@ -254,6 +258,11 @@ def latency(models, *, threads=1, rounds=8, runs=20, resolver="default"):
     """
     if resolver not in _timing.RESOLVERS:
         raise ValueError(f"resolver={resolver!r}: expected 'default' or 'builtin'")
+    if clock not in _timing.CLOCKS:
+        raise ValueError(f"clock={clock!r}: expected one of {sorted(_timing.CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(f"clock='cpu' times the invoking thread only, so it needs threads=1 "
+                         f"(got threads={threads}); use clock='wall' with several threads")
     blobs = {}
     for i, m in enumerate(models):
         if isinstance(m, (bytes, bytearray, memoryview)) or (
@@ -262,7 +271,7 @@ def latency(models, *, threads=1, rounds=8, runs=20, resolver="default"):
         else:
             blobs[i] = to_tflite(m, sparse="none")
     timings = _timing.interleaved(blobs, threads=threads, rounds=rounds, runs=runs,
-                                  resolver=resolver)
+                                  resolver=resolver, clock=clock)
     if timings.errors:
         i, error = next(iter(timings.errors.items()))
         raise RuntimeError(f"model {i} did not run in LiteRT: {error}")

@@ -117,11 +117,11 @@ def _check(widths, threads, target):
     return sorted(set(float(w) for w in widths) | {1.0})
 
 
-def _time(blobs, threads, resolver, delegate, rounds, runs):
+def _time(blobs, threads, resolver, delegate, rounds, runs, clock):
     """Milliseconds per invoke of each of ``blobs``: interleaved, or one by one on a delegate."""
     if delegate is None:
         return [t * 1e3 for t in latency(blobs, threads=threads, rounds=rounds, runs=runs,
-                                         resolver=resolver)]
+                                         resolver=resolver, clock=clock)]
     out = []
     for b in blobs:
         r = benchmark(b, threads=threads, runs=rounds * runs, delegate=delegate)
@@ -132,7 +132,7 @@ def _time(blobs, threads, resolver, delegate, rounds, runs):
 
 
 def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0.75, 1.0),
-                  delegate=None, cache=None, rounds=8, runs=20, progress=None):
+                  delegate=None, cache=None, rounds=8, runs=20, progress=None, clock="wall"):
     """Measures the LiteRT latency of each prunable layer of ``model`` at a grid of widths.
 
     Args:
@@ -152,6 +152,11 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
       rounds, runs: interleaved timing rounds, and invokes per model per round.
       progress: a stream for progress lines (default ``sys.stderr`` when it
         is a terminal, else silent); ``False`` for none.
+      clock: ``"wall"`` or ``"cpu"`` (CPU time of the invoking thread,
+        ``threads=1`` and no delegate): on a machine shared with other jobs,
+        whole-model invokes of more than a millisecond or two are often
+        preempted, which inflates the overhead term :math:`T_0` when timed by
+        wall clock (see docs/hardware.md). Cached entries are kept per clock.
 
     Returns:
       A :class:`LatencyTable`.
@@ -166,6 +171,14 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
     ([16, 32], [16, 32])
     """
     grid = _check(widths, threads, target)
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"latency_table: clock={clock!r}: expected 'wall' or 'cpu'")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(f"latency_table: clock='cpu' needs threads=1 (got {threads}): it "
+                         "times the invoking thread only")
+    if clock == "cpu" and delegate is not None:
+        raise ValueError("latency_table: clock='cpu' times the calling thread, which a "
+                         "delegate's own threads bypass; use clock='wall' with a delegate")
     if progress is None:
         progress = sys.stderr if sys.stderr.isatty() else False
     stream = progress or None
@@ -173,7 +186,9 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
     if not ops:
         raise ValueError(f"latency_table: model {model.name!r} has no layer it can measure "
                          "(Dense, Conv1D, Conv2D, DepthwiseConv2D)")
-    store = _cache.Cache(cache, target, threads)
+    # The clock is part of what was measured: entries of one never answer for the other.
+    store = _cache.Cache(cache, target if clock == "wall" else f"{target}@{clock}-clock",
+                         threads)
     if isinstance(delegate, (str, os.PathLike)):
         delegate = load_delegate(delegate)
     jobs = {}  # key -> (op, cin, cout)
@@ -194,7 +209,7 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
         # Timed with the missing layers, under the same load, so T0 is consistent.
         _progress(stream, len(missing) + 1, len(missing) + 1, f"timing {len(blobs) + 1} models")
         blobs.append(to_tflite(model, sparse="none"))
-        times = _time(blobs, threads, TARGETS[target], delegate, rounds, runs)
+        times = _time(blobs, threads, TARGETS[target], delegate, rounds, runs, clock)
         for key, ms in zip(missing + [whole], times):
             store.put(key, ms)
         store.save()
