@@ -78,6 +78,10 @@ def test_prune_end_to_end_with_digits_strip_and_export(tiny, tmp_path):
     assert summary["before"]["flops"] > 0 and summary["after"]["params_nonzero"] > 0
     assert len(summary["history"]) == 2 and summary["pruning_step"] == summary["steps"] - 1
     assert "\x1b" not in proc.stderr and "\r" not in proc.stderr
+    # The last line says what the saved file holds, not just the masks' sparsity.
+    last = proc.stdout.strip().splitlines()[-1]
+    n0, n1 = summary["before"]["params"], summary["after"]["params_nonzero"]
+    assert f"nonzero params {n0:,} -> {n1:,}" in last and "mask sparsity 0.6" in last
     import keras
     plain = keras.saving.load_model(out)     # stripped: plain Keras layers
     assert [type(layer).__name__ for layer in plain.layers] == ["Flatten", "Dense", "Dense"]

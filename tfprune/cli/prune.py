@@ -233,9 +233,25 @@ def _main(argv):
     summary["before"]["params_nonzero"] = nonzero(model)
     summary["after"]["params_nonzero"] = nonzero(final)
     write_json(summary, summary_path)
-    print(f"pruned {FLAGS.model} -> {FLAGS.output}: sparsity {summary['sparsity']:.3f}, "
-          f"accuracy {summary['accuracy_before']} -> {summary['accuracy_after']}; "
+    print(f"pruned {FLAGS.model} -> {FLAGS.output}: {_outcome(summary)}; "
           f"summary in {summary_path}")
+
+
+def _outcome(summary):
+    """The one-line result: mask sparsity, what the saved model holds, and accuracy.
+
+    The mask sparsity counts zeros in the pruned kernels only, while a
+    channel plan also removes the consumers' inputs when shrunk: the
+    parameter counts say what the user's file really holds.
+    """
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    before, after = summary["before"], summary["after"]
+    held = "params" if summary["shrunk"] else "nonzero params"
+    key = "params" if summary["shrunk"] else "params_nonzero"
+    n0, n1 = before["params"], after[key]
+    return (f"mask sparsity {summary['sparsity']:.3f}, {held} {n0:,} -> {n1:,} "
+            f"({1 - n1 / max(n0, 1):.1%} fewer), accuracy {fmt(summary['accuracy_before'])} "
+            f"-> {fmt(summary['accuracy_after'])}")
 
 
 def run(argv=None):
