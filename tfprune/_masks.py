@@ -7,7 +7,7 @@ module (Keras and NumPy only).
 import keras
 import numpy as np
 
-__all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask"]
+__all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores"]
 
 
 class MaskConstraint:
@@ -74,3 +74,57 @@ def unit_mask(mask, info, shape=None):
     alive = mask.max(axis=_input_axes(mask.shape, info.out_axes)) if mask.ndim else mask
     shape = tuple(info.bias.shape) if shape is None else tuple(shape)
     return (alive > 0).astype(np.float32).reshape(shape)
+
+
+#: Entries read per slice when scoring a large weight elementwise.
+SLICE = 1 << 20
+
+
+def read_scores(variable, criterion, stats):
+    """``(scores, owned)``: ``criterion``'s scores of ``variable`` as a NumPy array.
+
+    ``owned`` is True when the array is a fresh buffer nobody else holds, so
+    the caller may overwrite it (with the mask). Elementwise criteria
+    (``criterion.elementwise``) are scored slice by slice from the variable,
+    so no full NumPy copy of the weight exists next to the scores; others
+    get one copy of the weight (``np.asarray``; ``convert_to_numpy`` makes
+    two on TensorFlow).
+    """
+    n = int(np.prod(variable.shape))
+    if getattr(criterion, "elementwise", False) and not stats and n:
+        flat = keras.ops.reshape(variable, (-1,))
+        scores = None
+        for a in range(0, n, SLICE):
+            part = np.asarray(criterion.score(keras.ops.convert_to_numpy(flat[a:a + SLICE])))
+            if scores is None:
+                scores = np.empty(n, part.dtype)
+            scores[a:a + part.size] = part
+        return scores.reshape(tuple(variable.shape)), True
+    return criterion.score(np.asarray(variable), stats), False
+
+
+def _row_step(value):
+    return max(1, SLICE // max(1, int(np.prod(value.shape[1:]))))
+
+
+def assign_mask(variable, mask, multiply=False):
+    """``variable = mask`` (or ``variable * mask`` with ``multiply``), by row slices when large.
+
+    On TensorFlow a large variable is written slice by slice in place, so no
+    full-size tensor converted from ``mask`` exists next to the variable
+    (a plain ``assign`` of a NumPy array converts it to a new tensor first).
+    """
+    mask = np.asarray(mask)
+    target = getattr(variable, "value", None)
+    if keras.backend.backend() != "tensorflow" or mask.ndim == 0 or mask.size <= SLICE \
+            or not hasattr(target, "__getitem__"):
+        if multiply:
+            mask = variable * keras.ops.cast(mask, variable.dtype)
+        variable.assign(mask)
+        return
+    step = _row_step(mask)
+    for r in range(0, mask.shape[0], step):
+        part = mask[r:r + step]
+        if multiply:
+            part = target[r:r + step] * keras.ops.cast(part, variable.dtype)
+        target[r:r + step].assign(part)

@@ -28,7 +28,7 @@ from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
-from tfprune._masks import MaskConstraint, UnitMaskConstraint, unit_mask
+from tfprune._masks import MaskConstraint, UnitMaskConstraint, assign_mask, read_scores, unit_mask
 
 __all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
@@ -302,17 +302,22 @@ class PruneWrapper(keras.layers.Wrapper):
         """Returns the new masks (NumPy) for ``sparsity`` without applying them."""
         out = []
         for i, info in enumerate(self._weights_info):
-            w = keras.ops.convert_to_numpy(info.variable)
-            scores = self.criterion.score(w, self.collect_stats(i))
-            out.append(self.granularity.mask(scores, sparsity, info).astype("float32"))
+            scores, owned = read_scores(info.variable, self.criterion, self.collect_stats(i))
+            if owned and type(self.granularity) is granularity_lib.Unstructured:
+                # Large weights: the mask is written over the scores (no second buffer).
+                mask = self.granularity.mask(scores, sparsity, info, out=scores)
+            else:
+                mask = self.granularity.mask(scores, sparsity, info)
+            del scores
+            out.append(np.asarray(mask, np.float32))
         return out
 
     def apply_masks(self, masks):
         """Assigns ``masks`` and zeroes the weights they prune."""
         for info, mask_var, m in zip(self._weights_info, self._masks, masks):
-            mask_var.assign(m)
-            w = keras.ops.convert_to_numpy(info.variable)
-            info.variable.assign((w * m).astype(w.dtype))
+            # In place, by slices: no full-size copies of a possibly huge weight.
+            assign_mask(mask_var, m)
+            assign_mask(info.variable, m, multiply=True)
             if self._masks_bias(info):
                 b = keras.ops.convert_to_numpy(info.bias)
                 info.bias.assign((b * unit_mask(m, info)).astype(b.dtype))
