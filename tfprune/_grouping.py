@@ -79,7 +79,7 @@ def _count(order_scores, sparsity, sizes):
 
 #: Entries handled per slice by the large-array paths of :func:`keep_top`, so
 #: its temporaries stay a few MB whatever the weight's size.
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 
 
 def _float_key(x, dtype):

@@ -77,7 +77,7 @@ def unit_mask(mask, info, shape=None):
 
 
 #: Entries read per slice when scoring a large weight elementwise.
-SLICE = 1 << 20
+SLICE = 1 << 16
 
 
 def read_scores(variable, criterion, stats):
@@ -107,24 +107,25 @@ def _row_step(value):
     return max(1, SLICE // max(1, int(np.prod(value.shape[1:]))))
 
 
-def assign_mask(variable, mask, multiply=False):
-    """``variable = mask`` (or ``variable * mask`` with ``multiply``), by row slices when large.
+def assign_mask(variable, mask):
+    """``variable.assign(mask)``, by row slices in place when large (TensorFlow).
 
-    On TensorFlow a large variable is written slice by slice in place, so no
-    full-size tensor converted from ``mask`` exists next to the variable
-    (a plain ``assign`` of a NumPy array converts it to a new tensor first).
+    A plain ``assign`` of a large NumPy array converts it to a new tensor
+    first (a full-size temporary, two with Keras' conversion); slice-wise
+    strided assignment writes into the variable's buffer. Nothing reads the
+    variable between the slices, so TensorFlow never copies it on write.
     """
     mask = np.asarray(mask)
-    target = getattr(variable, "value", None)
+    handle = getattr(getattr(variable, "value", None), "handle", None)
     if keras.backend.backend() != "tensorflow" or mask.ndim == 0 or mask.size <= SLICE \
-            or not hasattr(target, "__getitem__"):
-        if multiply:
-            mask = variable * keras.ops.cast(mask, variable.dtype)
+            or handle is None:
         variable.assign(mask)
         return
+    import tensorflow as tf  # the backend in use
+
+    mask = mask.astype(variable.dtype, copy=False)
     step = _row_step(mask)
     for r in range(0, mask.shape[0], step):
         part = mask[r:r + step]
-        if multiply:
-            part = target[r:r + step] * keras.ops.cast(part, variable.dtype)
-        target[r:r + step].assign(part)
+        tf.raw_ops.ResourceStridedSliceAssign(
+            ref=handle, begin=[r], end=[r + part.shape[0]], strides=[1], value=part)

@@ -314,16 +314,23 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def apply_masks(self, masks):
         """Assigns ``masks`` and zeroes the weights they prune."""
-        for info, mask_var, m in zip(self._weights_info, self._masks, masks):
-            # In place, by slices: no full-size copies of a possibly huge weight.
+        for mask_var, m in zip(self._masks, masks):
             assign_mask(mask_var, m)
-            assign_mask(info.variable, m, multiply=True)
+        self._zero_pruned()
+
+    def _zero_pruned(self):
+        # Reads the mask variables, so the NumPy masks can be freed first: in
+        # the backend, a large weight costs one temporary of its size here.
+        for info, mask_var in zip(self._weights_info, self._masks):
+            info.variable.assign(info.variable * keras.ops.cast(mask_var, info.variable.dtype))
             if self._masks_bias(info):
                 b = keras.ops.convert_to_numpy(info.bias)
+                m = keras.ops.convert_to_numpy(mask_var)
                 info.bias.assign((b * unit_mask(m, info)).astype(b.dtype))
         for index, variable in self._links.followers:
             v = keras.ops.convert_to_numpy(variable)
-            keep = unit_mask(masks[index], self._weights_info[index], v.shape)
+            m = keras.ops.convert_to_numpy(self._masks[index])
+            keep = unit_mask(m, self._weights_info[index], v.shape)
             variable.assign((v * keep).astype(v.dtype))
         if getattr(self, "_accumulators", None) is not None:
             accumulate.reset(self, self._accumulators)  # per criterion (see accumulate)
@@ -336,7 +343,11 @@ class PruneWrapper(keras.layers.Wrapper):
             sparsity = self.schedule(self.step if step is None else step)
         if step is not None:
             self.pruning_step.assign(step)
-        self.apply_masks(self.compute_masks(sparsity))
+        masks = self.compute_masks(sparsity)
+        for mask_var, m in zip(self._masks, masks):
+            assign_mask(mask_var, m)
+        del masks, m  # peak memory: the scores/mask buffers go before the weights' update
+        self._zero_pruned()
 
     # -- serialisation ----------------------------------------------------
 
