@@ -4,6 +4,8 @@ Used by :class:`tfprune.PruneWrapper` (see its module docstring); a leaf
 module (Keras and NumPy only).
 """
 
+import json
+
 import keras
 import numpy as np
 
@@ -129,3 +131,36 @@ def assign_mask(variable, mask):
         part = mask[r:r + step]
         tf.raw_ops.ResourceStridedSliceAssign(
             ref=handle, begin=[r], end=[r + part.shape[0]], strides=[1], value=part)
+
+
+#: Store key of a pruned layer's settings in weight files (``save_weights``, ``.keras``).
+SETTINGS_KEY = "tfprune_settings"
+
+
+def settings(granularity, infos):
+    """The pruning settings a layer's saved masks depend on, as a JSON string."""
+    return json.dumps({"granularity": repr(granularity), "weights": [i.key for i in infos]})
+
+
+def save_settings(store, settings):
+    """Adds ``settings`` (a JSON string) to a layer's weight ``store``."""
+    store[SETTINGS_KEY] = np.frombuffer(settings.encode("utf-8"), np.uint8)
+
+
+def check_settings(store, settings, layer_name):
+    """The ``store`` without the settings entry; raises if they differ from ``settings``.
+
+    Masks saved under one granularity (or for other weights) would be wrong
+    under another, and Keras would load them silently. Files without the
+    entry (older ones) are accepted as they are.
+    """
+    if SETTINGS_KEY not in store.keys():
+        return store
+    saved = bytes(np.asarray(store[SETTINGS_KEY], np.uint8)).decode("utf-8")
+    if saved != settings:
+        raise ValueError(
+            f"Layer '{layer_name}': the weights file was saved from a model pruned with "
+            f"{saved}, but this model's layer is pruned with {settings}. Load it into a model "
+            "pruned with the same settings (tfprune.prune(..., granularity=...)), or "
+            "tfprune.strip the saved model and prune it again.")
+    return {k: store[k] for k in store.keys() if k != SETTINGS_KEY}

@@ -28,7 +28,8 @@ from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
-from tfprune._masks import MaskConstraint, UnitMaskConstraint, assign_mask, read_scores, unit_mask
+from tfprune._masks import (MaskConstraint, UnitMaskConstraint, assign_mask, check_settings,
+                            read_scores, save_settings, settings, unit_mask)
 
 __all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
@@ -308,7 +309,6 @@ class PruneWrapper(keras.layers.Wrapper):
                 mask = self.granularity.mask(scores, sparsity, info, out=scores)
             else:
                 mask = self.granularity.mask(scores, sparsity, info)
-            del scores
             out.append(np.asarray(mask, np.float32))
         return out
 
@@ -319,8 +319,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self._zero_pruned()
 
     def _zero_pruned(self):
-        # Reads the mask variables, so the NumPy masks can be freed first: in
-        # the backend, a large weight costs one temporary of its size here.
+        # From the mask variables (NumPy masks already freed): one temporary per weight.
         for info, mask_var in zip(self._weights_info, self._masks):
             info.variable.assign(info.variable * keras.ops.cast(mask_var, info.variable.dtype))
             if self._masks_bias(info):
@@ -350,6 +349,14 @@ class PruneWrapper(keras.layers.Wrapper):
         self._zero_pruned()
 
     # -- serialisation ----------------------------------------------------
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        save_settings(store, settings(self.granularity, self._weights_info))
+
+    def load_own_variables(self, store):  # a file of other pruning settings: a clear error
+        mine = settings(self.granularity, self._weights_info)
+        super().load_own_variables(check_settings(store, mine, self.name))
 
     def get_config(self):
         config = super().get_config()
