@@ -104,8 +104,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self._links = types.SimpleNamespace(followers=[])
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
-        # The wrapped layer's first call argument ("inputs", or "query" for
-        # MultiHeadAttention), so keyword-only calls can be forwarded.
+        # The layer's first call argument ("inputs"/"query"): keyword-only calls forward it.
         self._first_arg = next(iter(call_params), None)
 
     def _can_wrap(self, layer):
@@ -113,9 +112,8 @@ class PruneWrapper(keras.layers.Wrapper):
         return prunable.is_prunable(layer)
 
     def __call__(self, *args, **kwargs):
-        # `wrapper(query=q, value=v)`: Keras binds tensors to `call`'s first
-        # positional parameter, so pass the wrapped layer's first argument
-        # positionally (as a functional graph clone also does).
+        # `wrapper(query=q, value=v)`: Keras binds tensors to `call`'s first positional
+        # parameter, so pass the layer's first argument positionally (as a clone does).
         if not args and self._first_arg in kwargs:
             args = (kwargs.pop(self._first_arg),)
         if isinstance(self.layer, keras.layers.MultiHeadAttention) and not self.layer.built \
@@ -343,6 +341,8 @@ class PruneWrapper(keras.layers.Wrapper):
         if step is not None:
             self.pruning_step.assign(step)
         masks = self.compute_masks(sparsity)
+        if type(self).apply_masks is not PruneWrapper.apply_masks:
+            return self.apply_masks(masks)  # a subclass extends apply_masks (compat)
         for mask_var, m in zip(self._masks, masks):
             assign_mask(mask_var, m)
         del masks, m  # peak memory: the scores/mask buffers go before the weights' update
