@@ -298,3 +298,21 @@ def test_fit_without_callback_warns_once():
     assert len(msgs) == 1 and "never advances" in msgs[0]
     with pytest.warns(UserWarning, match="never pruned"):
         tp.strip(pruned)
+
+
+def test_weights_of_other_pruning_settings_fail_to_load_with_a_clear_error(tmp_path):
+    def base():
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="a"),
+                                 keras.layers.Dense(4, name="b")])
+
+    saved = tp.prune(base(), schedule=tp.OneShot(0.5))
+    saved.get_layer("a").update_masks(step=0)
+    path = str(tmp_path / "w.weights.h5")
+    saved.save_weights(path)
+    same = tp.prune(base(), schedule=tp.OneShot(0.5))
+    same.load_weights(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(same.get_layer("a").masks[0]),
+                                  keras.ops.convert_to_numpy(saved.get_layer("a").masks[0]))
+    other = tp.prune(base(), schedule=tp.OneShot(0.5), granularity="channels")
+    with pytest.raises(ValueError, match=r"Layer 'a'.*Unstructured\(\).*Channels\(axis='out'"):
+        other.load_weights(path)

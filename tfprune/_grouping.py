@@ -77,7 +77,51 @@ def _count(order_scores, sparsity, sizes):
     return int(np.searchsorted(np.cumsum(sizes[order]), target - 1e-9)) + 1, order
 
 
-def keep_top(scores, sparsity, min_keep=1, sizes=None):
+#: Entries handled per slice by the large-array paths of :func:`keep_top`, so
+#: its temporaries stay a few MB whatever the weight's size.
+CHUNK = 1 << 18
+
+
+def _float_key(x, dtype):
+    """Integer order key of the float ``x``: ``a < b`` iff ``key(a) < key(b)`` (``-0.0 == 0.0``)."""
+    itype = np.int32 if dtype == np.float32 else np.int64
+    i = int(np.array(x, dtype).view(itype))
+    return i if i >= 0 else -(i & int(np.iinfo(itype).max))
+
+
+def _from_key(key, dtype):
+    itype = np.int32 if dtype == np.float32 else np.int64
+    bits = key if key >= 0 else (-key) | int(np.iinfo(itype).min)
+    return np.array(bits, itype).view(dtype)[()]
+
+
+def _count_le(flat, value):
+    return sum(int(np.count_nonzero(flat[a:a + CHUNK] <= value)) for a in range(0, flat.size, CHUNK))
+
+
+def _kth_smallest(flat, k):
+    """The ``k``-th smallest entry (1-based, NaN last) without copying ``flat``.
+
+    Small arrays use ``np.partition`` (one copy, negligible). Large ones
+    bisect the value's order key (32 or 64 steps, each a chunked count of
+    ``flat <= v``), so the only temporaries are chunk-sized.
+    """
+    if flat.size <= CHUNK:
+        return np.partition(flat, k - 1)[k - 1]
+    dtype = flat.dtype.type
+    lo, hi = _float_key(-np.inf, dtype), _float_key(np.inf, dtype)
+    if _count_le(flat, _from_key(hi, dtype)) < k:
+        return dtype(np.nan)  # the k-th is a NaN: every number is pruned
+    while lo < hi:  # the smallest key whose value has >= k entries at or below it
+        mid = (lo + hi) // 2
+        if _count_le(flat, _from_key(mid, dtype)) >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _from_key(lo, dtype)
+
+
+def keep_top(scores, sparsity, min_keep=1, sizes=None, out=None):
     r"""Binary mask of ``scores``' shape keeping the highest, pruning the lowest.
 
     With ``n`` entries it prunes the ``k`` lowest, where
@@ -92,6 +136,11 @@ def keep_top(scores, sparsity, min_keep=1, sizes=None):
     first, so the mask is deterministic and the same on every platform. NaN
     scores rank highest (pruned last).
 
+    Memory: without ``sizes`` the only full-size allocation is the float32
+    result (no sort, no index array, no float64 copy of float scores); pass
+    ``out=scores`` (a float32 array you own) to write the mask over the
+    scores instead.
+
     >>> keep_top(np.array([3., 1., 2., 4.]), 0.5).tolist()
     [1.0, 0.0, 0.0, 1.0]
     >>> keep_top(np.array([1., 1., 1., 1.]), 0.5).tolist()       # ties: by index
@@ -99,22 +148,44 @@ def keep_top(scores, sparsity, min_keep=1, sizes=None):
     >>> keep_top(np.array([1., 2., 3.]), 0.5, sizes=[4, 1, 1]).tolist()   # 3 of 6 weights
     [0.0, 1.0, 1.0]
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    flat = np.where(np.isnan(scores), np.inf, scores).reshape(-1)
-    n = flat.size
-    k, order = _count(flat, sparsity, sizes)
-    k = max(0, min(k, n - min_keep))
-    mask = np.ones(n, dtype=np.float32)
-    if order is not None:
+    scores = np.asarray(scores)
+    if sizes is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        flat = np.where(np.isnan(scores), np.inf, scores).reshape(-1)
+        k, order = _count(flat, sparsity, sizes)
+        k = max(0, min(k, flat.size - min_keep))
+        mask = np.ones(flat.size, dtype=np.float32)
         mask[order[:k]] = 0.0
-    elif k:
-        # O(n) selection (no full sort: this runs on every mask update, between
-        # training steps): everything below the k-th value, then the first of
-        # the ties at it by index.
-        kth = np.partition(flat, k - 1)[k - 1]
-        below = flat < kth
-        mask[below] = 0.0
-        mask[np.flatnonzero(flat == kth)[:k - int(below.sum())]] = 0.0
+        return mask.reshape(scores.shape)
+    if not np.issubdtype(scores.dtype, np.floating) or scores.dtype.itemsize < 4:
+        scores = scores.astype(np.float64)
+    flat = np.ascontiguousarray(scores).reshape(-1)
+    n = flat.size
+    k = max(0, min(int(round(float(sparsity) * n)), n - min_keep))
+    usable = out is not None and out.dtype == np.float32 and out.shape == scores.shape \
+        and out.flags.c_contiguous
+    mask = out.reshape(-1) if usable else np.empty(n, np.float32)
+    if not k:
+        mask[:] = 1.0
+        return mask.reshape(scores.shape)
+    # O(n) selection: everything below the k-th value is pruned, then the first
+    # of the ties at it by index. Done slice by slice so `mask` may be `scores`.
+    kth = _kth_smallest(flat, k)
+    if np.isnan(kth):
+        below = lambda c: ~np.isnan(c)  # noqa: E731
+        ties = np.isnan
+    else:
+        below = lambda c: c < kth  # noqa: E731
+        ties = lambda c: c == kth  # noqa: E731
+    extra = k - sum(int(np.count_nonzero(below(flat[a:a + CHUNK]))) for a in range(0, n, CHUNK))
+    for a in range(0, n, CHUNK):
+        part = flat[a:a + CHUNK]
+        keep = ~below(part)
+        if extra > 0:
+            tied = np.flatnonzero(ties(part))[:extra]
+            keep[tied] = False
+            extra -= tied.size
+        mask[a:a + CHUNK] = keep
     return mask.reshape(scores.shape)
 
 

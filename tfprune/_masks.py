@@ -4,10 +4,12 @@ Used by :class:`tfprune.PruneWrapper` (see its module docstring); a leaf
 module (Keras and NumPy only).
 """
 
+import json
+
 import keras
 import numpy as np
 
-__all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask"]
+__all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores"]
 
 
 class MaskConstraint:
@@ -74,3 +76,91 @@ def unit_mask(mask, info, shape=None):
     alive = mask.max(axis=_input_axes(mask.shape, info.out_axes)) if mask.ndim else mask
     shape = tuple(info.bias.shape) if shape is None else tuple(shape)
     return (alive > 0).astype(np.float32).reshape(shape)
+
+
+#: Entries read per slice when scoring a large weight elementwise.
+SLICE = 1 << 16
+
+
+def read_scores(variable, criterion, stats):
+    """``(scores, owned)``: ``criterion``'s scores of ``variable`` as a NumPy array.
+
+    ``owned`` is True when the array is a fresh buffer nobody else holds, so
+    the caller may overwrite it (with the mask). Elementwise criteria
+    (``criterion.elementwise``) are scored slice by slice from the variable,
+    so no full NumPy copy of the weight exists next to the scores; others
+    get one copy of the weight (``np.asarray``; ``convert_to_numpy`` makes
+    two on TensorFlow).
+    """
+    n = int(np.prod(variable.shape))
+    if getattr(criterion, "elementwise", False) and not stats and n:
+        flat = keras.ops.reshape(variable, (-1,))
+        scores = None
+        for a in range(0, n, SLICE):
+            part = np.asarray(criterion.score(keras.ops.convert_to_numpy(flat[a:a + SLICE])))
+            if scores is None:
+                scores = np.empty(n, part.dtype)
+            scores[a:a + part.size] = part
+        return scores.reshape(tuple(variable.shape)), True
+    return criterion.score(np.asarray(variable), stats), False
+
+
+def _row_step(value):
+    return max(1, SLICE // max(1, int(np.prod(value.shape[1:]))))
+
+
+def assign_mask(variable, mask):
+    """``variable.assign(mask)``, by row slices in place when large (TensorFlow).
+
+    A plain ``assign`` of a large NumPy array converts it to a new tensor
+    first (a full-size temporary, two with Keras' conversion); slice-wise
+    strided assignment writes into the variable's buffer. Nothing reads the
+    variable between the slices, so TensorFlow never copies it on write.
+    """
+    mask = np.asarray(mask)
+    handle = getattr(getattr(variable, "value", None), "handle", None)
+    if keras.backend.backend() != "tensorflow" or mask.ndim == 0 or mask.size <= SLICE \
+            or handle is None:
+        variable.assign(mask)
+        return
+    import tensorflow as tf  # the backend in use
+
+    mask = mask.astype(variable.dtype, copy=False)
+    step = _row_step(mask)
+    for r in range(0, mask.shape[0], step):
+        part = mask[r:r + step]
+        tf.raw_ops.ResourceStridedSliceAssign(
+            ref=handle, begin=[r], end=[r + part.shape[0]], strides=[1], value=part)
+
+
+#: Store key of a pruned layer's settings in weight files (``save_weights``, ``.keras``).
+SETTINGS_KEY = "tfprune_settings"
+
+
+def settings(granularity, infos):
+    """The pruning settings a layer's saved masks depend on, as a JSON string."""
+    return json.dumps({"granularity": repr(granularity), "weights": [i.key for i in infos]})
+
+
+def save_settings(store, settings):
+    """Adds ``settings`` (a JSON string) to a layer's weight ``store``."""
+    store[SETTINGS_KEY] = np.frombuffer(settings.encode("utf-8"), np.uint8)
+
+
+def check_settings(store, settings, layer_name):
+    """The ``store`` without the settings entry; raises if they differ from ``settings``.
+
+    Masks saved under one granularity (or for other weights) would be wrong
+    under another, and Keras would load them silently. Files without the
+    entry (older ones) are accepted as they are.
+    """
+    if SETTINGS_KEY not in store.keys():
+        return store
+    saved = bytes(np.asarray(store[SETTINGS_KEY], np.uint8)).decode("utf-8")
+    if saved != settings:
+        raise ValueError(
+            f"Layer '{layer_name}': the weights file was saved from a model pruned with "
+            f"{saved}, but this model's layer is pruned with {settings}. Load it into a model "
+            "pruned with the same settings (tfprune.prune(..., granularity=...)), or "
+            "tfprune.strip the saved model and prune it again.")
+    return {k: store[k] for k in store.keys() if k != SETTINGS_KEY}

@@ -101,8 +101,13 @@ def _clone_layer(layer):
 
 def _copy_weights(pairs):
     for src, dst in pairs:
-        if getattr(src, "weights", None):
-            dst.set_weights(src.get_weights())
+        if not getattr(src, "weights", None):
+            continue
+        if [tuple(v.shape) for v in src.weights] == [tuple(v.shape) for v in dst.weights]:
+            for a, b in zip(src.weights, dst.weights):
+                b.assign(a)  # variable to variable: no NumPy copy of large weights
+        else:
+            dst.set_weights(src.get_weights())  # raises its clear shape error
 
 
 def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",

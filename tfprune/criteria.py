@@ -52,6 +52,10 @@ class Criterion(ConfigObject):
     needs_gradients = False
     #: True if the criterion needs activation statistics of the layer output.
     needs_activations = False
+    #: True if ``score(w)[i]`` depends on ``w[i]`` alone (and no statistics):
+    #: the wrapper then scores large weights slice by slice, never holding a
+    #: full NumPy copy of the weight next to its scores.
+    elementwise = False
 
     def score(self, weight, stats=None):
         raise NotImplementedError
@@ -79,6 +83,8 @@ class Magnitude(Criterion):
     [2.0, 3.0]
     """
 
+    elementwise = True
+
     def score(self, weight, stats=None):
         return np.abs(weight)
 
@@ -94,6 +100,8 @@ class L2(Criterion):
     >>> L2().score(np.array([2., -3.])).tolist()
     [4.0, 9.0]
     """
+
+    elementwise = True
 
     def score(self, weight, stats=None):
         return np.square(weight)

@@ -46,6 +46,11 @@ class Unstructured(Granularity):
         scores = np.asarray(scores)
         return scores, lambda keep: keep.reshape(scores.shape)
 
+    def mask(self, scores, sparsity, weight, out=None):
+        # No group reduction: select on the scores directly, optionally
+        # writing the mask over them (``out``, see ``keep_top``).
+        return keep_top(scores, sparsity, out=out)
+
 
 def get(identifier):
     """Returns a :class:`Granularity` from a name, a shorthand, an instance or a config.

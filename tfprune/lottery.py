@@ -12,13 +12,13 @@ after the last finished round.
 """
 
 import json
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from tfprune import api
+from tfprune._io import atomic_write
 from tfprune._checks import fraction, integer, one_of
 from tfprune._walk import layer_weights
 from tfprune.finetune import FrozenMasks
@@ -141,9 +141,7 @@ def _keep(scores, target, alive):
 
 
 def _save_npz(path, arrays):
-    tmp = str(path) + ".tmp.npz"
-    np.savez(tmp, *arrays)
-    os.replace(tmp, path)
+    atomic_write(path, writer=lambda f: np.savez(f, *arrays))
 
 
 def _load_npz(path):
@@ -216,7 +214,7 @@ def imp(build_fn_or_model, train_fn, rounds, rate_per_round, rewind_to="init",
                     f"tfprune.lottery.imp: {state} holds a run with different settings "
                     f"({saved}); use another state_dir or the same arguments ({config}).")
         else:
-            cfg_path.write_text(json.dumps(config))
+            atomic_write(cfg_path, json.dumps(config))
         if (state / "init.npz").exists():
             for v, a in zip(rewindable, _load_npz(state / "init.npz")):
                 v.assign(a)
@@ -273,7 +271,7 @@ def imp(build_fn_or_model, train_fn, rounds, rate_per_round, rewind_to="init",
             else:
                 _save_npz(state / "final.npz", [keras.ops.convert_to_numpy(v) for v in rewindable])
             # Written last: a round counts as finished only once this exists.
-            (state / f"round_{r}.json").write_text(json.dumps(row))
+            atomic_write(state / f"round_{r}.json", json.dumps(row))
         if r < rounds:
             _set_masks(wrappers, new)
             _rewind(wrappers, rewindable, rewind)

@@ -28,7 +28,8 @@ from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
-from tfprune._masks import MaskConstraint, UnitMaskConstraint, unit_mask
+from tfprune._masks import (MaskConstraint, UnitMaskConstraint, assign_mask, check_settings,
+                            read_scores, save_settings, settings, unit_mask)
 
 __all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
@@ -103,8 +104,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self._links = types.SimpleNamespace(followers=[])
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
-        # The wrapped layer's first call argument ("inputs", or "query" for
-        # MultiHeadAttention), so keyword-only calls can be forwarded.
+        # The layer's first call argument ("inputs"/"query"): keyword-only calls forward it.
         self._first_arg = next(iter(call_params), None)
 
     def _can_wrap(self, layer):
@@ -112,9 +112,8 @@ class PruneWrapper(keras.layers.Wrapper):
         return prunable.is_prunable(layer)
 
     def __call__(self, *args, **kwargs):
-        # `wrapper(query=q, value=v)`: Keras binds tensors to `call`'s first
-        # positional parameter, so pass the wrapped layer's first argument
-        # positionally (as a functional graph clone also does).
+        # `wrapper(query=q, value=v)`: Keras binds tensors to `call`'s first positional
+        # parameter, so pass the layer's first argument positionally (as a clone does).
         if not args and self._first_arg in kwargs:
             args = (kwargs.pop(self._first_arg),)
         if isinstance(self.layer, keras.layers.MultiHeadAttention) and not self.layer.built \
@@ -302,23 +301,33 @@ class PruneWrapper(keras.layers.Wrapper):
         """Returns the new masks (NumPy) for ``sparsity`` without applying them."""
         out = []
         for i, info in enumerate(self._weights_info):
-            w = keras.ops.convert_to_numpy(info.variable)
-            scores = self.criterion.score(w, self.collect_stats(i))
-            out.append(self.granularity.mask(scores, sparsity, info).astype("float32"))
+            scores, owned = read_scores(info.variable, self.criterion, self.collect_stats(i))
+            if owned and type(self.granularity) is granularity_lib.Unstructured:
+                # Large weights: the mask is written over the scores (no second buffer).
+                mask = self.granularity.mask(scores, sparsity, info, out=scores)
+            else:
+                mask = self.granularity.mask(scores, sparsity, info)
+            out.append(np.asarray(mask, np.float32))
         return out
 
     def apply_masks(self, masks):
         """Assigns ``masks`` and zeroes the weights they prune."""
-        for info, mask_var, m in zip(self._weights_info, self._masks, masks):
-            mask_var.assign(m)
-            w = keras.ops.convert_to_numpy(info.variable)
-            info.variable.assign((w * m).astype(w.dtype))
+        for mask_var, m in zip(self._masks, masks):
+            assign_mask(mask_var, m)
+        self._zero_pruned()
+
+    def _zero_pruned(self):
+        # From the mask variables (NumPy masks already freed): one temporary per weight.
+        for info, mask_var in zip(self._weights_info, self._masks):
+            info.variable.assign(info.variable * keras.ops.cast(mask_var, info.variable.dtype))
             if self._masks_bias(info):
                 b = keras.ops.convert_to_numpy(info.bias)
+                m = keras.ops.convert_to_numpy(mask_var)
                 info.bias.assign((b * unit_mask(m, info)).astype(b.dtype))
         for index, variable in self._links.followers:
             v = keras.ops.convert_to_numpy(variable)
-            keep = unit_mask(masks[index], self._weights_info[index], v.shape)
+            m = keras.ops.convert_to_numpy(self._masks[index])
+            keep = unit_mask(m, self._weights_info[index], v.shape)
             variable.assign((v * keep).astype(v.dtype))
         if getattr(self, "_accumulators", None) is not None:
             accumulate.reset(self, self._accumulators)  # per criterion (see accumulate)
@@ -331,9 +340,23 @@ class PruneWrapper(keras.layers.Wrapper):
             sparsity = self.schedule(self.step if step is None else step)
         if step is not None:
             self.pruning_step.assign(step)
-        self.apply_masks(self.compute_masks(sparsity))
+        masks = self.compute_masks(sparsity)
+        if type(self).apply_masks is not PruneWrapper.apply_masks:
+            return self.apply_masks(masks)  # a subclass extends apply_masks (compat)
+        for mask_var, m in zip(self._masks, masks):
+            assign_mask(mask_var, m)
+        del masks, m  # peak memory: the scores/mask buffers go before the weights' update
+        self._zero_pruned()
 
     # -- serialisation ----------------------------------------------------
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        save_settings(store, settings(self.granularity, self._weights_info))
+
+    def load_own_variables(self, store):  # a file of other pruning settings: a clear error
+        mine = settings(self.granularity, self._weights_info)
+        super().load_own_variables(check_settings(store, mine, self.name))
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,145 @@
+"""Peak memory and time of pruning a large model and running its first mask update.
+
+    python tools/bench_memory.py                          # 1e5 .. 1e8 parameters
+    python tools/bench_memory.py --sizes 1e5,1e6 --kinds embedding
+    PYTHONPATH=. python tools/bench_memory.py --compare ../old-checkout   # before/after
+
+Each (model, size) runs in a fresh Python process. The process builds the
+dense model (its weights exist), records its resident memory, resets the
+kernel's peak-RSS counter (``/proc/self/clear_refs``), then runs
+``tfprune.prune`` (the pruned copy and its masks) and the first mask update
+(magnitude, unstructured, 50%) of every pruned layer, and reads the peak
+(``VmHWM``). One small model (1e6 parameters) is pruned and updated first
+and freed, so one-off costs of a first call (imports, kernels: ~5 MB) are
+not counted against the weights. Reported: the peak added over the baseline as a multiple of the
+model's weight bytes, split into pruning (copy + masks) and the whole run,
+and the seconds of the mask update alone.
+
+Models: ``embedding`` is one ``Embedding(n / 128, 128)``; ``dense`` is one
+square ``Dense(d)`` on ``d`` inputs with ``d * d ~ n``. Linux only.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak():
+    # Writing 5 resets VmHWM to the current RSS (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def build(kind, size):
+    """The dense model of about ``size`` parameters (weights initialised)."""
+    import keras
+    if kind == "embedding":
+        rows = max(1, int(round(size / 128)))
+        model = keras.Sequential([keras.Input((4,), dtype="int32"),
+                                  keras.layers.Embedding(rows, 128)])
+    else:
+        d = max(2, int(round(size ** 0.5)))
+        model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(d, use_bias=False)])
+    return model
+
+
+def _trim():
+    # Return freed heap pages (the initialisers' temporaries) to the system, so
+    # the baseline is what the model holds, not what malloc kept cached.
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def worker(kind, size):
+    import keras
+    import numpy as np
+
+    import tfprune as tp
+
+    # Warm-up: one small prune + update first, so imports, kernels and caches
+    # that any first call pays once are not counted against the weights.
+    warm = tp.prune(build(kind, 10**6), schedule=tp.OneShot(0.5))
+    for layer in warm.layers:
+        if isinstance(layer, tp.PruneWrapper):
+            layer.update_masks(step=0)
+    del warm
+    model = build(kind, size)
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    _trim()
+    base = _status_kb("VmRSS")
+    _reset_peak()
+    pruned = tp.prune(model, schedule=tp.OneShot(0.5))
+    after_prune_peak = _status_kb("VmHWM")
+    wrappers = [layer for layer in pruned.layers if isinstance(layer, tp.PruneWrapper)]
+    start = time.perf_counter()
+    for w in wrappers:
+        w.update_masks(step=0)
+    update_s = time.perf_counter() - start
+    peak = _status_kb("VmHWM")
+    kept = float(np.mean(keras.ops.convert_to_numpy(wrappers[0].masks[0])))
+    print(json.dumps({
+        "kind": kind, "params": weight_bytes // 4, "weight_mb": weight_bytes / 2**20,
+        "prune_x": (after_prune_peak - base) / weight_bytes,
+        "total_x": (peak - base) / weight_bytes, "update_s": update_s, "kept": kept}))
+
+
+def run(kind, size, tree=None):
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = tree
+    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--size", str(size)],
+                         capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1e5,1e6,1e7,1e8")
+    p.add_argument("--kinds", default="embedding,dense")
+    p.add_argument("--compare", default=None,
+                   help="another checkout of tfprune (e.g. the previous release) run "
+                        "alternately with this one, for a before/after table")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=float, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args.worker, int(args.size))
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    print(f"{platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, "
+          f"tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}")
+    trees = [("before", args.compare), ("after", os.environ.get("PYTHONPATH", ""))] \
+        if args.compare else [("", None)]
+    print("| model | parameters | weights MB |" + (" tfprune |" if args.compare else "")
+          + " peak added by prune (x weights) | peak added by prune + first update"
+          " (x weights) | mask update s |")
+    print("|---|---|---|" + ("---|" if args.compare else "") + "---|---|---|")
+    for size in (int(float(s)) for s in args.sizes.split(",")):
+        for kind in args.kinds.split(","):
+            for label, tree in trees:  # one process each, alternating
+                r = run(kind, size, tree)
+                col = f" {label} |" if args.compare else ""
+                print(f"| {kind} | {r['params']:.2e} | {r['weight_mb']:.1f} |{col} "
+                      f"{r['prune_x']:.2f} | {r['total_x']:.2f} | {r['update_s']:.3f} |",
+                      flush=True)
+
+if __name__ == "__main__":
+    main()
