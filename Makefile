@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-structure bench-export bench-recipes clean
+.PHONY: demo test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-structure bench-zoo bench-export bench-recipes clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-sensitivity: $(STAMP)
 
 bench-structure: $(STAMP)
 	$(PY) tools/bench_structure.py
+
+bench-zoo: $(STAMP)
+	$(PY) tools/bench_zoo.py
 
 bench-export: $(STAMP)
 	$(PY) tools/bench_export.py
