@@ -88,7 +88,7 @@ def test_grouped_conv_prunes_the_same_channels_in_every_group():
     assert small.get_layer("gbn").gamma.shape == (12,)
 
 
-def test_grouped_conv_keeps_each_group_whole_on_its_weights():
+def test_grouped_conv_kernel_keeps_the_same_columns_of_every_group():
     """The pruned grouped conv equals the dense one restricted to the kept channels."""
     model = _model(KINDS["grouped_conv"])
     sm.randomize(model)

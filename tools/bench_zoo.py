@@ -10,10 +10,11 @@ input: ``--size`` or the minimum the constructor accepts if larger):
 * LiteRT latency ratio dense / pruned: both exported with
   ``tp.export.to_tflite(model, sparse="none")`` (float, batch 1), timed with 1
   thread in interleaved rounds in one process (order reversed every other
-  round), the median over rounds of the per-round ratio.
+  round), the median over rounds of the per-round ratio (and, in brackets,
+  the ratio of the two medians: where they disagree the machine was noisy).
 
 Rows are printed as each model finishes (a Markdown table), and written to
-``--output`` (JSON) at the end. Models listed in ``--skip`` are left out.
+``--output`` (JSON) after every model. Models listed in ``--skip`` are left out.
 
     python tools/bench_zoo.py                           # every model but the --skip list
     python tools/bench_zoo.py --skip= --rounds=5        # every model, shorter timing
@@ -43,7 +44,7 @@ flags.DEFINE_list("skip", ["ConvNeXtLarge", "ConvNeXtXLarge", "EfficientNetV2L",
                            "EfficientNetB7", "NASNetLarge"],
                   "Models left out (pass --skip= to run all).")
 flags.DEFINE_integer("rounds", 8, "Interleaved latency rounds.")
-flags.DEFINE_integer("runs", 5, "Invokes per model per round.")
+flags.DEFINE_integer("runs", 8, "Invokes per model per round.")
 flags.DEFINE_string("output", "/tmp/bench_zoo.json", "Where to write the rows (JSON).")
 
 # Smallest input each constructor accepts, where above 32.
@@ -77,7 +78,7 @@ def row(name, size):
              "pruned": tp.export.to_tflite(small, sparse="none")}
     check = litert_matches(small, blobs["pruned"], s)
     timings = time_interleaved(blobs, threads=1, rounds=FLAGS.rounds, runs=FLAGS.runs,
-                               warmup=2)
+                               warmup=5)
     if timings.errors:
         raise RuntimeError(f"LiteRT: {timings.errors}")
     return {
@@ -87,6 +88,7 @@ def row(name, size):
         "flops": dense["flops"], "flops_pruned": pruned["flops"],
         "ms_dense": 1e3 * timings.median("dense"), "ms_pruned": 1e3 * timings.median("pruned"),
         "speedup": timings.ratio("dense", "pruned"),
+        "speedup_of_medians": timings.median("dense") / timings.median("pruned"),
         "litert_matches": check, "prune_seconds": round(prune_s, 1), "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -107,7 +109,7 @@ def litert_matches(model, blob, size):
 
 HEAD = ("| model | input | groups prunable / all | params dense -> pruned | "
         "MFLOPs dense -> pruned | FLOPs ratio | LiteRT ms dense / pruned (1T) | "
-        "latency ratio dense/pruned | pruned LiteRT = Keras |")
+        "latency ratio dense/pruned (ratio of medians) | pruned LiteRT = Keras |")
 
 
 def markdown(r):
@@ -117,7 +119,8 @@ def markdown(r):
             f"{r['params'] / 1e6:.2f}M -> {r['params_pruned'] / 1e6:.2f}M | "
             f"{r['flops'] / 1e6:.0f} -> {r['flops_pruned'] / 1e6:.0f} | "
             f"{r['flops'] / r['flops_pruned']:.2f}x | "
-            f"{r['ms_dense']:.1f} / {r['ms_pruned']:.1f} | {r['speedup']:.2f}x | "
+            f"{r['ms_dense']:.2f} / {r['ms_pruned']:.2f} | {r['speedup']:.2f}x "
+            f"({r['speedup_of_medians']:.2f}x) | "
             f"{'yes' if r['litert_matches'] else 'NO'} |")
 
 
@@ -134,15 +137,19 @@ def main(argv):
             r = row(name, FLAGS.size)
         except Exception as e:  # noqa: BLE001 - a failing model is a row of the table
             r = {"model": name, "error": f"{type(e).__name__}: {str(e)[:160]}"}
+        r["load_average"] = os.getloadavg()[0]
         rows.append(r)
         print(markdown(r), flush=True)
         keras.backend.clear_session()
-    skipped = [n for n in all_models() if n not in names]
-    print(f"skipped: {', '.join(skipped) or 'none'}")
+        save(rows, [n for n in all_models() if n not in names])  # after every row
+    print(f"not run: {', '.join(n for n in all_models() if n not in names) or 'none'}")
     print(f"load average at end: {os.getloadavg()}", flush=True)
+
+
+def save(rows, skipped):
     with open(FLAGS.output, "w") as f:
         json.dump({"machine": machine_line("ai-edge-litert"), "rows": rows,
-                   "skipped": skipped, "flags": {k: FLAGS[k].value for k in (
+                   "not_run": skipped, "flags": {k: FLAGS[k].value for k in (
                        "size", "factor", "round_to", "rounds", "runs")}}, f, indent=1)
 
 
