@@ -32,7 +32,7 @@ FAST = {"MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "Con
 
 # Also in CI, marked slow; every other model only with TFPRUNE_ZOO=all (the same blocks
 # as a smaller sibling that runs; up to minutes of CPU each on 2 cores).
-SLOW = {"ConvNeXtSmall", "DenseNet169", "EfficientNetB1", "EfficientNetV2B1", "ResNet101V2"}
+SLOW = {"EfficientNetB1", "EfficientNetV2B1"}
 EVERY_MODEL = os.environ.get("TFPRUNE_ZOO") == "all"
 
 # Random weights through 200+ layers amplify float32 rounding (EfficientNetV2L: 1e-2
@@ -47,7 +47,7 @@ ALL = sorted(n for n in dir(keras.applications)
 # dominates (seconds to minutes per model), so CI runs one model per family and
 # tools/bench_zoo.py runs the same checks on every model (see docs/BENCHMARKS.md).
 BUDGET_FAST = {"MobileNetV3Small", "MobileNetV2", "EfficientNetB0"}
-BUDGET = BUDGET_FAST | {"ConvNeXtTiny", "ResNet50V2", "DenseNet121", "NASNetMobile"}
+BUDGET = BUDGET_FAST | {"ConvNeXtTiny", "ResNet50V2"}
 
 
 def _param(name, fast, slow):
