@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-export bench-recipes clean
+.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-export bench-recipes clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-allocation: $(STAMP)
 
 bench-structure: $(STAMP)
 	$(PY) tools/bench_structure.py
+
+bench-zoo: $(STAMP)
+	$(PY) tools/bench_zoo.py
 
 bench-export: $(STAMP)
 	$(PY) tools/bench_export.py

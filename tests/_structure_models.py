@@ -149,12 +149,16 @@ def randomize(model, seed=0):
         values = []
         for w in layer.weights:
             shape = tuple(w.shape)
-            if "variance" in w.name:
+            if "int" in str(w.dtype):  # counters (Normalization.count)
+                values.append(keras.ops.convert_to_numpy(w))
+            elif "variance" in w.name:
                 values.append(rng.uniform(0.5, 1.5, shape).astype("float32"))
             else:
                 values.append(rng.normal(0, 0.3, shape).astype("float32"))
         if values:
             layer.set_weights(values)
+            if isinstance(layer, keras.layers.Normalization):
+                layer.finalize_state()  # its mean/variance tensors follow the weights
 
 
 def zero_channels(g, group, channels, side):
@@ -204,3 +208,21 @@ def depth_multiplier():
 
 
 PATTERNS["depth_multiplier"] = depth_multiplier
+
+
+def zero_vs_remove(model, atol=1e-4):
+    """Zeroes a third of every prunable group's consumer rows; removing them keeps outputs."""
+    import tfprune as tp
+    randomize(model)
+    g = tp.structure.graph(model)
+    for group in g.prunable_groups:
+        zero_channels(g, group, range(0, group.size, 3), "consumer")
+    xs = [sample_input(keras.Model(t, t), n=3, seed=i) for i, t in enumerate(model.inputs)]
+    xs = xs if len(xs) > 1 else xs[0]
+    before = keras.tree.map_structure(np.asarray, model(xs, training=False))
+    small = tp.structure.remove_dead_channels(model)
+    after = keras.tree.map_structure(np.asarray, small(xs, training=False))
+    for a, b in zip(keras.tree.flatten(after), keras.tree.flatten(before)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=atol * max(1.0, np.abs(b).max()), rtol=0)
+    return small

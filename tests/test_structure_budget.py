@@ -1,6 +1,7 @@
 """ratio_for_flops: the least pruning that reaches a FLOP reduction factor."""
 
 import keras
+import numpy as np
 import pytest
 
 import tfprune as tp
@@ -154,3 +155,58 @@ def test_fill_by_measured_latency_meets_the_budget():
 def test_bad_fill(fill):
     with pytest.raises(ValueError, match="fill must be False, True, 'latency' or a callable"):
         tp.structure.ratio_for_flops(_mlp(), 2.0, fill=fill)
+
+
+@pytest.mark.parametrize("plan, error, match", [
+    ({"h1": 1.0}, ValueError, r"plan\['h1'\]=1.0 would remove every channel"),
+    ({"h1": "x"}, TypeError, r"`plan\['h1'\]` must be a number"),
+    ({"o": 0.5}, ValueError, "output channels of 'o' cannot be pruned"),
+])
+def test_bad_plan_errors_name_ratio_for_flops(plan, error, match):
+    with pytest.raises(error, match=match) as e:
+        tp.structure.ratio_for_flops(_mlp(), 2.0, plan=plan)
+    assert str(e.value).startswith("ratio_for_flops: ")
+
+
+def test_model_without_prunable_group_is_refused_by_ratio_for_flops():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="out")])
+    with pytest.raises(ValueError, match="ratio_for_flops: .*no prunable channel group.*explain"):
+        tp.structure.ratio_for_flops(model, 2.0)
+
+
+def test_subclassed_model_is_refused_by_ratio_for_flops():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="prune_layer") as e:
+        tp.structure.ratio_for_flops(net, 2.0)
+    assert "structure.explain" in str(e.value)
+
+
+def test_budget_bisects_on_the_cost_model_and_meets_it_for_real():
+    """No rebuild per bisection step: the widths' count, checked on the rebuilt model."""
+    model = _small_resnet()
+    from tfprune.structure import widths as widths_lib
+    built = []
+    real = widths_lib.Widths.real
+
+    def counting(self, keep):
+        built.append(1)
+        return real(self, keep)
+
+    widths_lib.Widths.real = counting
+    try:
+        r = tp.structure.ratio_for_flops(model, 2.0, round_to=8)
+    finally:
+        widths_lib.Widths.real = real
+    assert len(built) <= 3  # the widest cut and the answer (cached)
+    small = tp.structure.prune_channels(model, r, round_to=8)
+    dense = tp.structure.count(model)["flops"]
+    assert tp.structure.count(small)["flops"] <= dense / 2.0

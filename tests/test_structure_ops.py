@@ -21,23 +21,6 @@ def _model(body, shape=(8, 8, 3), name="m"):
     return keras.Model(inp, L.Dense(2, name="out")(x), name=name)
 
 
-def _zero_vs_remove(model, atol=1e-4):
-    """Zeroes a third of every prunable group's consumer rows; removing them keeps outputs."""
-    sm.randomize(model)
-    g = tp.structure.graph(model)
-    for group in g.prunable_groups:
-        sm.zero_channels(g, group, range(0, group.size, 3), "consumer")
-    xs = [sm.sample_input(keras.Model(t, t), n=3, seed=i) for i, t in enumerate(model.inputs)]
-    xs = xs if len(xs) > 1 else xs[0]
-    before = keras.tree.map_structure(np.asarray, model(xs, training=False))
-    small = tp.structure.remove_dead_channels(model)
-    after = keras.tree.map_structure(np.asarray, small(xs, training=False))
-    for a, b in zip(keras.tree.flatten(after), keras.tree.flatten(before)):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, atol=atol * max(1.0, np.abs(b).max()), rtol=0)
-    return small
-
-
 @pytest.mark.parametrize("body", [
     lambda x: x + 3.0,
     lambda x: 2.0 * x - 1.0,
@@ -58,7 +41,7 @@ def test_elementwise_and_layout_ops_pass_channels_through(body):
     small = tp.structure.prune_channels(model, 0.5)
     assert small.get_layer("c1").filters == 6
     assert small.get_layer("c2").filters == 3
-    _zero_vs_remove(model)
+    sm.zero_vs_remove(model)
 
 
 def test_squeeze_excite_op_ties_features_and_gate():
@@ -73,7 +56,7 @@ def test_squeeze_excite_op_ties_features_and_gate():
     assert g.group_of("c1").prunable
     small = tp.structure.prune_channels(model, 0.25)
     assert small.get_layer("se_expand").filters == small.get_layer("c1").filters == 9
-    _zero_vs_remove(model)
+    sm.zero_vs_remove(model)
 
 
 @pytest.mark.parametrize("body, reason", [
@@ -142,7 +125,7 @@ def test_matmul_and_einsum():
     assert g.group_of("v").prunable and g.group_of("v") is not g.group_of("a")
     small = tp.structure.prune_channels(model, 0.5)
     assert small.get_layer("v").units == 5 and small.get_layer("a").units == 8
-    _zero_vs_remove(model)
+    sm.zero_vs_remove(model)
 
 
 def test_costs_count_ops_matmul():
@@ -204,7 +187,7 @@ def test_unet_heads_and_inputs_prune_and_match_zeroed(make, layers):
     assert tp.structure.count(small)["flops"] < tp.structure.count(model)["flops"]
     if make is two_inputs:
         assert g.group_of("conv") is g.group_of("meta_fc")
-    _zero_vs_remove(model)
+    sm.zero_vs_remove(model)
 
 
 def test_nested_model_with_ops_inside():
@@ -216,7 +199,7 @@ def test_nested_model_with_ops_inside():
     model = keras.Model(inp, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
     g = tp.structure.graph(model)
     assert g.group_of("stem") is g.group_of("block/inner") and g.group_of("stem").prunable
-    _zero_vs_remove(model)
+    sm.zero_vs_remove(model)
 
 
 # -- bad input -------------------------------------------------------------------
@@ -265,17 +248,6 @@ def test_explain_lists_every_group_with_its_blocker():
     text, html = str(report), report._repr_html_()
     assert "why not" in text and "<table>" in html
     assert report.skipped == g.skipped
-
-
-def test_depthwise_like_grouped_conv_is_pruned_other_groups_are_skipped():
-    model = _model(lambda x: L.Conv2D(12, 3, padding="same", groups=12, name="gdw")(x))
-    g = tp.structure.graph(model)
-    assert g.group_of("c1") is g.group_of("gdw") and g.group_of("c1").prunable
-    small = tp.structure.prune_channels(model, 0.5)
-    assert small.get_layer("gdw").filters == small.get_layer("gdw").groups == 6
-    _zero_vs_remove(model)
-    g = tp.structure.graph(_model(lambda x: L.Conv2D(12, 3, groups=3, name="g3")(x)))
-    assert g.skipped == {"g3": "grouped convolution (groups=3)"}
 
 
 @pytest.mark.parametrize("criterion", ["mean_activation", "taylor"])

@@ -32,6 +32,7 @@ import numpy as np
 from tfprune._walk import weights_by_key
 from tfprune.granularity import to_matrix
 from tfprune.structure import _rules
+from tfprune.structure._more_rules import group_norm
 
 __all__ = ["constant_channels", "foldable", "fold_offsets"]
 
@@ -109,6 +110,10 @@ def _per_channel(call, consts, rng):
     return _constant_positions(_call(call.layer, probes))
 
 
+# Normalisations mixing channels: a channel's output depends on the others.
+_NORMS = (_rules.layernorm, group_norm)
+
+
 def constant_channels(g):
     """``{tensor key: value per position of its last axis, NaN where not constant}``.
 
@@ -125,7 +130,7 @@ def constant_channels(g):
         if c.path not in g.skipped and rule is not None:
             try:
                 out = _mixing(c) if _output_kernel(c) else (
-                    _per_channel(c, consts, rng) if rule is not _rules.layernorm else None)
+                    _per_channel(c, consts, rng) if rule not in _NORMS else None)
             except Exception:  # noqa: BLE001 - a layer we cannot probe: not constant
                 out = None
         for k, shape in zip(c.outputs, c.out_shapes):
@@ -163,6 +168,8 @@ def _read_values(call, m, consts):
     elif isinstance(call.layer, (L.SeparableConv1D, L.SeparableConv2D)) and \
             m.key == "pointwise_kernel":
         return np.zeros((m.length, 1))  # same channel as its depthwise_kernel member
+    elif getattr(call.layer, "groups", 1) != 1:
+        return None  # grouped conv: kernel rows are positions within a group, not channels
     else:
         i = 0
     values = consts.get(call.inputs[i]) if i < len(call.inputs) else None

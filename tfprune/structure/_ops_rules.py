@@ -154,8 +154,8 @@ def reduce(b, call):
 def reshape(b, call):
     src = b.get(call.inputs[0])
     ins, outs = call.in_shapes[0], call.out_shapes[0]
-    if _ndim(ins) > 1 and _ndim(outs) > 1 and ins[-1] == outs[-1] and src.repeat == 1:
-        return _pass(b, call)
+    if _ndim(ins) > 1 and _ndim(outs) > 1 and ins[-1] == outs[-1]:
+        return _pass(b, call)  # the last axis keeps its positions
     if _ndim(outs) == 2 and None not in ins[1:-1] and len(src.parts) == 1:
         (p,) = src.parts
         spatial = int(np.prod(ins[1:-1], dtype=int))

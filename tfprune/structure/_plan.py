@@ -9,7 +9,7 @@ import numbers
 
 import keras
 
-from tfprune._checks import did_you_mean
+from tfprune._checks import did_you_mean, fraction
 from tfprune._walk import find_wrappers
 from tfprune.structure import _rules
 
@@ -38,15 +38,19 @@ def keep_count(n, ratio, round_to):
     return int(min(max(keep, 1), n))
 
 
-def check_ratio(name, value):
-    """``value`` as a float, or a clear error unless it is a number in [0, 1)."""
+def check_ratio(name, value, owner):
+    """``value`` as a float, or an error naming ``owner`` unless it is a number in [0, 1).
+
+    >>> check_ratio("sparsity", 0.25, "prune_channels")
+    0.25
+    """
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number in [0, 1); got {value!r}.")
-    if not 0 <= value < 1:
+        raise TypeError(f"{owner}: `{name}` must be a number in [0, 1); got {value!r}.")
+    if value >= 1:
         raise ValueError(
-            f"{name}={value} would remove every channel: use a sparsity in [0, 1) "
+            f"{owner}: {name}={value} would remove every channel: use a sparsity in [0, 1) "
             "(each group keeps at least 1 channel, or round_to).")
-    return float(value)
+    return fraction(name, value, owner)
 
 
 def producers(g):
@@ -76,29 +80,33 @@ def producer_names(g):
     return names
 
 
-def resolve_ratios(g, ratio):
-    """{group id: ratio} from a number or {layer name: ratio}."""
+def resolve_ratios(g, ratio, owner="prune_channels", what="sparsity"):
+    """{group id: ratio} from a number or {layer name: ratio}.
+
+    Errors start with ``owner`` (the public function called) and name the
+    argument ``what``.
+    """
     if not isinstance(ratio, dict):
-        r = check_ratio("sparsity", ratio)
+        r = check_ratio(what, ratio, owner)
         if r > 0 and not g.prunable_groups:
             reasons = sorted({x for grp in g.groups for x in grp.reasons})
+            shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
             raise ValueError(
-                f"Model '{g.model.name}' has no prunable channel group: every group touches "
-                f"a model input/output or a node that cannot shrink ({'; '.join(reasons[:3])}"
-                f"{'; ...' if len(reasons) > 3 else ''}). See "
+                f"{owner}: model '{g.model.name}' has no prunable channel group: every "
+                f"group touches a model input/output or a node that cannot shrink ({shown}). See "
                 "tfprune.structure.explain(model) for each group and its reason.")
         return {grp.id: r for grp in g.prunable_groups}
     by_name = producers(g)
     out = {}
     for name, value in ratio.items():
-        r = check_ratio(f"sparsity['{name}']", value)
+        r = check_ratio(f"{what}['{name}']", value, owner)
         grp = by_name.get(name)
         if grp is None:
             hint = did_you_mean(name, list(by_name))
-            raise ValueError(f"sparsity names '{name}', which is not a layer producing "
+            raise ValueError(f"{owner}: {what} names '{name}', which is not a layer producing "
                              f"channels in model '{g.model.name}'.{hint}")
         if not grp.prunable:
-            raise ValueError(f"The output channels of '{name}' cannot be pruned: "
+            raise ValueError(f"{owner}: the output channels of '{name}' cannot be pruned: "
                              f"{'; '.join(grp.reasons) or 'no producer'}.")
         out[grp.id] = max(out.get(grp.id, 0.0), r)
     return out

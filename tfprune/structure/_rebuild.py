@@ -10,6 +10,7 @@ import numpy as np
 from tfprune._walk import is_layer
 from tfprune.prunable import relative_key
 from tfprune.structure import _ops_rules, _rules
+from tfprune.structure.dependency import Member
 
 __all__ = ["rebuild", "unsafe_scope"]
 
@@ -49,6 +50,24 @@ def rebuild(model, g, removed, offsets=None):
     def width(key):
         return sum(repeat * inner * sum(kept.get(gid, n) for gid, n in segs)
                    for segs, repeat, inner in g.layout(key))
+
+    def kept_positions(key):
+        """Bool per position of a tensor's last axis: True where it survives."""
+        parts = g.layout(key)
+        mask = np.ones(sum(r * i * sum(n for _, n in segs) for segs, r, i in parts), bool)
+        base = 0
+        for segs, repeat, inner in parts:
+            offset, channels = 0, sum(n for _, n in segs)
+            for gid, n in segs:
+                if len(removed.get(gid, ())):
+                    m = Member("", None, 0, offset, n, "", repeat,
+                               channels * inner if repeat > 1 else 0, inner, base)
+                    mask[m.index_matrix()[np.asarray(removed[gid], int)].reshape(-1)] = False
+                offset += n
+            base += repeat * inner * channels
+        return mask
+
+    width.kept = kept_positions  # for configs holding per-channel values (Normalization)
 
     new_configs = {}
     for c in g.calls:
@@ -109,6 +128,8 @@ def rebuild(model, g, removed, offsets=None):
         values = sliced.get(id(old))
         if values:
             new.set_weights(values)
+            if isinstance(new, keras.layers.Normalization):
+                new.finalize_state()  # its mean/variance tensors are derived from the weights
     return new_model
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from tfprune._walk import is_layer
 from tfprune.structure import _ops_rules
-from tfprune.structure._more_rules import grouped_depthwise, layer_scale
+from tfprune.structure import _more_rules as more
+from tfprune.structure._more_rules import producer_out as _producer_out
 from tfprune.structure._layout import Part, Struct
 
 L = keras.layers
@@ -26,37 +27,22 @@ def _channels_last(call):
     return None
 
 
-def _producer_out(b, call, key, axis):
-    out = b.fresh(_last(call))
-    b.member(out, call, key, axis, "producer")
-    if getattr(call.layer, "use_bias", False):
-        b.member(out, call, "bias", 0, "producer")
-    activation = getattr(call.layer, "activation", None)
-    if activation is not None and activation is not keras.activations.linear:
-        b.member(out, call, None, -1, "act")  # fused f(0) != 0 keeps zero filters alive
-    b.set(call.outputs[0], out)
-
-
 def _conv_input(b, call):
     """The channel layout a convolution reads, or None once its skip is recorded."""
     bad = _channels_last(call)
     if bad:
         b.skip(call, bad)
         return None
-    src = b.get(call.inputs[0])
-    if src.repeat != 1:
-        b.skip(call, "convolution over a flattened tensor")
-        return None
-    return src
+    # A repeated layout here is a space cut into blocks by a grouped layer
+    # (a flattened tensor never reaches a convolution): members index it exactly.
+    return b.get(call.inputs[0])
 
 
 def conv(b, call):
     layer = call.layer
-    groups = getattr(layer, "groups", 1)
-    if groups != 1:
-        if groups == layer.filters == call.in_shapes[0][-1]:
-            return grouped_depthwise(b, call)
-        return b.skip(call, f"grouped convolution (groups={layer.groups})")
+    if getattr(layer, "groups", 1) != 1:
+        src = _conv_input(b, call)
+        return None if src is None else more.grouped_conv(b, call, src)
     nd = len(layer.kernel.shape)  # (..., in, out)
     _kernel_in_out(b, call, nd - 2, nd - 1)
 
@@ -106,7 +92,8 @@ def depthwise(b, call):
     b.member(src, call, "kernel", len(layer.kernel.shape) - 2, "param")
     if layer.use_bias:  # output c*mult + m comes from input channel c
         b.member(src, call, "bias", 0, "bias", inner=mult)
-    b.set(call.outputs[0], Struct(tuple(Part(p.segs, 1, p.inner * mult) for p in src.parts)))
+    b.set(call.outputs[0], Struct(tuple(Part(p.segs, p.repeat, p.inner * mult)
+                                        for p in src.parts)))
 
 
 def batchnorm(b, call):
@@ -217,7 +204,7 @@ def flatten(b, call):
 def reshape(b, call):
     src = b.get(call.inputs[0])
     ins, outs = call.in_shapes[0], call.out_shapes[0]
-    if ins[-1] == outs[-1] and src.repeat == 1:
+    if ins[-1] == outs[-1]:  # the last axis keeps its positions
         return b.set(call.outputs[0], src)
     if len(outs) == 2 and None not in ins[1:-1]:
         return flatten(b, call)
@@ -231,7 +218,7 @@ def attention(b, call):
         return b.skip(call, "attention with a key/mask tensor or a gate is not supported")
     q, v = b.get(call.inputs[0]), b.get(call.inputs[1])
     if q.repeat != 1 or v.repeat != 1:
-        return b.skip(call, "attention over a flattened tensor")
+        return b.skip(call, "attention over a flattened or group-cut tensor")
     bias = layer.use_bias
     b.member(q, call, "query/kernel", 0, "consumer")
     b.member(v, call, "key/kernel", 0, "consumer")
@@ -257,12 +244,6 @@ def _field(name):
     def resize(config, call, width):
         config[name] = width(call.outputs[0])
     return resize
-
-
-def _resize_conv(config, call, width):
-    config["filters"] = width(call.outputs[0])
-    if config.get("groups", 1) != 1:  # depthwise-like: one group per channel
-        config["groups"] = config["filters"]
 
 
 def _resize_attention(config, call, width):
@@ -298,12 +279,14 @@ TABLE = (
     ((L.DepthwiseConv1D, L.DepthwiseConv2D), depthwise, None),
     ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), conv_transpose,
      _field("filters")),
-    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, _resize_conv),
+    ((L.Conv1D, L.Conv2D, L.Conv3D), conv, more.resize_conv),
     ((L.Dense,), dense, _field("units")),
     ((L.Embedding,), embedding, _field("output_dim")),
     ((L.MultiHeadAttention,), attention, _resize_attention),
     ((L.BatchNormalization,), batchnorm, None),
     ((L.LayerNormalization,), layernorm, None),
+    ((L.GroupNormalization,), more.group_norm, more.resize_group_norm),
+    ((L.Normalization,), more.normalization, more.resize_normalization),
     ((L.PReLU,), prelu, None),
     ((L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax), elementwise, None),
     ((L.Rescaling,), rescaling, None),
@@ -317,7 +300,7 @@ TABLE = (
 
 # Helper layers defined inside keras.applications, matched by class name.
 APPLICATION_LAYERS = {
-    "LayerScale": (layer_scale, _field("projection_dim")),   # ConvNeXt
+    "LayerScale": (more.layer_scale, _field("projection_dim")),   # ConvNeXt
     "CustomScaleLayer": (merge, None),                      # InceptionResNetV2: a + b * s
 }
 

@@ -11,7 +11,11 @@ budget is met on the counts of the real surgery, by bisection on a scale
 
     smallest t  such that  flops(prune_channels(model, t * shape)) <= flops(model) / factor
 
-Each distinct set of widths is built and counted once.
+The FLOPs of a set of widths come from the cost model of
+:class:`~tfprune.structure.widths.Widths` (no rebuild) when it agrees with
+the rebuilt model's count at the widest cut and at the answer (exact for
+convolutions and Dense layers); otherwise each distinct set of widths is
+built and counted once.
 
 With ``round_to`` the least such ``t`` usually overshoots: one step of a
 wide, early group can move the count well past the target (a residual CNN
@@ -114,7 +118,7 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
         if not isinstance(plan, dict) or not plan:
             raise ValueError(f"ratio_for_flops: plan must be a non-empty {{layer: ratio}} "
                              f"dict; got {plan!r}.")
-        resolve_ratios(g, plan)  # names and values checked up front
+        resolve_ratios(g, plan, "ratio_for_flops", "plan")  # names and values checked up front
         top = max(plan.values())
         if top <= 0:
             raise ValueError("ratio_for_flops: every ratio in plan is 0, so no scale of "
@@ -128,7 +132,7 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
     limit = dense / float(factor)
 
     def widths(t):
-        return counts.widths(ratios(t), round_to)
+        return counts.widths(ratios(t), round_to, "ratio_for_flops")
 
     def flops_of(keep):
         return counts.real(keep)["flops"]
@@ -146,10 +150,17 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
             f"{dense / best:.2f}x ({best:,} of {dense:,} multiply-adds); the rest is in "
             "layers whose channels are not prunable (model inputs/outputs, unsupported "
             "layers; see tfprune.structure.graph(model).skipped).")
-    hi = least(lambda t: flops(t) <= limit, hi, 1e-4 / top)
-    t = round(hi, 6)
-    if flops(t) > limit:  # rounding crossed a step: keep the feasible value
-        t = hi
+    # Bisect on the cost model (no rebuild per step) if it matches the real
+    # count at the widest cut and at its answer; else on real counts.
+    def predicted(keep):
+        return counts.predict(keep)["flops"]
+
+    exact = abs(predicted(widths(hi)) - best) < 0.5
+    if exact:
+        t = _least_ratio(lambda t: predicted(widths(t)) <= limit, hi, top)
+        exact = abs(predicted(widths(t)) - flops(t)) < 0.5
+    if not exact:
+        t = _least_ratio(lambda t: flops(t) <= limit, hi, top)
     if fill is False:
         return ratios(t)
     if fill is True:
@@ -158,7 +169,21 @@ def ratio_for_flops(model, factor, *, round_to=1, plan=None, fill=False):
         rank = _latency_rank
     else:
         rank = lambda models: [float(fill(m)) for m in models]  # noqa: E731
-    return _fill(g, widths(t), flops_of, counts.build, limit, round_to, rank)
+    cost = predicted if exact else flops_of
+    keep = _fill(g, widths(t), cost, counts.build, limit, round_to, rank)
+    if exact and flops_of(keep) > limit:  # the cost model erred away from t: count for real
+        keep = _fill(g, widths(t), flops_of, counts.build, limit, round_to, rank)
+    names = producer_names(g)
+    # A group kept whole is left out: a ratio of 0 with round_to could still round it.
+    return {names[gid]: (g.groups[gid].size - k) / g.groups[gid].size
+            for gid, k in keep.items() if k < g.groups[gid].size}
+
+
+def _least_ratio(fits, hi, top):
+    """The least scale ``t`` that fits, rounded to 6 digits unless that crosses a step."""
+    t_hi = least(fits, hi, 1e-4 / top)
+    t = round(t_hi, 6)
+    return t if fits(t) else t_hi
 
 
 def _latency_rank(models):
@@ -194,7 +219,4 @@ def _fill(g, keep, flops, build, limit, step, rank):
             costs = rank([build(trial) for _, _, trial in steps])
             steps = [((c,) + key, gid, trial) for c, (key, gid, trial) in zip(costs, steps)]
         keep = min(steps, key=lambda s: s[0])[2]
-    names = producer_names(g)
-    # A group kept whole is left out: a ratio of 0 with round_to could still round it.
-    return {names[gid]: (g.groups[gid].size - k) / g.groups[gid].size
-            for gid, k in keep.items() if k < g.groups[gid].size}
+    return keep

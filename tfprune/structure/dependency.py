@@ -37,7 +37,7 @@ import numpy as np
 
 from tfprune import _walk
 from tfprune.structure import _rules
-from tfprune.structure._layout import Struct
+from tfprune.structure._builder import Builder, last_dim as _last_dim
 
 __all__ = ["Member", "Group", "DependencyGraph", "graph"]
 
@@ -105,6 +105,10 @@ class Group:
         size: number of channels.
         members: the :class:`Member` slices.
         reasons: why the group cannot be pruned (empty if it can).
+        blocks: each channel of the group spans this many positions of its
+            tensors, one per block (``Conv2D(groups=g)`` and
+            ``GroupNormalization`` cut their channels into equal blocks:
+            removing channel ``j`` removes position ``j`` of every block).
 
     >>> import keras, tfprune as tp
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
@@ -118,6 +122,7 @@ class Group:
     size: int
     members: list
     reasons: list
+    blocks: int = 1
 
     @property
     def prunable(self):
@@ -203,76 +208,28 @@ class DependencyGraph:
                 f"{len(self.prunable_groups)} prunable, {len(self.skipped)} skipped)")
 
 
-class _Builder:
-    """Union-find over channel spaces plus the members each space collects."""
-
-    def __init__(self):
-        self.parent, self.length, self.members, self.reasons = [], [], [], []
-        self.structs, self.skipped, self.zero_maps = {}, {}, {}
-
-    # -- spaces ----------------------------------------------------------
-    def fresh(self, length, reason=None):
-        sid = len(self.parent)
-        self.parent.append(sid)
-        self.length.append(int(length))
-        self.members.append([])
-        self.reasons.append([reason] if reason else [])
-        return Struct.of(((sid, int(length)),))
-
-    def find(self, s):
-        while self.parent[s] != s:
-            self.parent[s] = self.parent[self.parent[s]]
-            s = self.parent[s]
-        return s
-
-    def union(self, a, b):
-        """Unifies two layouts channel by channel; False if they differ."""
-        if [p.shape() for p in a.parts] != [p.shape() for p in b.parts]:
-            return False
-        pairs = [(x, y) for pa, pb in zip(a.parts, b.parts) for x, y in zip(pa.segs, pb.segs)]
-        for (sa, _), (sb, _) in pairs:
-            ra, rb = self.find(sa), self.find(sb)
-            if ra != rb:
-                self.parent[rb] = ra
-        return True
-
-    def block(self, struct, reason):
-        for part in struct.parts:
-            for s, _ in part.segs:
-                self.reasons[s].append(reason)
-
-    # -- tensors and members ---------------------------------------------
-    def get(self, key):
-        return self.structs[key]
-
-    def set(self, key, struct):
-        self.structs[key] = struct
-
-    def member(self, struct, call, key, axis, role, inner=1):
-        """Adds the slices of ``struct``'s spaces along ``axis`` of weight ``key``."""
-        base = 0
-        for part in struct.parts:
-            offset, stride = 0, part.channels * part.inner if part.repeat > 1 else 0
-            for s, n in part.segs:
-                self.members[s].append(Member(
-                    call.path, key, axis, offset, n, role, part.repeat, stride,
-                    inner * part.inner, base))
-                offset += n
-            base += part.size
-
-    def skip(self, call, reason):
-        """Leaves every channel ``call`` touches unpruned, recording why."""
-        self.skipped.setdefault(call.path, reason)
-        text = f"{call.path}: {reason}"
-        for k in call.inputs:
-            if k in self.structs:
-                self.block(self.structs[k], text)
-        for k, shape in zip(call.outputs, call.out_shapes):
-            self.set(k, self.fresh(_last_dim(shape), text))
-
-
-def _last_dim(shape):
-    return int(shape[-1]) if len(shape) > 1 and shape[-1] is not None else 1
+def _build(calls, inputs, outputs, refine=None):
+    b = Builder(refine)
+    b.enter("model input")
+    for k in inputs:
+        shape = next((s for c in calls for kk, s in zip(c.inputs, c.in_shapes) if kk == k), None)
+        b.set(k, b.fresh(_last_dim(shape) if shape else 1, "model input"))
+    n_calls = {}
+    for c in calls:
+        n_calls[id(c.layer)] = n_calls.get(id(c.layer), 0) + 1
+    for c in calls:
+        b.enter(c.path)
+        if n_calls[id(c.layer)] > 1:
+            b.skip(c, f"shared layer (called {n_calls[id(c.layer)]} times)")
+            continue
+        missing = [k for k in c.inputs if k not in b.structs]
+        if missing:
+            b.skip(c, "input tensor not produced by the graph")
+            continue
+        _rules.apply(b, c)
+    for k in outputs:
+        b.block(b.get(k), "model output")
+    return b
 
 
 def graph(model):
@@ -295,34 +252,19 @@ def graph(model):
     """
     _walk.check_graph_model(model, "tfprune.structure.graph")
     calls, inputs, outputs, nested = _walk.walk(model)
-    b = _Builder()
-    for k in inputs:
-        shape = next((s for c in calls for kk, s in zip(c.inputs, c.in_shapes) if kk == k), None)
-        b.set(k, b.fresh(_last_dim(shape) if shape else 1, "model input"))
-    n_calls = {}
-    for c in calls:
-        n_calls[id(c.layer)] = n_calls.get(id(c.layer), 0) + 1
-    for c in calls:
-        if n_calls[id(c.layer)] > 1:
-            b.skip(c, f"shared layer (called {n_calls[id(c.layer)]} times)")
-            continue
-        missing = [k for k in c.inputs if k not in b.structs]
-        if missing:
-            b.skip(c, "input tensor not produced by the graph")
-            continue
-        _rules.apply(b, c)
-    for k in outputs:
-        b.block(b.get(k), "model output")
+    b = _build(calls, inputs, outputs)
+    if b.requests:  # grouped layers: build again with their spaces cut into blocks
+        b = _build(calls, inputs, outputs, b.refinements())
 
     roots, groups, root_of = {}, [], {}
     for s in range(len(b.parent)):
         r = b.find(s)
         if r not in roots:
-            roots[r] = Group(len(groups), b.length[r], [], [])
+            roots[r] = Group(len(groups), b.length[r], [], [], b.blocks[r])
             groups.append(roots[r])
         g = roots[r]
         root_of[s] = g.id
-        g.members.extend(b.members[s])
+        g.members.extend(Member(*m) for m in b.members[s])
         g.reasons.extend(x for x in b.reasons[s] if x not in g.reasons)
     return DependencyGraph(model, calls, b.structs, groups, b.skipped, root_of, nested,
                            b.zero_maps)

@@ -27,6 +27,9 @@ class GroupRow:
             producers first.
         prunable: True if ``prune_channels`` may remove its channels.
         reasons: why not (empty if prunable); each names the blocking node.
+        blocks: positions per channel in its tensors (``width`` channels in
+            ``blocks`` equal blocks, after a grouped Conv or GroupNormalization:
+            shown as ``width x blocks``).
     """
 
     id: int
@@ -34,6 +37,7 @@ class GroupRow:
     layers: tuple
     prunable: bool
     reasons: tuple
+    blocks: int = 1
 
     @property
     def why(self):
@@ -74,8 +78,8 @@ class Explanation:
 
     def summary(self):
         """One line: groups, prunable groups, prunable channels."""
-        chans = sum(r.width for r in self.prunable)
-        total = sum(r.width for r in self.rows)
+        chans = sum(r.width * r.blocks for r in self.prunable)
+        total = sum(r.width * r.blocks for r in self.rows)
         return (f"{self.model_name}: {len(self.rows)} groups, {len(self.prunable)} prunable "
                 f"({chans} of {total} channels), {len(self.skipped)} nodes skipped")
 
@@ -84,7 +88,8 @@ class Explanation:
             return text if len(text) <= width else text[:width - 3] + "..."
         for r in self.rows:
             layers = ", ".join(r.layers) or "-"
-            yield (str(r.id), str(r.width), cut(layers), "yes" if r.prunable else "no",
+            size = str(r.width) if r.blocks == 1 else f"{r.width}x{r.blocks}"
+            yield (str(r.id), size, cut(layers), "yes" if r.prunable else "no",
                    r.why)
 
     def __str__(self):
@@ -146,5 +151,6 @@ def explain(model):
         reasons = tuple(grp.reasons)
         if not grp.prunable and not reasons:
             reasons = (_NO_PRODUCER,)
-        rows.append(GroupRow(grp.id, grp.size, tuple(names), grp.prunable, reasons))
+        rows.append(GroupRow(grp.id, grp.size, tuple(names), grp.prunable, reasons,
+                             grp.blocks))
     return Explanation(model.name, rows, g.skipped)

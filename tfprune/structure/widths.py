@@ -163,10 +163,13 @@ class Widths:
         """Channels group ``gid`` keeps when cut by ``ratio`` (as ``prune_channels`` rounds)."""
         return keep_count(self.size(gid), ratio, round_to)
 
-    def widths(self, ratio, round_to=1):
-        """``{group id: channels kept}`` of ``prune_channels(model, ratio, round_to=...)``."""
+    def widths(self, ratio, round_to=1, owner="Widths.widths"):
+        """``{group id: channels kept}`` of ``prune_channels(model, ratio, round_to=...)``.
+
+        Bad ratios raise errors starting with ``owner``.
+        """
         if self.graph is not None:
-            ratios = resolve_ratios(self.graph, ratio)
+            ratios = resolve_ratios(self.graph, ratio, owner)
         else:
             ratios = {}
             for name, r in ratio.items():
