@@ -6,8 +6,9 @@ consumers were zeroed leaves predictions unchanged (1e-4); and
 ``ratio_for_flops(2.0)`` + ``prune_channels`` reach the budget, and the pruned
 model converts to TFLite and gives Keras' output in LiteRT (1e-3).
 
-CI runs a representative per family (the CPU budget of this file); the largest
-models run with ``TFPRUNE_ZOO=all`` in the environment, and
+CI runs the first test on every model (the large ones marked slow) and the
+budget test on a representative per family (converting dominates its CPU
+time); ``TFPRUNE_ZOO=all`` in the environment runs it on every model, and
 ``tools/bench_zoo.py`` (``make bench-zoo``) runs the budget and LiteRT checks
 on every model (docs/BENCHMARKS.md).
 """
@@ -30,9 +31,6 @@ FAST = {"MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "Con
         "EfficientNetB0", "EfficientNetV2B0", "ResNet50", "ResNet50V2", "VGG16", "VGG19",
         "DenseNet121", "InceptionV3", "Xception", "NASNetMobile"}
 
-# Also in CI, marked slow; every other model only with TFPRUNE_ZOO=all (the same blocks
-# as a smaller sibling that runs; up to minutes of CPU each on 2 cores).
-SLOW = {"EfficientNetB1", "EfficientNetV2B1"}
 EVERY_MODEL = os.environ.get("TFPRUNE_ZOO") == "all"
 
 # Random weights through 200+ layers amplify float32 rounding (EfficientNetV2L: 1e-2
@@ -78,7 +76,7 @@ def test_every_application_is_covered():
     assert len(ALL) >= 30 and "MobileNetV3Small" in ALL and "ConvNeXtTiny" in ALL
 
 
-@pytest.mark.parametrize("name", [_param(n, FAST, SLOW) for n in ALL])
+@pytest.mark.parametrize("name", [_param(n, FAST, set(ALL)) for n in ALL])
 def test_application_prunes_and_matches_zeroed(name):
     floatx = keras.config.floatx()
     if name in FLOAT64:
