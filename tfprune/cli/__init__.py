@@ -3,6 +3,8 @@
 import json
 import sys
 
+from tfprune._io import atomic_write
+
 
 def write_json(obj, path):
     """Writes ``obj`` as JSON to ``path``, or to stdout when ``path`` is ``"-"``."""
@@ -10,5 +12,4 @@ def write_json(obj, path):
     if path == "-":
         sys.stdout.write(text + "\n")
     else:
-        with open(path, "w") as f:
-            f.write(text)
+        atomic_write(path, text)

@@ -14,21 +14,13 @@ import os
 import sys
 import time
 
+from tfprune._io import atomic_write
 from tfprune.cli._flags import UserError
 
 # Keras and numpy are imported inside the functions: the command-line modules
 # import nothing heavy before the flags are parsed.
 
 STATE = "state.json"
-
-
-def _write_atomic(path, write):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class WorkDir:
@@ -63,7 +55,7 @@ class WorkDir:
 
     def _save_state(self):
         text = json.dumps(self.state, indent=1).encode()
-        _write_atomic(os.path.join(self.path, STATE), lambda f: f.write(text))
+        atomic_write(os.path.join(self.path, STATE), text)
 
     def remember(self, **values):
         """Stores ``values`` in :attr:`extra` durably."""
@@ -83,7 +75,7 @@ class WorkDir:
         arrays.update({f"o{i}": keras.ops.convert_to_numpy(v)
                        for i, v in enumerate(model.optimizer.variables)})
         name = f"epoch-{epoch}.npz"
-        _write_atomic(os.path.join(self.path, name), lambda f: np.savez(f, **arrays))
+        atomic_write(os.path.join(self.path, name), writer=lambda f: np.savez(f, **arrays))
         old = self.state["checkpoint"]
         self.state.update(epoch=epoch, checkpoint=name,
                           history=self.state["history"][:epoch - 1] + [logs])

@@ -16,7 +16,8 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
+
+from tfprune._io import atomic_write
 
 FORMAT = "tfprune-latency/1"
 
@@ -80,13 +81,5 @@ class Cache:
             return
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".latency-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"format": FORMAT, "entries": self.entries}, f, indent=1,
-                          sort_keys=True)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(self.path, json.dumps({"format": FORMAT, "entries": self.entries},
+                                           indent=1, sort_keys=True))
