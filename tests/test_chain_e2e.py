@@ -9,8 +9,9 @@ an MLP trained on sklearn digits. Each step is checked on what it realised:
 * target_flops / target_params: ``tp.structure.count`` of the model after the
   surgery (and after fine-tuning and shrinking) is within 5% below the budget;
 * ``strip(shrink=True)`` leaves no unit that is zero or constant (shrinking
-  again changes nothing) and, for channel masks, removes exactly the units
-  the masks zeroed;
+  again changes nothing) and, for channel masks tied per dependency group
+  (``tp.structure.prune_groups``), removes exactly the units the masks
+  zeroed;
 * the .tflite runs a batch and matches the Keras model to 1e-4.
 """
 
@@ -136,25 +137,27 @@ def test_channel_budget_chain(trained, channel_swept, kind, fraction):
 def test_channel_masks_shrink_to_the_planned_widths(trained, channel_swept):
     # Channel masks (no surgery until the end): fine-tune with the units held
     # at zero, then strip(shrink=True) removes exactly them and lands on the
-    # same counts as prune_channels with the plan. (Masks do not couple a
-    # residual group's producers, so this path is for the MLP.)
+    # same counts as prune_channels with the plan. prune_groups masks the
+    # producers of a residual group together (the same channels in each).
     name, model, train, val = trained
-    if name != "mlp":
-        pytest.skip("channel masks of coupled residual producers are not coupled")
     rep, _ = channel_swept
     budget = tp.structure.count(model)["flops"] / 3
     plan = rep.allocate(target_flops=budget)
-    pruned = tp.prune(model, schedule=tp.OneShot(0.5), granularity="channels",
-                      sparsity=dict(plan), skip=["out"])
-    _finetune(pruned, train, [tp.PruningCallback()])
+    pruned = tp.structure.prune_groups(model, dict(plan))
+    _finetune(pruned, train, [tp.structure.GroupPruningCallback()])
     small = tp.strip(pruned, shrink=True)
     for layer, ratio in plan.items():
-        width = model.get_layer(layer).units
-        assert small.get_layer(layer).units == width - round(ratio * width)
+        width = _width(model.get_layer(layer))
+        assert _width(small.get_layer(layer)) == width - round(ratio * width)
     real = tp.structure.count(small)
     assert real == tp.structure.count(tp.structure.prune_channels(model, dict(plan)))
     assert 0.95 * budget <= real["flops"] <= budget
+    _nothing_left_to_shrink(small)
     x = val[0][:32]
     np.testing.assert_allclose(small.predict(x, verbose=0),
                                tp.strip(pruned).predict(x, verbose=0), atol=1e-4)
     _export_matches(small, x)
+
+
+def _width(layer):
+    return layer.units if hasattr(layer, "units") else layer.filters
