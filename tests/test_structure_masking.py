@@ -81,6 +81,22 @@ def test_residual_groups_are_masked_together_and_shrink_to_surgery(trained):
                                atol=1e-4)
 
 
+def test_masks_pick_the_channels_prune_channels_removes(trained):
+    # One shot at step 0, before any training: shrinking the masked model
+    # must give prune_channels' model itself (same scores, same channels).
+    model, _, xv = trained
+    for criterion in ("magnitude", "l2"):
+        pruned = tp.structure.prune_groups(model, PLAN, criterion=criterion)
+        cb = tp.structure.GroupPruningCallback()
+        cb.set_model(pruned)
+        cb.on_train_begin()
+        cb.on_train_batch_begin(0)
+        small = tp.strip(pruned, shrink=True)
+        ref = tp.structure.prune_channels(model, PLAN, criterion=criterion)
+        np.testing.assert_allclose(small.predict(xv[:64], verbose=0),
+                                   ref.predict(xv[:64], verbose=0), atol=1e-5)
+
+
 def test_layer_by_layer_channel_masks_leave_residual_channels_in_place(trained):
     # Why the groups matter: independent masks zero different channels of
     # the stem and of b1b, so shrinking cannot remove them.
@@ -109,6 +125,19 @@ def test_schedule_keeps_groups_tied_at_every_update(trained):
     pruned.fit(x[:320], y[:320], batch_size=32, verbose=0, callbacks=[cb, Check()])
     assert seen[0] < seen[-1] == 8 and seen == sorted(seen)
     assert tp.strip(pruned, shrink=True).get_layer("b1b").filters == 8
+
+
+def test_saved_model_continues_with_groups_tied(trained, tmp_path):
+    # Links to the BatchNorms are not saved: the callback makes them again.
+    model, (x, y), xv = trained
+    schedule = tp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=8, frequency=2)
+    pruned = _fit(tp.structure.prune_groups(model, 0.5, schedule=schedule), x[:128], y[:128],
+                  tp.structure.GroupPruningCallback(), batch_size=32)
+    pruned.save(tmp_path / "half.keras")
+    loaded = keras.saving.load_model(tmp_path / "half.keras")
+    _fit(loaded, x[:256], y[:256], tp.structure.GroupPruningCallback(), batch_size=32)
+    assert _zero_out_channels(loaded, "stem") == _zero_out_channels(loaded, "b1b")
+    _shrinks_like_surgery(model, loaded, 0.5, xv[:32])
 
 
 def test_gradient_criterion_scores_groups_from_statistics(trained):
@@ -148,6 +177,8 @@ def test_bad_input_is_refused_before_any_work(trained):
     out = keras.layers.Conv2D(2, 1, name="o")(h)
     with pytest.raises(ValueError, match="grouped convolution"):
         tp.structure.prune_groups(keras.Model(inp, out), {"g": 0.5})
+    with pytest.raises(ValueError, match="no channel group .* can be masked together"):
+        tp.structure.prune_groups(keras.Model(inp, out), 0.5)
 
 
 @pytest.mark.slow

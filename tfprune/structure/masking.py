@@ -105,6 +105,11 @@ def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude"):
                              f"{group.layers} cannot be masked together: {reason}.")
         if reason is None and r > 0:
             per_layer.update({m.layer: r for m in producers(group)})
+    if not per_layer and any(r > 0 for r in ratios.values()):
+        raise ValueError(
+            f"prune_groups: no channel group of model '{model.name}' can be masked together "
+            "(attention heads, grouped convolutions or LayerNormalization in every group); "
+            "use tfprune.structure.prune_channels or tfprune.prune(granularity='channels').")
     skip = [path for path, layer in walk_layers(model)
             if path not in per_layer and prunable.is_prunable(layer)]
     pruned = api.prune(model, schedule=schedule, criterion=criterion, granularity="channels",
