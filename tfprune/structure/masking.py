@@ -26,13 +26,15 @@ model's full shape and ``strip(shrink=True)`` lands on exactly the widths of
 (4, 4)
 """
 
+import numbers
+
 from tfprune import api, scoring
 from tfprune import criteria as criteria_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
 from tfprune._walk import walk_layers
 from tfprune.callbacks import PruningCallback
-from tfprune.structure._plan import refuse_wrapped, resolve_ratios
+from tfprune.structure._plan import keep_count, refuse_wrapped, resolve_ratios
 from tfprune.structure._ties import tie_groups, untieable
 from tfprune.structure.dependency import graph
 from tfprune.structure.scores import bn_scales, producers
@@ -40,7 +42,7 @@ from tfprune.structure.scores import bn_scales, producers
 __all__ = ["prune_groups", "GroupPruningCallback"]
 
 
-def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude"):
+def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude", round_to=1):
     """Returns ``model`` wrapped for channel pruning with one mask per dependency group.
 
     Like ``tfprune.prune(model, granularity="channels")``, but the output
@@ -70,6 +72,9 @@ def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude"):
             ``"random"``; BatchNorm folded in as in ``prune_channels``) or a
             gradient criterion (``"taylor"``...: statistics the wrappers
             accumulate during ``fit``, or ``GroupPruningCallback(score_data=)``).
+        round_to: final widths multiples of this, as for ``prune_channels``
+            (each group's final sparsity is the fraction that leaves that
+            width; intermediate steps of a gradual schedule are not rounded).
 
     Groups left out when ``sparsity`` is a number: those whose producers
     are not plain kernels masked along their whole output axis (attention
@@ -86,6 +91,8 @@ def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude"):
     ['h']
     """
     refuse_wrapped(model, "prune_groups")
+    if not isinstance(round_to, numbers.Integral) or round_to < 1:
+        raise ValueError(f"prune_groups: round_to must be a positive integer; got {round_to!r}.")
     criterion = criteria_lib.get(criterion)
     if criterion.needs_activations:
         raise ValueError(
@@ -103,8 +110,10 @@ def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude"):
         if reason is not None and isinstance(sparsity, dict):
             raise ValueError(f"prune_groups: the channels of the group of layers "
                              f"{group.layers} cannot be masked together: {reason}.")
-        if reason is None and r > 0:
-            per_layer.update({m.layer: r for m in producers(group)})
+        keep = keep_count(group.size, r, round_to)
+        if reason is None and keep < group.size:
+            exact = (group.size - keep) / group.size  # keeps `keep` channels, rounding done
+            per_layer.update({m.layer: exact for m in producers(group)})
     if not per_layer and any(r > 0 for r in ratios.values()):
         raise ValueError(
             f"prune_groups: no channel group of model '{model.name}' can be masked together "
