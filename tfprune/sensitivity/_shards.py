@@ -92,5 +92,5 @@ def check_complete(reports, partial=False):
     if problems:
         message = "merge: incomplete sweep: " + "; ".join(problems) + "."
         if not partial:
-            raise ValueError(message + " Pass partial=True to merge what is there.")
+            raise ValueError(message + " Pass partial=True (--partial) to merge what is there.")
         warnings.warn(message, stacklevel=3)
