@@ -123,6 +123,13 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny, tmp_path):
     for name in masks_full:
         for a, b in zip(masks_full[name], masks_res[name]):
             np.testing.assert_array_equal(a, b)
+    # fixed seeds on CPU: the resumed run ends with the uninterrupted run's weights
+    import keras
+    full_w = keras.saving.load_model(tmp_path / "full.keras").get_weights()
+    res_w = keras.saving.load_model(out).get_weights()
+    assert len(full_w) == len(res_w)
+    for a, b in zip(full_w, res_w):
+        np.testing.assert_array_equal(a, b)
     print(f"killed after epoch {killed_at}/6; resumed: step {step_res}, "
           f"sparsity {sparsity_res} == uninterrupted")
 

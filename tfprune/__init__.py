@@ -32,6 +32,7 @@ from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay, Schedu
 from tfprune.wrappers import PruneWrapper
 from tfprune import accumulate
 from tfprune.api import prune, prune_layer, strip, strip_layer
+from tfprune._checkpoint import load_weights
 from tfprune.reporting import sparsity, summary
 from tfprune.callbacks import PruningCallback, PruningLogger
 from tfprune.scoring import score
@@ -54,7 +55,7 @@ __version__ = "0.1.0"
 registry = prunable
 
 __all__ = [
-    "prune", "prune_layer", "strip", "strip_layer", "sparsity", "summary", "score", "oneshot",
+    "prune", "prune_layer", "strip", "strip_layer", "load_weights", "sparsity", "summary", "score", "oneshot",
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot", "FrozenMasks",
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",

@@ -20,9 +20,9 @@ is pruned (:func:`tfprune.granularity.keep_top` with ``sizes``). A weight
 left with fewer than ``min_keep`` groups gets its best ones back.
 """
 
-import keras
 import numpy as np
 
+from tfprune._masks import read_scores
 from tfprune.granularity import keep_top
 
 __all__ = ["global_masks"]
@@ -40,23 +40,31 @@ def global_masks(wrappers, sparsity, min_keep=1):
     entries = []
     for w in wrappers:
         for i, info in enumerate(w.prunable_weights):
-            value = np.asarray(keras.ops.convert_to_numpy(info.variable))
-            scores = w.criterion.score(value, w.collect_stats(i))
+            # scored slice by slice when elementwise: no full copy of the weight
+            scores, _ = read_scores(info.variable, w.criterion, w.collect_stats(i))
             try:
                 group_scores, expand = w.granularity.groups(scores, info)
             except NotImplementedError:
                 raise ValueError(
                     f"scope='global' ranks groups across layers; {w.granularity!r} (layer "
                     f"'{w.name}') has no groups. Use scope='layer' with it.") from None
-            group_scores = np.asarray(group_scores, np.float64)
-            size = value.size / group_scores.size
+            group_scores = np.asarray(group_scores)
+            if not np.issubdtype(group_scores.dtype, np.floating):
+                group_scores = group_scores.astype(np.float64)
+            size = scores.size / group_scores.size
             ranked = group_scores / size if getattr(w.granularity, "reduce", None) == "sum" \
                 else group_scores
             entries.append((w, ranked.reshape(-1), group_scores.shape, size, expand))
     scores = np.concatenate([e[1] for e in entries])
-    sizes = np.concatenate([np.full(e[1].size, e[3]) for e in entries])
-    # The per-weight floor is applied below, so none here.
-    keep = keep_top(scores, sparsity, min_keep=0, sizes=sizes)
+    # One size for all groups (unstructured, or one granularity on equal
+    # groups): a scalar, so keep_top counts without sorting; else one per group.
+    distinct = {e[3] for e in entries}
+    sizes = [distinct.pop()] if len(distinct) == 1 else \
+        np.concatenate([np.full(e[1].size, e[3]) for e in entries])
+    # The per-weight floor is applied below, so none here. The mask is written
+    # over the concatenated scores (ours) when they are float32.
+    keep = keep_top(scores, sparsity, min_keep=0, sizes=sizes,
+                    out=scores if scores.dtype == np.float32 else None)
     result, offset = {}, 0
     for w, ranked, shape, _, expand in entries:
         part = keep[offset:offset + ranked.size]

@@ -149,6 +149,16 @@ def keep_top(scores, sparsity, min_keep=1, sizes=None, out=None):
     [0.0, 1.0, 1.0]
     """
     scores = np.asarray(scores)
+    k = None
+    if sizes is not None:
+        # All entries the same size: the count follows from the size alone, and
+        # the O(n) selection below needs no sort, index array or float64 copy.
+        sizes = np.asarray(sizes, np.float64).reshape(-1)
+        if sizes.size and (sizes.size == 1 or bool(np.all(sizes == sizes[0]))):
+            size, n = float(sizes[0]), scores.size
+            target = round(float(sparsity) * size * n)
+            k = 0 if target <= 0 or size <= 0 else int(np.ceil((target - 1e-9) / size))
+            k, sizes = max(0, min(k, n - min_keep)), None
     if sizes is not None:
         scores = np.asarray(scores, dtype=np.float64)
         flat = np.where(np.isnan(scores), np.inf, scores).reshape(-1)
@@ -161,7 +171,8 @@ def keep_top(scores, sparsity, min_keep=1, sizes=None, out=None):
         scores = scores.astype(np.float64)
     flat = np.ascontiguousarray(scores).reshape(-1)
     n = flat.size
-    k = max(0, min(int(round(float(sparsity) * n)), n - min_keep))
+    if k is None:
+        k = max(0, min(int(round(float(sparsity) * n)), n - min_keep))
     usable = out is not None and out.dtype == np.float32 and out.shape == scores.shape \
         and out.flags.c_contiguous
     mask = out.reshape(-1) if usable else np.empty(n, np.float32)

@@ -155,6 +155,11 @@ def check_settings(store, settings, layer_name):
     entry (older ones) are accepted as they are.
     """
     if SETTINGS_KEY not in store.keys():
+        if len(store.keys()) == 0:  # Keras would say "expected 2 variables, received 0"
+            raise ValueError(
+                f"Layer '{layer_name}' is pruned in this model but the weights file holds "
+                "no pruning state for it (saved unpruned, or from a model with other layers "
+                "pruned); tfprune.load_weights(model, path) lists every mismatched layer.")
         return store
     saved = bytes(np.asarray(store[SETTINGS_KEY], np.uint8)).decode("utf-8")
     if saved != settings:

@@ -15,12 +15,33 @@ __all__ = ["Block", "NofM", "Channels", "Filters", "Heads", "parse_shorthand"]
 register = GRANULARITIES.register
 
 _REDUCERS = {"sum": np.nansum, "mean": np.nanmean, "max": np.nanmax}
+_REDUCERS_BY_FN = {fn: name for name, fn in _REDUCERS.items()}
 
 
 def _reducer(reduce, owner):
     if reduce not in _REDUCERS:
         raise ValueError(f"{owner}: reduce must be one of {sorted(_REDUCERS)}; got {reduce!r}.")
     return _REDUCERS[reduce]
+
+
+def _group_reduce(reduce, values, axis):
+    """``reduce`` of ``values`` over ``axis``, accumulated in float64.
+
+    No full-size float64 copy of float scores (a 1e7-weight kernel's scores
+    would take 80 MB next to its 40 MB): sums and means accumulate in
+    float64 as they go, which gives the float64 path's results. Only scores
+    holding NaN (pruned last by ``keep_top``) take the NaN-ignoring
+    reducers, which copy.
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    name = _REDUCERS_BY_FN.get(reduce, reduce)
+    if values.size and np.isnan(np.max(values)):  # max propagates NaN: no temporary
+        return _REDUCERS[name](values.astype(np.float64), axis=axis)
+    if name == "max":
+        return np.max(values, axis=axis).astype(np.float64)
+    return (np.sum if name == "sum" else np.mean)(values, axis=axis, dtype=np.float64)
 
 
 def _axis_groups(scores, axis, reduce):
@@ -32,7 +53,7 @@ def _axis_groups(scores, axis, reduce):
         shape[axis] = -1
         return np.broadcast_to(keep.reshape(shape), scores.shape).astype(np.float32)
 
-    return reduce(scores, axis=other), expand
+    return _group_reduce(reduce, scores, other), expand
 
 
 @register("block")
@@ -77,13 +98,14 @@ class Block(Granularity):
 
     def groups(self, scores, weight):
         shape = np.shape(scores)
-        mat = to_matrix(np.asarray(scores, np.float64), weight.out_axes)
+        mat = to_matrix(np.asarray(scores), weight.out_axes)
         n_out, n_in = mat.shape
         po, pi = -n_out % self.rows, -n_in % self.cols
-        padded = np.pad(mat, ((0, po), (0, pi)), constant_values=np.nan)
-        blocks = padded.reshape(padded.shape[0] // self.rows, self.rows,
-                                padded.shape[1] // self.cols, self.cols)
-        group_scores = _REDUCERS[self.reduce](blocks, axis=(1, 3))
+        if po or pi:  # partial edge blocks: NaN padding, ignored by the nan-reducers
+            mat = np.pad(mat.astype(np.float64), ((0, po), (0, pi)), constant_values=np.nan)
+        blocks = mat.reshape(mat.shape[0] // self.rows, self.rows,
+                             mat.shape[1] // self.cols, self.cols)
+        group_scores = _group_reduce(self.reduce, blocks, (1, 3))
 
         def expand(keep):
             full = np.repeat(np.repeat(keep, self.rows, 0), self.cols, 1)[:n_out, :n_in]
@@ -131,16 +153,20 @@ class NofM(Granularity):
 
     def mask(self, scores, sparsity, weight):
         shape = np.shape(scores)
-        mat = to_matrix(np.asarray(scores, np.float64), weight.out_axes)
-        groups = mat.reshape(mat.shape[0], -1, self.m)
+        mat = to_matrix(np.asarray(scores), weight.out_axes)
         drop = min(self.m - self.n, int(round(float(sparsity) * self.m)))
-        keep = np.ones(groups.shape, np.float32)
+        keep = np.ones(mat.shape, np.float32)
         if drop:
             # m is small: a stable sort per group costs little and breaks ties
-            # by index, like keep_top.
-            idx = np.argsort(groups, axis=-1, kind="stable")[..., :drop]
-            np.put_along_axis(keep, idx, 0.0, axis=-1)
-        return from_matrix(keep.reshape(mat.shape), shape, weight.out_axes)
+            # by index, like keep_top. Done a slice of rows at a time, so the
+            # sort's int64 indices never span the whole weight.
+            step = max(1, (1 << 16) // max(1, mat.shape[1]))
+            for r in range(0, mat.shape[0], step):
+                groups = mat[r:r + step].reshape(-1, mat.shape[1] // self.m, self.m)
+                idx = np.argsort(groups, axis=-1, kind="stable")[..., :drop]
+                part = keep[r:r + step].reshape(groups.shape)
+                np.put_along_axis(part, idx, 0.0, axis=-1)
+        return from_matrix(keep, shape, weight.out_axes)
 
     def get_config(self):
         return {"n": self.n, "m": self.m}
@@ -186,11 +212,11 @@ class Channels(Granularity):
                 "output axes already include the input channels (depthwise / attention).")
 
     def groups(self, scores, weight):
-        scores = np.asarray(scores, np.float64)
+        scores = np.asarray(scores)
         reduce = _REDUCERS[self.reduce]
         if self.axis == "out":
             mat = to_matrix(scores, weight.out_axes)
-            group_scores = reduce(mat, axis=1)
+            group_scores = _group_reduce(self.reduce, mat, 1)
             return group_scores, lambda keep: from_matrix(
                 np.repeat(keep[:, None], mat.shape[1], 1), scores.shape, weight.out_axes)
         return _axis_groups(scores, input_axis(len(weight.shape), weight.out_axes), reduce)

@@ -47,6 +47,7 @@ tuple of the keys above; default: all four) and ``reset_stats`` (bool).
 import keras
 import numpy as np
 
+from tfprune import _replicas
 from tfprune import granularity as granularity_lib
 
 __all__ = ["GRADIENT_KEYS", "gradient_keys", "resets", "broadcast_units"]
@@ -128,8 +129,8 @@ def create(wrapper, infos):
         return None
 
     def var(name, shape):
-        return wrapper.add_weight(name=name, shape=shape, dtype="float32",
-                                  initializer="zeros", trainable=False)
+        return wrapper.add_weight(name=name, shape=shape, dtype="float32", initializer="zeros",
+                                  trainable=False, aggregation=_replicas.AGGREGATION)
 
     grads = [{k: var(f"{info.key.replace('/', '_')}_{k}", info.shape) for k in keys}
              for info in infos]
@@ -156,8 +157,9 @@ def _tap(variable, accs, batches):
     def tap(w):
         def grad(g):
             g = tf.convert_to_tensor(g)
-            updates = {"wg_sum": lambda: w * g, "wg_abs_sum": lambda: tf.abs(w * g),
-                       "grad_sum": lambda: g, "grad_sq_sum": lambda: g * g}
+            s = _replicas.sum_over_replicas(g)  # the gradient the optimizer applies
+            updates = {"wg_sum": lambda: w * s, "wg_abs_sum": lambda: tf.abs(w * s),
+                       "grad_sum": lambda: s, "grad_sq_sum": lambda: s * s}
             ops = [accs[k].value.assign_add(updates[k](), read_value=False) for k in accs]
             if batches is not None:
                 ops.append(batches.value.assign_add(1.0, read_value=False))
@@ -198,9 +200,10 @@ def tapped_call(wrapper, state, call):
     if state.acts is not None:
         out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         out = tf.reshape(tf.cast(out, "float32"), (-1, tf.shape(out)[-1]))
-        state.acts["abs"].assign_add(tf.reduce_sum(tf.abs(out), 0))
-        state.acts["zero"].assign_add(tf.reduce_sum(tf.cast(out <= 0, "float32"), 0))
-        state.samples.assign_add(tf.cast(tf.shape(out)[0], "float32"))
+        total = _replicas.sum_over_replicas  # the same global sums on every replica
+        state.acts["abs"].assign_add(total(tf.reduce_sum(tf.abs(out), 0)))
+        state.acts["zero"].assign_add(total(tf.reduce_sum(tf.cast(out <= 0, "float32"), 0)))
+        state.samples.assign_add(total(tf.cast(tf.shape(out)[0], "float32")))
         if not mapping:
             state.batches.assign_add(1.0)
     return outputs

@@ -48,7 +48,11 @@ def define_flags():
         define(flags.DEFINE_string, "shard", None,
                "'index/count': run only this share of the trials (e.g. 0/4)."),
         define(flags.DEFINE_list, "merge", None,
-               "Instead of sweeping, merge these JSONL/JSON reports (no --model/--data)."),
+               "Instead of sweeping, merge these JSONL/JSON reports (no --model/--data). A "
+               "missing or unfinished shard is an error naming it (re-run that shard with "
+               "its --output to finish it) unless --partial."),
+        define(flags.DEFINE_bool, "partial", False,
+               "With --merge: merge unfinished or missing shards too, with a warning."),
         define(flags.DEFINE_string, "csv", None, "Write the table as CSV here."),
         define(flags.DEFINE_string, "json", None, "Write the report as JSON here."),
         define(flags.DEFINE_string, "plot", None, "Save curves + heatmap here (needs matplotlib)."),

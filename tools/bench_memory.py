@@ -2,6 +2,8 @@
 
     python tools/bench_memory.py                          # 1e5 .. 1e8 parameters
     python tools/bench_memory.py --sizes 1e5,1e6 --kinds embedding
+    python tools/bench_memory.py --sizes 1e6,1e7 --kinds dense \
+        --granularities channels,block,nm --scopes layer,global   # structured, global
     PYTHONPATH=. python tools/bench_memory.py --compare ../old-checkout   # before/after
 
 Each (model, size) runs in a fresh Python process. The process builds the
@@ -16,7 +18,11 @@ model's weight bytes, split into pruning (copy + masks) and the whole run,
 and the seconds of the mask update alone.
 
 Models: ``embedding`` is one ``Embedding(n / 128, 128)``; ``dense`` is one
-square ``Dense(d)`` on ``d`` inputs with ``d * d ~ n``. Linux only.
+square ``Dense(d)`` on ``d`` inputs with ``d * d ~ n`` (``d`` a multiple of 4,
+so 1x4 blocks and 2:4 groups tile it). Granularities: ``unstructured``,
+``channels`` (output units), ``block`` (1x4), ``nm`` (2:4). Scope ``global``
+computes the masks as ``PruningCallback`` does for ``scope="global"`` (one
+threshold over every pruned weight; here the model's one layer). Linux only.
 """
 
 import argparse
@@ -52,7 +58,7 @@ def build(kind, size):
         model = keras.Sequential([keras.Input((4,), dtype="int32"),
                                   keras.layers.Embedding(rows, 128)])
     else:
-        d = max(2, int(round(size ** 0.5)))
+        d = max(4, 4 * int(round(size ** 0.5 / 4)))
         model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(d, use_bias=False)])
     return model
 
@@ -67,44 +73,65 @@ def _trim():
         pass
 
 
-def worker(kind, size):
+def granularity(name):
+    import tfprune as tp
+    return {"unstructured": tp.Unstructured(), "channels": tp.Channels(),
+            "block": tp.Block(1, 4), "nm": tp.NofM(2, 4)}[name]
+
+
+def _update(pruned, scope):
+    """The first mask update of every pruned layer (global: one joint threshold)."""
+    import tfprune as tp
+    wrappers = [layer for layer in pruned.layers if isinstance(layer, tp.PruneWrapper)]
+    if scope == "global":
+        callback = tp.PruningCallback()
+        callback.set_model(pruned)
+        callback.on_train_batch_begin(0)   # the step-0 update, as in fit
+    else:
+        for w in wrappers:
+            w.update_masks(step=0)
+    return wrappers
+
+
+def worker(kind, size, gran="unstructured", scope="layer"):
     import keras
     import numpy as np
 
     import tfprune as tp
 
+    def prune(model):
+        return tp.prune(model, schedule=tp.OneShot(0.5, step=0), granularity=granularity(gran),
+                        scope=scope)
+
     # Warm-up: one small prune + update first, so imports, kernels and caches
     # that any first call pays once are not counted against the weights.
-    warm = tp.prune(build(kind, 10**6), schedule=tp.OneShot(0.5))
-    for layer in warm.layers:
-        if isinstance(layer, tp.PruneWrapper):
-            layer.update_masks(step=0)
+    warm = prune(build(kind, 10**6))
+    _update(warm, scope)
     del warm
     model = build(kind, size)
     weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
     _trim()
     base = _status_kb("VmRSS")
     _reset_peak()
-    pruned = tp.prune(model, schedule=tp.OneShot(0.5))
+    pruned = prune(model)
     after_prune_peak = _status_kb("VmHWM")
-    wrappers = [layer for layer in pruned.layers if isinstance(layer, tp.PruneWrapper)]
     start = time.perf_counter()
-    for w in wrappers:
-        w.update_masks(step=0)
+    wrappers = _update(pruned, scope)
     update_s = time.perf_counter() - start
     peak = _status_kb("VmHWM")
     kept = float(np.mean(keras.ops.convert_to_numpy(wrappers[0].masks[0])))
     print(json.dumps({
-        "kind": kind, "params": weight_bytes // 4, "weight_mb": weight_bytes / 2**20,
+        "kind": kind, "granularity": gran, "scope": scope, "params": weight_bytes // 4, "weight_mb": weight_bytes / 2**20,
         "prune_x": (after_prune_peak - base) / weight_bytes,
         "total_x": (peak - base) / weight_bytes, "update_s": update_s, "kept": kept}))
 
 
-def run(kind, size, tree=None):
+def run(kind, size, tree=None, gran="unstructured", scope="layer"):
     env = dict(os.environ)
     if tree:
         env["PYTHONPATH"] = tree
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--size", str(size)],
+    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--size", str(size),
+                          "--granularity", gran, "--scope", scope],
                          capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -113,14 +140,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1e5,1e6,1e7,1e8")
     p.add_argument("--kinds", default="embedding,dense")
+    p.add_argument("--granularities", default="unstructured",
+                   help="unstructured, channels, block (1x4), nm (2:4)")
+    p.add_argument("--scopes", default="layer", help="layer, global")
     p.add_argument("--compare", default=None,
                    help="another checkout of tfprune (e.g. the previous release) run "
                         "alternately with this one, for a before/after table")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--size", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--granularity", default="unstructured", help=argparse.SUPPRESS)
+    p.add_argument("--scope", default="layer", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, int(args.size))
+        return worker(args.worker, int(args.size), args.granularity, args.scope)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -128,18 +160,23 @@ def main():
           f"tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}")
     trees = [("before", args.compare), ("after", os.environ.get("PYTHONPATH", ""))] \
         if args.compare else [("", None)]
-    print("| model | parameters | weights MB |" + (" tfprune |" if args.compare else "")
+    print("| model | granularity | scope | parameters | weights MB |"
+          + (" tfprune |" if args.compare else "")
           + " peak added by prune (x weights) | peak added by prune + first update"
           " (x weights) | mask update s |")
-    print("|---|---|---|" + ("---|" if args.compare else "") + "---|---|---|")
+    print("|---|---|---|---|---|" + ("---|" if args.compare else "") + "---|---|---|")
     for size in (int(float(s)) for s in args.sizes.split(",")):
         for kind in args.kinds.split(","):
-            for label, tree in trees:  # one process each, alternating
-                r = run(kind, size, tree)
-                col = f" {label} |" if args.compare else ""
-                print(f"| {kind} | {r['params']:.2e} | {r['weight_mb']:.1f} |{col} "
-                      f"{r['prune_x']:.2f} | {r['total_x']:.2f} | {r['update_s']:.3f} |",
-                      flush=True)
+            for gran in args.granularities.split(","):
+                for scope in args.scopes.split(","):
+                    if gran == "nm" and scope == "global":
+                        continue  # N:M fixes the count per group: no global ranking
+                    for label, tree in trees:  # one process each, alternating
+                        r = run(kind, size, tree, gran, scope)
+                        col = f" {label} |" if args.compare else ""
+                        print(f"| {kind} | {gran} | {scope} | {r['params']:.2e} | "
+                              f"{r['weight_mb']:.1f} |{col} {r['prune_x']:.2f} | "
+                              f"{r['total_x']:.2f} | {r['update_s']:.3f} |", flush=True)
 
 if __name__ == "__main__":
     main()

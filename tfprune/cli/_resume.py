@@ -33,8 +33,12 @@ class WorkDir:
                       "history": []}
         state_path = os.path.join(path, STATE)
         if os.path.exists(state_path):
-            with open(state_path) as f:
-                state = json.load(f)
+            try:
+                with open(state_path) as f:
+                    state = json.load(f)
+            except (OSError, ValueError) as e:  # written atomically: only a disk fault
+                raise UserError(f"{state_path}: unreadable ({e}); delete --work_dir={path} "
+                                "to start over.") from None
             if state.get("settings") != settings:
                 changed = sorted(k for k in set(settings) | set(state.get("settings", {}))
                                  if settings.get(k) != state.get("settings", {}).get(k))
@@ -74,6 +78,7 @@ class WorkDir:
         arrays = {f"m{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
         arrays.update({f"o{i}": keras.ops.convert_to_numpy(v)
                        for i, v in enumerate(model.optimizer.variables)})
+        arrays["paths"] = np.array([v.path for v in model.variables])  # to name a mismatch
         name = f"epoch-{epoch}.npz"
         atomic_write(os.path.join(self.path, name), writer=lambda f: np.savez(f, **arrays))
         old = self.state["checkpoint"]
@@ -85,17 +90,30 @@ class WorkDir:
 
     def restore(self, model):
         """Loads the newest checkpoint into ``model`` (compiled, optimizer built)."""
+        import zipfile
+
         import numpy as np
-        with np.load(os.path.join(self.path, self.state["checkpoint"])) as data:
-            model_vars, opt_vars = model.variables, model.optimizer.variables
-            if len([k for k in data.files if k[0] == "m"]) != len(model_vars) or \
-                    len([k for k in data.files if k[0] == "o"]) != len(opt_vars):
-                raise UserError(f"--work_dir={self.path}: its checkpoint does not fit this "
-                                "model; delete the folder to start over.")
-            for i, v in enumerate(model_vars):
-                v.assign(data[f"m{i}"])
-            for i, v in enumerate(opt_vars):
-                v.assign(data[f"o{i}"])
+        path = os.path.join(self.path, self.state["checkpoint"])
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise UserError(f"{path}: the checkpoint is unreadable ({str(e)[:120]}); delete "
+                            f"--work_dir={self.path} to start over.") from None
+        model_vars, opt_vars = model.variables, model.optimizer.variables
+        if len([k for k in arrays if k[0] == "m"]) != len(model_vars) or \
+                len([k for k in arrays if k[0] == "o"]) != len(opt_vars):
+            # variable paths without the model's name, which differs between instances
+            saved = [str(p).split("/", 1)[-1] for p in arrays.get("paths", [])]
+            mine = [v.path.split("/", 1)[-1] for v in model_vars]
+            diff = (f" (in the checkpoint only: {[p for p in saved if p not in mine]}; in "
+                    f"the model only: {[p for p in mine if p not in saved]})" if saved else "")
+            raise UserError(f"{path}: the checkpoint does not fit this model{diff}; delete "
+                            f"--work_dir={self.path} to start over.")
+        for i, v in enumerate(model_vars):
+            v.assign(arrays[f"m{i}"])
+        for i, v in enumerate(opt_vars):
+            v.assign(arrays[f"o{i}"])
 
 
 def fine_tune(model, x, y, work, *, epochs, batch_size, seed, callbacks, mask_sparsity):

@@ -66,7 +66,13 @@ def _main(argv):
     sparsities = check_flags(argv)
     tp = _flags.import_tfprune()
     if FLAGS.merge:
-        report = tp.sensitivity.merge(FLAGS.merge)
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = tp.sensitivity.merge(FLAGS.merge, partial=FLAGS.partial)
+        for w in caught:  # the quiet logs hide library warnings; this one matters
+            if "incomplete sweep" in str(w.message):
+                print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     else:
         model = _inputs.load_keras_model(FLAGS.model)
         x, y = load_data(FLAGS.data, FLAGS.max_samples)

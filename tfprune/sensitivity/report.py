@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from tfprune.sensitivity import _store
+from tfprune.sensitivity import _shards, _store
 
 __all__ = ["SensitivityReport", "merge", "load"]
 
@@ -225,14 +225,19 @@ def load(path):
             return SensitivityReport(obj["table"], obj["meta"])
     header, rows = _store.read(path)
     meta = {k: v for k, v in header.items() if k not in ("kind", "version")}
-    return SensitivityReport(rows, meta)
+    report = SensitivityReport(rows, meta)
+    report.source = path  # a merge names the file of an incomplete shard
+    return report
 
 
-def merge(reports):
+def merge(reports, partial=False):
     """Combines shard reports (objects or file paths) of one run into one report.
 
     Refuses reports of different runs (model, criterion, granularity, metric
-    or baseline); identical duplicate rows are kept once.
+    or baseline); identical duplicate rows are kept once. A shard that is
+    missing, or whose process died before its last trial, is an error naming
+    the shard and its file (re-running that shard with the same output file
+    finishes it); ``partial=True`` merges what is there with a warning.
     """
     reports = [load(r) if isinstance(r, (str, os.PathLike)) else r for r in reports]
     if not reports:
@@ -250,5 +255,6 @@ def merge(reports):
         meta["units"] = units
         for r in rep.table:
             rows[(r["layer"], round(r["sparsity"], 9))] = r
+    _shards.check_complete(reports, partial)
     meta.pop("shard", None)
     return SensitivityReport(list(rows.values()), meta)

@@ -274,7 +274,12 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
     if recovery:  # drops are relative to the baseline after the same fine-tuning
         header["recovered_baseline"] = recovery.run([], evaluate)
     header.update(_trials.widths_meta(model, granularity))
+    if shard:  # a merge names the shard a missing trial belongs to
+        header["shard"] = list(shard)
     store = _store.Store(output, header) if output is not None else None
+    if store and store.header.get("shard", header.get("shard")) != header.get("shard"):
+        raise ValueError(f"{output}: records shard {store.header.get('shard')} but this run "
+                         f"is shard {header.get('shard')}; give each shard its own file.")
     # a resumed sweep keeps the reference its recorded drops were measured against
     reference = (store.header if store else header).get("recovered_baseline", baseline)
     if recovery:
@@ -307,7 +312,6 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
         progress.update(i + 1, unit.name, s, drop)
     meta = dict(header)
     if shard:
-        meta["shard"] = list(shard)
         rows = [r for r in rows if (r["layer"], round(r["sparsity"], 9)) in
                 {(u.name, round(s, 9)) for u, s in trials}]
     report = SensitivityReport(rows, meta)
