@@ -8,10 +8,12 @@
 """
 
 from tfprune.structure.budget import ratio_for_flops
+from tfprune.structure.transformer import Component, components, prune_heads
 from tfprune.structure.costs import count
 from tfprune.structure.dependency import DependencyGraph, Group, Member, graph
 from tfprune.structure.explanation import explain
 from tfprune.structure.surgery import prune_channels, remove_dead_channels
 
 __all__ = ["graph", "DependencyGraph", "Group", "Member", "prune_channels",
-           "remove_dead_channels", "count", "ratio_for_flops", "explain"]
+           "remove_dead_channels", "count", "ratio_for_flops", "explain", "components",
+           "Component", "prune_heads"]

@@ -1,7 +1,8 @@
 """Parameter and FLOP counts, to see what a structural cut buys.
 
 ``flops`` are multiply-adds per sample of the layers that dominate inference
-cost: Conv (all kinds), Dense, EinsumDense and MultiHeadAttention layers, and
+cost: Conv (all kinds), Dense, EinsumDense, MultiHeadAttention and
+GroupQueryAttention layers, and
 the ``keras.ops`` nodes ``matmul`` and ``einsum``. Element-wise ops, BatchNorm
 (folded into the conv on export) and pooling are not counted.
 """
@@ -32,6 +33,17 @@ def _einsum_macs(kernel_shape, equation, out_shape):
     return _spatial((None,) + tuple(out_shape[1:]) + (1,), "einsum output") * contracted
 
 
+def _known_dims(equation, ins, outs):
+    """``outs`` with unknown sizes (``output_shape=(None, d)``) taken from the input's."""
+    spec = str(equation).replace(" ", "")
+    if "->" not in spec or "," not in spec or None not in tuple(outs)[1:]:
+        return outs
+    x, y = spec.split(",")[0], spec.split("->")[1]
+    sizes = dict(zip(x, ins)) if len(x) == len(ins) else {}
+    return tuple(outs[:1]) + tuple(sizes.get(c) if d is None else d
+                                   for c, d in zip(y[1:], tuple(outs)[1:]))
+
+
 def layer_flops(layer, in_shapes, out_shapes):
     """Multiply-adds per sample of one call of ``layer``.
 
@@ -56,7 +68,8 @@ def layer_flops(layer, in_shapes, out_shapes):
     if isinstance(layer, L.Dense):
         return int(_spatial(outs, layer.name) * np.prod(layer.kernel.shape))
     if isinstance(layer, L.EinsumDense):
-        return int(_einsum_macs(layer.kernel.shape, layer.equation, outs))
+        return int(_einsum_macs(layer.kernel.shape, layer.equation,
+                                _known_dims(layer.equation, ins, outs)))
     if isinstance(layer, L.MultiHeadAttention):
         q_tokens = _spatial(ins, layer.name)
         kv_shape = in_shapes[1] if len(in_shapes) > 1 else ins
@@ -68,6 +81,14 @@ def layer_flops(layer, in_shapes, out_shapes):
                             (layer._value_dense, kv_tokens), (layer._output_dense, q_tokens)):
             proj += tokens * int(np.prod(sub.kernel.shape))
         return int(proj + heads * q_tokens * kv_tokens * (kdim + vdim))
+    if isinstance(layer, L.GroupQueryAttention):
+        q_tokens = _spatial(ins, layer.name)
+        kv_tokens = _spatial(in_shapes[1] if len(in_shapes) > 1 else ins, layer.name)
+        proj = sum(tokens * int(np.prod(sub.kernel.shape)) for sub, tokens in (
+            (layer._query_dense, q_tokens), (layer._key_dense, kv_tokens),
+            (layer._value_dense, kv_tokens), (layer._output_dense, q_tokens)))
+        # scores and weighted values: every query head, key/value heads repeated
+        return int(proj + layer.num_query_heads * q_tokens * kv_tokens * 2 * layer.head_dim)
     return 0
 
 
