@@ -31,6 +31,7 @@ from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune._walk import weights_by_key
 from tfprune.api import walk_layers
+from tfprune.sensitivity import _components
 from tfprune.structure.scores import group_scores, producers
 
 _CHANNEL_NAMES = {"channel", "channels", "filter", "filters", "neuron", "neurons"}
@@ -52,6 +53,8 @@ class Unit:
         flops: multiply-adds per sample of those weights (params if not a
             Dense/Conv-like layer); for channels, the group's share likewise.
         plan: ``sparsity -> [(variable, 0/1 mask)]``.
+        kind, block: for Transformer channel units, ``"heads"``, ``"ffn"``,
+            ``"residual"``... and the block index (see ``_components``).
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
@@ -66,6 +69,8 @@ class Unit:
     params: int
     flops: int
     plan: object
+    kind: str = None
+    block: int = None
 
 
 def is_channel(granularity):
@@ -153,11 +158,15 @@ def _channel_units(model, criterion, stats_for):
     # split between them, so the units' costs add up to the prunable part.
     shares = {kind: counts.shares(kind) for kind in ("params", "flops")}
     result = []
+    labels = _components.labels(g)  # heads / FFN / residual of Transformer blocks
     for group in g.prunable_groups:
         touched = [m for m in group.members
                    if m.role in ("producer", "consumer") and m.key is not None]
         names = sorted({m.layer for m in touched
                         if m.role == "producer" and prunable.is_prunable(layers[m.layer])})
+        label, kind, block = labels.get(group.id, (None, None, None))
+        if not names and label:  # GroupQueryAttention: not a tp.prune layer, still a unit
+            names = sorted({m.layer for m in touched if m.role == "producer"})
         if not names:
             continue
         # Scored like tfprune.structure.prune_channels, without its BatchNorm
@@ -178,8 +187,8 @@ def _channel_units(model, criterion, stats_for):
             return out
 
         params = int(round(shares["params"][group.id]))
-        result.append(Unit("+".join(names), names, group.layers, params,
-                           int(round(shares["flops"][group.id])) or params, plan))
+        result.append(Unit(label or "+".join(names), names, group.layers, params,
+                           int(round(shares["flops"][group.id])) or params, plan, kind, block))
     return result
 
 
