@@ -111,10 +111,20 @@ def _value(variable):
     return np.asarray(keras.ops.convert_to_numpy(variable))
 
 
+def _with_sublayers(pairs):
+    """``(path, layer)`` pairs plus the sublayers of custom layers (keras-hub blocks)."""
+    for path, layer in pairs:
+        yield path, layer
+        if isinstance(layer, keras.Model) or prunable.is_prunable(layer):
+            continue
+        children = list(layer._flatten_layers(include_self=False, recursive=False))
+        yield from _with_sublayers((f"{path}/{c.name}", c) for c in children)
+
+
 def _layer_units(model, criterion, granularity, stats_for):
     flops = _layer_flops(model)
     result, seen = [], set()
-    for path, layer in walk_layers(model):
+    for path, layer in _with_sublayers(walk_layers(model)):
         if id(layer) in seen or not getattr(layer, "built", False):
             continue
         if isinstance(layer, keras.Model) or not prunable.is_prunable(layer):
