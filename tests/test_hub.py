@@ -50,6 +50,9 @@ def test_explain_says_why_blocks_are_not_cut_and_prune_heads_refuses_clearly():
     assert tp.structure.components(model) == []
     with pytest.raises(ValueError, match="no prunable attention heads or FFN neurons"):
         tp.structure.prune_heads(model, heads=0.5)
+    with pytest.raises(ValueError, match="'transformer_layer_0' \\(TransformerDecoder\\).*"
+                                         "unsupported layer type TransformerDecoder"):
+        tp.structure.prune_heads(model, heads={"transformer_layer_0": 0.5})
 
 
 @pytest.mark.slow

@@ -144,7 +144,7 @@ def _noun(comp):
         "heads" if comp.kind == "heads" else "FFN neurons")
 
 
-def _by_layer(spec, comps, what, owner):
+def _by_layer(spec, comps, what, owner, g):
     """``{component name: value}`` from a number or ``{layer name: value}``."""
     if not isinstance(spec, dict):
         return {c.name: spec for c in comps}
@@ -154,6 +154,15 @@ def _by_layer(spec, comps, what, owner):
             known.setdefault(n, []).append(c)
     out = {}
     for name, value in spec.items():
+        layer = next((c for c in g.calls if name in (c.path, c.path.split("/")[-1])), None)
+        if name not in known and layer is not None:
+            kind = type(layer.layer).__name__
+            why = g.skipped.get(layer.path) or "its groups are not prunable (see explain)"
+            raise ValueError(
+                f"{owner}: `{what}` names '{name}' ({kind}), which has no prunable {what}: "
+                f"{why}. Allowed: {sorted(set(known)) or 'none in this model'} "
+                "(heads of keras.layers.MultiHeadAttention / GroupQueryAttention called as "
+                "layer(query, value); FFNs: Dense/EinsumDense pairs after an attention layer).")
         if name not in known:
             raise ValueError(f"{owner}: `{what}` names '{name}', which has no prunable "
                              f"{what} in model; allowed: {sorted(set(known))}."
@@ -197,7 +206,7 @@ def prune_heads(model, heads=0.0, ffn=0.0, *, residual=0.0, gqa="query",
     att = [c for c in comps if c.kind == ("kv_heads" if gqa == "kv" else "query_heads")
            or c.kind == "heads"]
     mlp = [c for c in comps if c.kind == "ffn"]
-    if not comps and (heads or ffn):
+    if not comps and any(v and not isinstance(v, dict) for v in (heads, ffn)):
         raise ValueError(f"{owner}: model '{model.name}' has no prunable attention heads or "
                          "FFN neurons (attention must be keras.layers.MultiHeadAttention or "
                          "GroupQueryAttention, FFNs Dense/EinsumDense layers of the graph). "
@@ -208,7 +217,7 @@ def prune_heads(model, heads=0.0, ffn=0.0, *, residual=0.0, gqa="query",
     ratios, round_by = {}, {}
     for comps_, spec, what in ((att, heads, "heads"), (mlp, ffn, "ffn")):
         by_name = {c.name: c for c in comps_}
-        for name, value in _by_layer(spec, comps_, what, owner).items():
+        for name, value in _by_layer(spec, comps_, what, owner, g).items():
             c = by_name[name]
             keep = _keep(c, value, gqa, owner)
             if keep < c.size:
