@@ -133,7 +133,6 @@ def main(argv):
     except Exception as e:  # noqa: BLE001 - reported, the rest of the results stand
         log(f"LiteRT latency failed: {type(e).__name__}: {str(e)[:300]}")
 
-    import tensorflow as tf  # noqa: F811
     print(f"\nCommand: python tools/bench_transformer.py --blocks {F.blocks} --d_model "
           f"{F.d_model} --heads {F.heads} --seq {F.seq} --steps {F.steps} --batch {F.batch} "
           f"--calibration {F.calibration} --repeats {F.repeats} --finetune_steps "
@@ -168,7 +167,7 @@ def main(argv):
     print(f"\nStructural cut (prune_heads heads=0.5, ffn={ffn_frac:.3f}, magnitude): "
           f"FLOPs {dense_c['flops']:,} -> {small_c['flops']:,} ({ratio:.2f}x fewer), params "
           f"{dense_c['params']:,} -> {small_c['params']:,}")
-    print(f"| model | held-out ppl | ppl / dense | LiteRT latency 1 thread (ms) | speedup |")
+    print("| model | held-out ppl | ppl / dense | LiteRT latency 1 thread (ms) | speedup |")
     print("|---|---|---|---|---|")
     print(f"| dense | {dense_ppl:.3f} | 1.00 | "
           f"{lat[0] * 1e3:.2f} | 1.00 |" if lat else f"| dense | {dense_ppl:.3f} | 1.00 | - | - |")
