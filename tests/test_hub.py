@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tfprune as tp
+from tests import _structure_models as sm
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -42,17 +43,46 @@ def test_oneshot_prunes_every_projection_inside_the_blocks(criterion, pattern):
     assert np.isfinite(after).all() and not np.allclose(after, before)
 
 
-def test_explain_says_why_blocks_are_not_cut_and_prune_heads_refuses_clearly():
+def test_ffn_neurons_of_hub_blocks_are_removed_heads_are_explained():
     model = gpt2()
     report = tp.structure.explain(model)
-    assert not report.prunable
-    assert any("TransformerDecoder" in r.why for r in report)
-    assert tp.structure.components(model) == []
-    with pytest.raises(ValueError, match="no prunable attention heads or FFN neurons"):
+    assert [r.component for r in report.prunable] == ["ffn (block 0)", "ffn (block 1)"]
+    assert any("hidden_dim // num_heads" in r.why for r in report)
+    small = tp.structure.prune_heads(model, ffn=0.5)
+    assert small.get_layer("transformer_layer_1").get_config()["intermediate_dim"] == 32
+    # FLOPs per block: q/k/v/o 4*32*32 + FFN 2*32*64 per token, scores 2*16*(16+16)
+    block = SEQ * (4 * 32 * 32 + 2 * 32 * 64) + 2 * SEQ * SEQ * 32
+    # (count() needs static shapes; keras-hub's sequence axis is dynamic: per layer)
+    shape = [(None, SEQ, 32)]
+    flops = tp.structure.costs.layer_flops
+    assert flops(model.get_layer("transformer_layer_0"), shape, shape) == block
+    assert flops(small.get_layer("transformer_layer_0"), shape, shape) == \
+        block - SEQ * 2 * 32 * 32
+    # units training zeroed: removed exactly
+    g = tp.structure.graph(model)
+    comp = tp.structure.components(g)[0]
+    for side in ("producer", "consumer"):
+        sm.zero_channels(g, g.groups[comp.group], list(range(10)), side)
+    x = inputs()
+    shrunk = tp.structure.remove_dead_channels(model)
+    assert shrunk.get_layer("transformer_layer_0").get_config()["intermediate_dim"] == 54
+    np.testing.assert_allclose(shrunk.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="no prunable attention heads.*hidden_dim // num_heads"):
         tp.structure.prune_heads(model, heads=0.5)
     with pytest.raises(ValueError, match="'transformer_layer_0' \\(TransformerDecoder\\).*"
-                                         "unsupported layer type TransformerDecoder"):
+                                         "hidden_dim // num_heads"):
         tp.structure.prune_heads(model, heads={"transformer_layer_0": 0.5})
+
+
+def test_bert_encoder_blocks_lose_ffn_neurons():
+    keras.utils.set_random_seed(0)
+    bert = keras_hub.models.BertBackbone(vocabulary_size=VOCAB, num_layers=2, num_heads=2,
+                                         hidden_dim=32, intermediate_dim=64,
+                                         max_sequence_length=SEQ)
+    assert [c.kind for c in tp.structure.components(bert)] == ["ffn", "ffn"]
+    small = tp.structure.prune_heads(bert, ffn=0.25)
+    assert small.get_layer("transformer_layer_0").get_config()["intermediate_dim"] == 48
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import numpy as np
 from tfprune._walk import is_layer
 from tfprune.structure import _attention_rules as attn
 from tfprune.structure import _ops_rules
+from tfprune.structure._hub_rules import HUB_BLOCKS
 from tfprune.structure import _more_rules as more
 from tfprune.structure._more_rules import producer_out as _producer_out
 from tfprune.structure._layout import Part, Struct
@@ -316,6 +317,10 @@ def lookup(layer):
         return None, None
     if type(layer).__module__.startswith("keras.src.applications."):
         found = APPLICATION_LAYERS.get(type(layer).__name__)
+        if found:
+            return found
+    if type(layer).__module__.startswith("keras_hub."):
+        found = HUB_BLOCKS.get(type(layer).__name__)
         if found:
             return found
     for classes, rule, field in TABLE:

@@ -2,7 +2,8 @@
 
 ``flops`` are multiply-adds per sample of the layers that dominate inference
 cost: Conv (all kinds), Dense, EinsumDense, MultiHeadAttention and
-GroupQueryAttention layers, and
+GroupQueryAttention layers, keras-hub Transformer blocks (their dense
+sublayers and self-attention), and
 the ``keras.ops`` nodes ``matmul`` and ``einsum``. Element-wise ops, BatchNorm
 (folded into the conv on export) and pooling are not counted.
 """
@@ -89,7 +90,23 @@ def layer_flops(layer, in_shapes, out_shapes):
             (layer._value_dense, kv_tokens), (layer._output_dense, q_tokens)))
         # scores and weighted values: every query head, key/value heads repeated
         return int(proj + layer.num_query_heads * q_tokens * kv_tokens * 2 * layer.head_dim)
+    if type(layer).__module__.startswith("keras_hub.") and len(outs) == 3 and \
+            type(layer).__name__ in ("TransformerEncoder", "TransformerDecoder"):
+        return _block_flops(layer, outs)
     return 0
+
+
+def _block_flops(layer, outs):
+    """A keras-hub Transformer block (self-attention): its dense sublayers and attention."""
+    tokens = _spatial(outs, layer.name)
+    total = 0
+    for sub in layer._flatten_layers(include_self=False, recursive=True):
+        if isinstance(sub, L.MultiHeadAttention):
+            vdim = sub.value_dim or sub.key_dim
+            total += sub.num_heads * tokens * tokens * (sub.key_dim + vdim)
+        elif isinstance(sub, (L.Dense, L.EinsumDense)) and getattr(sub, "kernel", None) is not None:
+            total += tokens * int(np.prod(sub.kernel.shape))
+    return int(total)
 
 
 def _op_flops(op, in_shapes, out_shapes):

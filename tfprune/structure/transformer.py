@@ -38,6 +38,7 @@ import keras
 
 from tfprune._checks import did_you_mean
 from tfprune.structure import _attention_rules, _rules
+from tfprune.structure._hub_rules import hub_block
 from tfprune.structure._plan import check_ratio, refuse_wrapped
 from tfprune.structure.dependency import DependencyGraph, graph
 from tfprune.structure.surgery import prune_groups
@@ -93,6 +94,13 @@ def components(model):
     found, block, heads = [], -1, set()
     for c in g.calls:
         rule = _rules.lookup(c.layer)[0]
+        if rule is hub_block:  # keras-hub block: its FFN (its heads are blocked)
+            block += 1
+            if ("ffn", c.path) in g.structs:
+                grp = g.groups[g.layout(("ffn", c.path))[0][0][0][0]]
+                if grp.prunable:
+                    found.append(Component(c.path, "ffn", block, c.path, grp.id, grp.size))
+            continue
         if rule in _SPACES:
             block += 1
             for kind in _SPACES[rule]:
@@ -157,7 +165,9 @@ def _by_layer(spec, comps, what, owner, g):
         layer = next((c for c in g.calls if name in (c.path, c.path.split("/")[-1])), None)
         if name not in known and layer is not None:
             kind = type(layer.layer).__name__
-            why = g.skipped.get(layer.path) or "its groups are not prunable (see explain)"
+            why = g.skipped.get(layer.path) or next(
+                (r for grp in g.groups for r in grp.reasons if r.startswith(layer.path + ":")),
+                "its groups are not prunable (see explain)")
             raise ValueError(
                 f"{owner}: `{what}` names '{name}' ({kind}), which has no prunable {what}: "
                 f"{why}. Allowed: {sorted(set(known)) or 'none in this model'} "
@@ -211,6 +221,13 @@ def prune_heads(model, heads=0.0, ffn=0.0, *, residual=0.0, gqa="query",
                          "FFN neurons (attention must be keras.layers.MultiHeadAttention or "
                          "GroupQueryAttention, FFNs Dense/EinsumDense layers of the graph). "
                          "See tfprune.structure.explain(model) for why.")
+    for spec, found, what in ((heads, att, "attention heads"), (ffn, mlp, "FFN neurons")):
+        if spec and not isinstance(spec, dict) and not found:
+            why = sorted({r for grp in g.groups if not grp.prunable for r in grp.reasons
+                          if what == "FFN neurons" or "head" in r})[:2]
+            raise ValueError(f"{owner}: model '{model.name}' has no prunable {what}"
+                             + (f" ({'; '.join(why)})" if why else "")
+                             + ". See tfprune.structure.explain(model).")
     if gqa == "kv":  # a kept count is counted in query heads: r per key/value head
         att = [dataclasses.replace(c, repeat=_query_per_kv(g, c)) if c.kind == "kv_heads"
                else c for c in att]
