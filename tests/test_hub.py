@@ -52,7 +52,7 @@ def test_ffn_neurons_of_hub_blocks_are_removed_heads_are_explained():
     assert small.get_layer("transformer_layer_1").get_config()["intermediate_dim"] == 32
     # FLOPs per block: q/k/v/o 4*32*32 + FFN 2*32*64 per token, scores 2*16*(16+16)
     block = SEQ * (4 * 32 * 32 + 2 * 32 * 64) + 2 * SEQ * SEQ * 32
-    # (count() needs static shapes; keras-hub's sequence axis is dynamic: per layer)
+    # per sample at a fixed length (the backbone's own sequence axis is dynamic)
     shape = [(None, SEQ, 32)]
     flops = tp.structure.costs.layer_flops
     assert flops(model.get_layer("transformer_layer_0"), shape, shape) == block
@@ -96,6 +96,9 @@ def test_prune_strip_sweep_and_tflite_on_a_causal_lm():
     rep = tp.sensitivity.sweep(lm, (x, y), sparsities=[0.5], verbose=0)
     assert any("feedforward_intermediate_dense" in u for u in rep.layers)
     assert all(np.isfinite(r["drop"]) for r in rep.table)
+    by_block = tp.sensitivity.sweep(lm, (x, y), sparsities=[0.5], granularity="channels",
+                                    verbose=0).by_component()
+    assert [(r["block"], r["kind"]) for r in by_block] == [(0, "ffn"), (1, "ffn")]
 
     functional = keras.Model(backbone.inputs, backbone.outputs, name="gpt2_functional")
     pruned = tp.prune(functional, schedule=tp.OneShot(0.5))

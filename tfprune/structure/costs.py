@@ -97,8 +97,13 @@ def layer_flops(layer, in_shapes, out_shapes):
 
 
 def _block_flops(layer, outs):
-    """A keras-hub Transformer block (self-attention): its dense sublayers and attention."""
-    tokens = _spatial(outs, layer.name)
+    """A keras-hub Transformer block (self-attention): its dense sublayers and attention.
+
+    keras-hub backbones have a dynamic sequence axis: then the cost is per
+    token (one token attending to one), so the blocks still rank and share
+    costs; build the model on a fixed length for per-sample figures.
+    """
+    tokens = 1 if any(d is None for d in outs[1:-1]) else _spatial(outs, layer.name)
     total = 0
     for sub in layer._flatten_layers(include_self=False, recursive=True):
         if isinstance(sub, L.MultiHeadAttention):
