@@ -21,6 +21,7 @@ setup(
     ],
     extras_require={
         "plots": ["matplotlib"],
+        "hub": ["keras-hub"],
         "data": ["mlxtend", "tensorflow-datasets"],
         "compare": ["tensorflow-model-optimization>=0.8.1", "tf_keras>=2.21,<2.22", "tensorboard", "mlxtend"],
         "dev": ["pytest", "pytest-xdist", "ruff", "mlxtend", "matplotlib", "scikit-learn"],

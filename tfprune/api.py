@@ -92,7 +92,7 @@ def _validate_names(model, sparsity, skip):
 
 def _clone_layer(layer):
     new = layer.__class__.from_config(layer.get_config())
-    if getattr(layer, "built", False):
+    if getattr(layer, "built", False) and not new.built:  # keras-hub layers build in __init__
         build_config = layer.get_build_config()
         if build_config:
             new.build_from_config(build_config)

@@ -178,6 +178,8 @@ def _settings(t, criterion, sparsity, granularity, block_size):
 
 def _calibration(model, data, limit):
     """The calibration inputs as one array per model input, at most ``limit`` samples."""
+    if isinstance(data, dict):  # {input name: array} (keras-hub backbones)
+        data = _by_input_name(model, data)
     src = _data.check(data, OWNER, labels=False, name="data")
     if src.kind == "arrays":
         arrays = _data.input_arrays(src.x, OWNER)
@@ -220,6 +222,9 @@ def _batches(samples, batch_size):
 
 
 def _forward(model, batch):
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict) and isinstance(batch, list):  # dict inputs (keras-hub)
+        batch = dict(zip([t.name for t in model.inputs], batch))
     try:
         model(batch, training=False)
     except _inputs.Stop:
@@ -343,3 +348,14 @@ def _prune(t, gram, rows, setting, damp, block_size):
             "granularity": "unstructured" if nm is None else f"{nm[0]}:{nm[1]}",
             "sparsity": float(np.mean(W2 == 0)), "error": error, "rows": int(rows),
             "inputs": int(W.shape[1]), "seconds": time.perf_counter() - started}
+
+
+def _by_input_name(model, data):
+    """``([array per model input], None)`` from ``{input name: array}``; an error names what is missing."""
+    names = [t.name for t in getattr(model, "inputs", None) or []]
+    missing = [n for n in names if n not in data]
+    if not names or missing:
+        raise ValueError(f"{OWNER}: calibration data is a dict with keys {sorted(data)}; model "
+                         f"'{model.name}' has inputs {names}"
+                         + (f" (missing {missing})." if missing else "."))
+    return [np.asarray(data[n]) for n in names], None  # (x, y) form: x is the list

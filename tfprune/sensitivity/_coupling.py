@@ -31,6 +31,7 @@ from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune._walk import weights_by_key
 from tfprune.api import walk_layers
+from tfprune.sensitivity import _components
 from tfprune.structure.scores import group_scores, producers
 
 _CHANNEL_NAMES = {"channel", "channels", "filter", "filters", "neuron", "neurons"}
@@ -52,6 +53,8 @@ class Unit:
         flops: multiply-adds per sample of those weights (params if not a
             Dense/Conv-like layer); for channels, the group's share likewise.
         plan: ``sparsity -> [(variable, 0/1 mask)]``.
+        kind, block: for Transformer channel units, ``"heads"``, ``"ffn"``,
+            ``"residual"``... and the block index (see ``_components``).
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
@@ -66,6 +69,8 @@ class Unit:
     params: int
     flops: int
     plan: object
+    kind: str = None
+    block: int = None
 
 
 def is_channel(granularity):
@@ -106,10 +111,20 @@ def _value(variable):
     return np.asarray(keras.ops.convert_to_numpy(variable))
 
 
+def _with_sublayers(pairs):
+    """``(path, layer)`` pairs plus the sublayers of custom layers (keras-hub blocks)."""
+    for path, layer in pairs:
+        yield path, layer
+        if isinstance(layer, keras.Model) or prunable.is_prunable(layer):
+            continue
+        children = list(layer._flatten_layers(include_self=False, recursive=False))
+        yield from _with_sublayers((f"{path}/{c.name}", c) for c in children)
+
+
 def _layer_units(model, criterion, granularity, stats_for):
     flops = _layer_flops(model)
     result, seen = [], set()
-    for path, layer in walk_layers(model):
+    for path, layer in _with_sublayers(walk_layers(model)):
         if id(layer) in seen or not getattr(layer, "built", False):
             continue
         if isinstance(layer, keras.Model) or not prunable.is_prunable(layer):
@@ -153,11 +168,15 @@ def _channel_units(model, criterion, stats_for):
     # split between them, so the units' costs add up to the prunable part.
     shares = {kind: counts.shares(kind) for kind in ("params", "flops")}
     result = []
+    labels = _components.labels(g)  # heads / FFN / residual of Transformer blocks
     for group in g.prunable_groups:
         touched = [m for m in group.members
                    if m.role in ("producer", "consumer") and m.key is not None]
         names = sorted({m.layer for m in touched
                         if m.role == "producer" and prunable.is_prunable(layers[m.layer])})
+        label, kind, block = labels.get(group.id, (None, None, None))
+        if not names and label:  # GroupQueryAttention: not a tp.prune layer, still a unit
+            names = sorted({m.layer for m in touched if m.role == "producer"})
         if not names:
             continue
         # Scored like tfprune.structure.prune_channels, without its BatchNorm
@@ -178,8 +197,8 @@ def _channel_units(model, criterion, stats_for):
             return out
 
         params = int(round(shares["params"][group.id]))
-        result.append(Unit("+".join(names), names, group.layers, params,
-                           int(round(shares["flops"][group.id])) or params, plan))
+        result.append(Unit(label or "+".join(names), names, group.layers, params,
+                           int(round(shares["flops"][group.id])) or params, plan, kind, block))
     return result
 
 

@@ -103,7 +103,8 @@ def units(model, criterion, granularity, layers, data):
 def units_meta(found):
     """``{unit name: {"params", "flops", "layers", "members"}}`` for a report's meta."""
     return {u.name: {"params": u.params, "flops": u.flops, "layers": u.layers,
-                     "members": u.members} for u in found}
+                     "members": u.members,
+                     **({"kind": u.kind, "block": u.block} if u.kind else {})} for u in found}
 
 
 def widths_meta(model, granularity):

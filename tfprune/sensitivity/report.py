@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from tfprune.sensitivity import _shards, _store
+from tfprune.sensitivity import _components, _shards, _store
 
 __all__ = ["SensitivityReport", "merge", "load"]
 
@@ -91,6 +91,15 @@ class SensitivityReport:
         """``{unit: layers touched}`` for units spanning several layers."""
         units = self.meta.get("units", {})
         return {n: u["members"] for n, u in units.items() if len(u.get("members", [])) > 1}
+
+    def by_component(self, sparsity=None):
+        """Transformer units by block and type at ``sparsity`` (default: the largest).
+
+        ``[{"block", "kind", "unit", "sparsity", "drop"}]``, ``kind`` one of
+        ``"heads"``, ``"kv_heads"``, ``"query_heads"``, ``"ffn"``,
+        ``"residual"`` (empty for reports without Transformer components).
+        """
+        return _components.rows(self, sparsity)
 
     def curve(self, layer):
         """``(sparsities, drops)`` of one unit, starting at ``(0, 0)``.
@@ -161,8 +170,15 @@ class SensitivityReport:
             lines.append(f"| {layer} | {params} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    def plot(self, path, title=None):
-        """Saves drop-vs-sparsity curves per unit and a unit x sparsity heatmap to ``path``."""
+    def plot(self, path, title=None, by=None):
+        """Saves drop-vs-sparsity curves per unit and a unit x sparsity heatmap to ``path``.
+
+        ``by="component"``: for a Transformer swept with channel granularity,
+        one panel per component type (attention heads, FFN neurons, residual
+        width), one curve per block instead.
+        """
+        if by not in (None, "unit", "component"):
+            raise ValueError(f"plot: by must be None, 'unit' or 'component'; got {by!r}.")
         try:
             import matplotlib
             matplotlib.use("Agg")
@@ -170,6 +186,8 @@ class SensitivityReport:
         except ImportError as e:
             raise ImportError("SensitivityReport.plot needs matplotlib: "
                               "pip install 'tfprune[plots]'") from e
+        if by == "component":
+            return _components.plot(self, path, title)
         layers, sp = self.layers, self.sparsities
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(4, 0.35 * len(layers) + 2)))
         for i, layer in enumerate(layers):

@@ -8,6 +8,7 @@
 """
 
 from tfprune.structure.budget import ratio_for_flops
+from tfprune.structure.transformer import Component, components, prune_heads
 from tfprune.structure.costs import count
 from tfprune.structure.dependency import DependencyGraph, Group, Member, graph
 from tfprune.structure.explanation import explain
@@ -16,4 +17,4 @@ from tfprune.structure.surgery import prune_channels, remove_dead_channels
 
 __all__ = ["graph", "DependencyGraph", "Group", "Member", "prune_channels",
            "remove_dead_channels", "count", "ratio_for_flops", "explain", "prune_groups",
-           "GroupPruningCallback"]
+           "GroupPruningCallback", "components", "Component", "prune_heads"]

@@ -31,7 +31,7 @@ import numpy as np
 
 from tfprune._walk import weights_by_key
 from tfprune.granularity import to_matrix
-from tfprune.structure import _rules
+from tfprune.structure import _attention_rules, _rules
 from tfprune.structure._more_rules import group_norm
 
 __all__ = ["constant_channels", "foldable", "fold_offsets"]
@@ -40,6 +40,7 @@ L = keras.layers
 _CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
 _TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 # MultiHeadAttention consumers: which call input each projection reads.
+_ATTENTION = (L.MultiHeadAttention, L.GroupQueryAttention)
 _ATTENTION_INPUT = {"query/kernel": 0, "key/kernel": 1, "value/kernel": 1}
 
 
@@ -47,7 +48,7 @@ def _output_kernel(call):
     """``(weight key, out axes)`` of a channel-mixing layer's output, or ``None``."""
     rule = _rules.lookup(call.layer)[0]
     layer = call.layer
-    if rule is _rules.attention:
+    if rule in (_rules.attention, _attention_rules.gqa):
         return "attention_output/kernel", (2,)
     if rule in (_rules.conv, _rules.dense):
         return "kernel", (len(layer.kernel.shape) - 1,)
@@ -74,10 +75,10 @@ def _constant_positions(out):
 
 
 def _call(layer, inputs):
-    args = inputs if len(inputs) > 1 and not isinstance(layer, L.MultiHeadAttention) else None
+    args = inputs if len(inputs) > 1 and not isinstance(layer, _ATTENTION) else None
     if args is not None:
         return layer(args, training=False)
-    return layer(*inputs, training=False) if isinstance(layer, L.MultiHeadAttention) \
+    return layer(*inputs, training=False) if isinstance(layer, _ATTENTION) \
         else layer(inputs[0], training=False)
 
 
@@ -146,7 +147,7 @@ def _last(shape):
 def _fold_target(call, m):
     """``(input index, bias key)`` if ``m``'s layer absorbs a constant input exactly, else None."""
     layer = call.layer
-    if isinstance(layer, L.MultiHeadAttention):
+    if isinstance(layer, _ATTENTION):
         i = _ATTENTION_INPUT.get(m.key)
         return None if i is None or not layer.use_bias else (i, m.key.replace("kernel", "bias"))
     if m.key != "kernel" or not getattr(layer, "use_bias", False):
@@ -161,7 +162,7 @@ def _fold_target(call, m):
 
 def _read_values(call, m, consts):
     """``(channels, k)`` constants read by consumer ``m`` (NaN: not constant), or None."""
-    if isinstance(call.layer, L.MultiHeadAttention):
+    if isinstance(call.layer, _ATTENTION):
         i = _ATTENTION_INPUT.get(m.key)
         if i is None:
             return None  # attention_output reads heads: no tensor of ours

@@ -10,7 +10,9 @@ import keras
 import numpy as np
 
 from tfprune._walk import is_layer
+from tfprune.structure import _attention_rules as attn
 from tfprune.structure import _ops_rules
+from tfprune.structure._hub_rules import HUB_BLOCKS
 from tfprune.structure import _more_rules as more
 from tfprune.structure._more_rules import producer_out as _producer_out
 from tfprune.structure._layout import Part, Struct
@@ -254,6 +256,8 @@ def _resize_attention(config, call, width):
 
 def _resize_reshape(config, call, width):
     new = width(call.outputs[0])
+    if new == call.out_shapes[0][-1]:
+        return  # unchanged (also a skipped reshape: its output space is its own)
     target = tuple(config["target_shape"])
     if call.in_shapes[0][-1] == call.out_shapes[0][-1]:
         config["target_shape"] = target[:-1] + (new,)
@@ -283,6 +287,8 @@ TABLE = (
     ((L.Dense,), dense, _field("units")),
     ((L.Embedding,), embedding, _field("output_dim")),
     ((L.MultiHeadAttention,), attention, _resize_attention),
+    ((L.GroupQueryAttention,), attn.gqa, attn.resize_gqa),
+    ((L.EinsumDense,), attn.einsum_dense, attn.resize_einsum_dense),
     ((L.BatchNormalization,), batchnorm, None),
     ((L.LayerNormalization,), layernorm, None),
     ((L.GroupNormalization,), more.group_norm, more.resize_group_norm),
@@ -311,6 +317,10 @@ def lookup(layer):
         return None, None
     if type(layer).__module__.startswith("keras.src.applications."):
         found = APPLICATION_LAYERS.get(type(layer).__name__)
+        if found:
+            return found
+    if type(layer).__module__.startswith("keras_hub."):
+        found = HUB_BLOCKS.get(type(layer).__name__)
         if found:
             return found
     for classes, rule, field in TABLE:

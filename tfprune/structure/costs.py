@@ -1,7 +1,9 @@
 """Parameter and FLOP counts, to see what a structural cut buys.
 
 ``flops`` are multiply-adds per sample of the layers that dominate inference
-cost: Conv (all kinds), Dense, EinsumDense and MultiHeadAttention layers, and
+cost: Conv (all kinds), Dense, EinsumDense, MultiHeadAttention and
+GroupQueryAttention layers, keras-hub Transformer blocks (their dense
+sublayers and self-attention), and
 the ``keras.ops`` nodes ``matmul`` and ``einsum``. Element-wise ops, BatchNorm
 (folded into the conv on export) and pooling are not counted.
 """
@@ -32,6 +34,17 @@ def _einsum_macs(kernel_shape, equation, out_shape):
     return _spatial((None,) + tuple(out_shape[1:]) + (1,), "einsum output") * contracted
 
 
+def _known_dims(equation, ins, outs):
+    """``outs`` with unknown sizes (``output_shape=(None, d)``) taken from the input's."""
+    spec = str(equation).replace(" ", "")
+    if "->" not in spec or "," not in spec or None not in tuple(outs)[1:]:
+        return outs
+    x, y = spec.split(",")[0], spec.split("->")[1]
+    sizes = dict(zip(x, ins)) if len(x) == len(ins) else {}
+    return tuple(outs[:1]) + tuple(sizes.get(c) if d is None else d
+                                   for c, d in zip(y[1:], tuple(outs)[1:]))
+
+
 def layer_flops(layer, in_shapes, out_shapes):
     """Multiply-adds per sample of one call of ``layer``.
 
@@ -56,7 +69,8 @@ def layer_flops(layer, in_shapes, out_shapes):
     if isinstance(layer, L.Dense):
         return int(_spatial(outs, layer.name) * np.prod(layer.kernel.shape))
     if isinstance(layer, L.EinsumDense):
-        return int(_einsum_macs(layer.kernel.shape, layer.equation, outs))
+        return int(_einsum_macs(layer.kernel.shape, layer.equation,
+                                _known_dims(layer.equation, ins, outs)))
     if isinstance(layer, L.MultiHeadAttention):
         q_tokens = _spatial(ins, layer.name)
         kv_shape = in_shapes[1] if len(in_shapes) > 1 else ins
@@ -68,7 +82,36 @@ def layer_flops(layer, in_shapes, out_shapes):
                             (layer._value_dense, kv_tokens), (layer._output_dense, q_tokens)):
             proj += tokens * int(np.prod(sub.kernel.shape))
         return int(proj + heads * q_tokens * kv_tokens * (kdim + vdim))
+    if isinstance(layer, L.GroupQueryAttention):
+        q_tokens = _spatial(ins, layer.name)
+        kv_tokens = _spatial(in_shapes[1] if len(in_shapes) > 1 else ins, layer.name)
+        proj = sum(tokens * int(np.prod(sub.kernel.shape)) for sub, tokens in (
+            (layer._query_dense, q_tokens), (layer._key_dense, kv_tokens),
+            (layer._value_dense, kv_tokens), (layer._output_dense, q_tokens)))
+        # scores and weighted values: every query head, key/value heads repeated
+        return int(proj + layer.num_query_heads * q_tokens * kv_tokens * 2 * layer.head_dim)
+    if type(layer).__module__.startswith("keras_hub.") and len(outs) == 3 and \
+            type(layer).__name__ in ("TransformerEncoder", "TransformerDecoder"):
+        return _block_flops(layer, outs)
     return 0
+
+
+def _block_flops(layer, outs):
+    """A keras-hub Transformer block (self-attention): its dense sublayers and attention.
+
+    keras-hub backbones have a dynamic sequence axis: then the cost is per
+    token (one token attending to one), so the blocks still rank and share
+    costs; build the model on a fixed length for per-sample figures.
+    """
+    tokens = 1 if any(d is None for d in outs[1:-1]) else _spatial(outs, layer.name)
+    total = 0
+    for sub in layer._flatten_layers(include_self=False, recursive=True):
+        if isinstance(sub, L.MultiHeadAttention):
+            vdim = sub.value_dim or sub.key_dim
+            total += sub.num_heads * tokens * tokens * (sub.key_dim + vdim)
+        elif isinstance(sub, (L.Dense, L.EinsumDense)) and getattr(sub, "kernel", None) is not None:
+            total += tokens * int(np.prod(sub.kernel.shape))
+    return int(total)
 
 
 def _op_flops(op, in_shapes, out_shapes):

@@ -9,6 +9,7 @@ and, when it cannot lose channels, the node that blocks it.
 import dataclasses
 import html
 
+from tfprune.structure.transformer import components
 from tfprune.structure.dependency import graph
 
 __all__ = ["explain", "Explanation", "GroupRow"]
@@ -30,6 +31,9 @@ class GroupRow:
         blocks: positions per channel in its tensors (``width`` channels in
             ``blocks`` equal blocks, after a grouped Conv or GroupNormalization:
             shown as ``width x blocks``).
+        component: for Transformers, ``"heads"``, ``"kv_heads"``,
+            ``"query_heads"`` or ``"ffn"`` with its block (``"heads (block 1)"``,
+            see :func:`tfprune.structure.components`); ``""`` otherwise.
     """
 
     id: int
@@ -38,6 +42,7 @@ class GroupRow:
     prunable: bool
     reasons: tuple
     blocks: int = 1
+    component: str = ""
 
     @property
     def why(self):
@@ -83,17 +88,22 @@ class Explanation:
         return (f"{self.model_name}: {len(self.rows)} groups, {len(self.prunable)} prunable "
                 f"({chans} of {total} channels), {len(self.skipped)} nodes skipped")
 
+    def _head(self):
+        extra = ("component",) if any(r.component for r in self.rows) else ()
+        return ("id", "width", "layers") + extra + ("prunable", "why not")
+
     def _cells(self, width=48):
         def cut(text):
             return text if len(text) <= width else text[:width - 3] + "..."
+        extra = any(r.component for r in self.rows)
         for r in self.rows:
             layers = ", ".join(r.layers) or "-"
             size = str(r.width) if r.blocks == 1 else f"{r.width}x{r.blocks}"
-            yield (str(r.id), size, cut(layers), "yes" if r.prunable else "no",
-                   r.why)
+            yield (str(r.id), size, cut(layers)) + ((r.component,) if extra else ()) + (
+                "yes" if r.prunable else "no", r.why)
 
     def __str__(self):
-        head = ("id", "width", "layers", "prunable", "why not")
+        head = self._head()
         rows = list(self._cells())
         widths = [max(len(x) for x in col) for col in zip(head, *rows)]
         line = lambda cells: "  ".join(  # noqa: E731
@@ -105,8 +115,7 @@ class Explanation:
         return f"<Explanation {self.summary()}>"
 
     def _repr_html_(self):
-        head = "".join(f"<th>{h}</th>" for h in ("id", "width", "layers", "prunable",
-                                                  "why not"))
+        head = "".join(f"<th>{h}</th>" for h in self._head())
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
             for cells in self._cells(width=120))
@@ -142,6 +151,7 @@ def explain(model):
     (True, ('model output',))
     """
     g = graph(model)
+    kinds = {c.group: f"{c.kind} (block {c.block})" for c in components(g)}
     rows = []
     for grp in g.groups:
         weighted = [m.layer for m in grp.members if m.key is not None]
@@ -152,5 +162,5 @@ def explain(model):
         if not grp.prunable and not reasons:
             reasons = (_NO_PRODUCER,)
         rows.append(GroupRow(grp.id, grp.size, tuple(names), grp.prunable, reasons,
-                             grp.blocks))
+                             grp.blocks, kinds.get(grp.id, "")))
     return Explanation(model.name, rows, g.skipped)

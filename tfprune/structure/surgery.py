@@ -25,7 +25,7 @@ from tfprune.structure.calibrate import recalibrate_batchnorm
 from tfprune.structure.dependency import graph
 from tfprune.structure.scores import bn_scales, data_stats, group_scores
 
-__all__ = ["prune_channels", "remove_dead_channels", "dead_channels", "rebuild"]
+__all__ = ["prune_channels", "prune_groups", "remove_dead_channels", "dead_channels", "rebuild"]
 
 # Old private name of producer_names (tfprune.structure._plan), used by tools/.
 _producer_names = producer_names
@@ -88,9 +88,25 @@ def prune_channels(model, sparsity=None, *, criterion="magnitude", data=None, ro
     if not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer; got {round_to!r}.")
     refuse_wrapped(model, "prune_channels")
-    criterion = criteria_lib.get(criterion)
     g = graph(model)
-    ratios = resolve_ratios(g, sparsity)
+    return prune_groups(model, g, resolve_ratios(g, sparsity), criterion=criterion, data=data,
+                        round_to=round_to, loss=loss, batches=batches)
+
+
+def prune_groups(model, g, ratios, *, criterion="magnitude", data=None, round_to=1, loss=None,
+                 batches=None):
+    """:func:`prune_channels` on chosen groups: ``ratios`` is ``{group id: fraction}`` of ``g``.
+
+    ``round_to`` may be ``{group id: multiple}`` (1 for groups not named).
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"),
+    ...                       keras.layers.Dense(2, name="o")])
+    >>> g = tp.structure.graph(m)
+    >>> prune_groups(m, g, {g.group_of("h").id: 0.25}).get_layer("h").units
+    12
+    """
+    criterion = criteria_lib.get(criterion)
     stats = _check_data(model, criterion, data, loss)
     if stats:
         stats = data_stats(model, g, data, criterion, loss=loss, batches=batches)
@@ -99,7 +115,8 @@ def prune_channels(model, sparsity=None, *, criterion="magnitude", data=None, ro
     removed = {}
     for gid, r in ratios.items():
         group = g.groups[gid]
-        keep = keep_count(group.size, r, round_to)
+        keep = keep_count(group.size, r, round_to.get(gid, 1) if isinstance(round_to, dict)
+                          else round_to)
         if keep >= group.size:
             continue
         order = np.argsort(group_scores(group, layers, criterion, scales, stats),
