@@ -6,5 +6,6 @@
 """
 
 from tfprune.hardware.table import TARGETS, LatencyTable, latency_table, predict_latency
+from tfprune.sensitivity.energy import EnergyModel
 
-__all__ = ["latency_table", "predict_latency", "LatencyTable", "TARGETS"]
+__all__ = ["latency_table", "predict_latency", "LatencyTable", "TARGETS", "EnergyModel"]
