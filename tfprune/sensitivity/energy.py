@@ -19,8 +19,8 @@ int8 MAC figure (0.2 pJ + 0.03 pJ).
 >>> e = EnergyModel()
 >>> e.get_config()
 {'pj_per_mac': 4.6, 'pj_per_byte': 160.0, 'bytes_per_value': 4}
->>> e.picojoules(macs=1000, values=10)
-10999.999999999998
+>>> round(e.picojoules(macs=1000, values=10), 6)   # 4.6 * 1000 + 160 * 4 * 10
+11000.0
 >>> EnergyModel.get({"pj_per_byte": 1.25}).pj_per_byte
 1.25
 """

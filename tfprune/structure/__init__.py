@@ -7,11 +7,11 @@
 120
 """
 
-from tfprune.structure.budget import ratio_for_flops
+from tfprune.structure.budget import hardware_round_to, ratio_for_flops
 from tfprune.structure.costs import count
 from tfprune.structure.dependency import DependencyGraph, Group, Member, graph
 from tfprune.structure.explanation import explain
 from tfprune.structure.surgery import prune_channels, remove_dead_channels
 
 __all__ = ["graph", "DependencyGraph", "Group", "Member", "prune_channels",
-           "remove_dead_channels", "count", "ratio_for_flops", "explain"]
+           "remove_dead_channels", "count", "ratio_for_flops", "hardware_round_to", "explain"]
