@@ -11,7 +11,8 @@ defaults (``round_to=hardware_round_to``, ``fill="latency"``) and with the
 former ones (``round_to=1``, no fill).
 
 ``mlp``: an MLP (``--sizes``, default 784-2048-2048-10) trained on MNIST
-(``tfprune.datasets.mnist``: 4,000 train / 1,000 test digits), given a
+(``tfprune.datasets.mnist``: 4,000 train / 1,000 test digits; zero-padded
+to 32x32 for a 1024-wide input), given a
 latency budget of ``--budget`` (1/3) of the dense model, pruned
 automatically:
 
@@ -170,6 +171,13 @@ def part_mlp(out):
     import tfprune as tp
     sizes = [int(s) for s in FLAGS.sizes]
     (x, y), (xt, yt) = tp.datasets.mnist(flat=True, seed=FLAGS.seed)
+    if sizes[0] == 1024:  # 28x28 digits zero-padded to 32x32 (as LeNet-5 fed them)
+        import numpy as np
+        pad = lambda a: np.pad(a.reshape(-1, 28, 28), ((0, 0), (2, 2), (2, 2))).reshape(-1, 1024)  # noqa: E731
+        x, xt = pad(x), pad(xt)
+    elif sizes[0] != 784:
+        raise app.UsageError(f"--sizes must start with 784 (MNIST) or 1024 (padded to "
+                             f"32x32); got {sizes[0]}.")
     dense = fit(compile_(mlp(sizes)), x, y, FLAGS.epochs)
     rt = tp.structure.hardware_round_to(dense)
     steps = {}
