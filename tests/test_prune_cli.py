@@ -215,6 +215,7 @@ def test_target_latency_ms_plans_channels_under_the_budget(tiny, tmp_path):
     proc = _prune("--model", tmp_path / "wide.keras", "--data", tiny / "d.npz", "--epochs", 1,
                   "--allocate", "--granularity", "channels", "--target_latency_ms", budget,
                   "--latency_cache", cache, "--sweep_sparsities", "0.25,0.5,0.75,0.9",
+                  "--nolatency_calibrate",
                   "--schedule", "one_shot", "--shrink", "--output", tmp_path / "w.keras")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "w.summary.json").read_text())

@@ -93,6 +93,11 @@ def define_flags():
         define(flags.DEFINE_string, "latency_cache", None,
                "JSON cache of the per-layer latencies of --target_latency_ms (default: "
                "<output>.latency.json); a re-run reuses what it holds."),
+        define(flags.DEFINE_bool, "latency_calibrate", True,
+               "With --target_latency_ms: time each plan against the dense model and "
+               "correct the table's budget until the measured latency meets it "
+               "(tfprune.hardware.allocate_measured); --nolatency_calibrate trusts the "
+               "table's prediction."),
         define(flags.DEFINE_integer, "latency_threads", 1,
                "LiteRT threads the latency table is measured with."),
         define(flags.DEFINE_integer, "round_to", 0,

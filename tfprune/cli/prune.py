@@ -117,7 +117,8 @@ def _settings(plan):
     names = ("data", "dataset", "max_samples", "scale_uint8", "schedule", "target_sparsity",
              "initial_sparsity", "begin_step", "end_step", "frequency", "criterion",
              "granularity", "plan", "allocate", "target_flops", "target_latency_ms",
-             "latency_threads", "round_to", "sweep_sparsities", "sweep_samples", "skip",
+             "latency_threads", "latency_calibrate", "round_to", "sweep_sparsities",
+             "sweep_samples", "skip",
              "epochs", "batch_size", "learning_rate", "loss", "seed")
     settings = {n: FLAGS[n].value for n in names}
     settings.update(model_sha256=model_hash, plan_content=plan)
@@ -148,7 +149,13 @@ def allocate_plan(tp, model, x, y):
         with _flags.quiet_stderr():
             table = tp.hardware.latency_table(model, threads=FLAGS.latency_threads,
                                               cache=latency_cache_path(), progress=False)
-        plan = report.allocate(target_latency_ms=FLAGS.target_latency_ms, table=table, **extra)
+        if FLAGS.latency_calibrate:
+            with _flags.quiet_stderr():
+                plan = tp.hardware.allocate_measured(report, table, FLAGS.target_latency_ms,
+                                                     **extra)
+        else:
+            plan = report.allocate(target_latency_ms=FLAGS.target_latency_ms, table=table,
+                                   **extra)
     elif FLAGS.target_flops is not None:
         plan = report.allocate(target_flops=FLAGS.target_flops, **extra)
     else:
@@ -157,6 +164,8 @@ def allocate_plan(tp, model, x, y):
     realised.update(extra, budget=plan.budget)
     if FLAGS.target_latency_ms is not None:
         realised["dense_latency_ms"] = table.measured_ms  # the table's whole-model timing
+        if getattr(plan, "measured", None):
+            realised["measured"] = plan.measured
     return {k: float(v) for k, v in plan.items()}, realised
 
 
