@@ -28,7 +28,7 @@ __all__ = ["allocate_measured"]
 
 
 def allocate_measured(report, table, target_latency_ms, *, model=None, iterations=4,
-                      tolerance=0.1, rounds=8, runs=20, **allocate_kwargs):
+                      tolerance=0.1, rounds=8, runs=20, clock="wall", **allocate_kwargs):
     """``report.allocate(target_latency_ms=...)`` corrected by measured latency.
 
     Args:
@@ -42,8 +42,10 @@ def allocate_measured(report, table, target_latency_ms, *, model=None, iteration
         ``prune_channels``, two conversions and a timing).
       tolerance: stop once the measured fraction is within ``tolerance``
         (relative) below the target fraction.
-      rounds, runs: interleaved timing of each plan against the dense model
-        (``tfprune.export.latency``, ``table.threads`` threads).
+      rounds, runs, clock: interleaved timing of each plan against the dense
+        model (``tfprune.export.latency``, ``table.threads`` threads;
+        ``clock="cpu"`` times the invoking thread's CPU time, which other
+        jobs' preemption does not inflate).
       **allocate_kwargs: passed to ``report.allocate`` (``round_to``,
         ``max_drop``, ``step``).
 
@@ -90,7 +92,7 @@ def allocate_measured(report, table, target_latency_ms, *, model=None, iteration
             break  # a corrected budget below what the table can reach: keep the best
         small = prune_channels(model, plan)
         dense_s, pruned_s = latency([model, small], threads=table.threads, rounds=rounds,
-                                    runs=runs)
+                                    runs=runs, clock=clock)
         fraction = pruned_s / dense_s
         tries.append({"table_budget_ms": budget, "predicted_ms": plan.latency_ms,
                       "fraction": fraction})
