@@ -86,10 +86,17 @@ def allocate_measured(report, table, target_latency_ms, *, model=None, iteration
         try:
             plan = report.allocate(target_latency_ms=budget, table=table, model=model,
                                    **allocate_kwargs)
-        except ValueError:
-            if best is None:  # the first try is the user's budget: say why it fails
-                raise
-            break  # a corrected budget below what the table can reach: keep the best
+        except ValueError as e:
+            minimum = getattr(e, "minimum", None)
+            if minimum is None or minimum <= budget * (1 - 1e-9) or (
+                    high is not None and minimum >= high * (1 - 1e-9)):
+                if best is None:
+                    raise
+                break  # below what the table can reach and nothing new to try: keep the best
+            # Out of the table's reach, though the table may over-predict: try its
+            # smallest plan and let the timing say.
+            budget = minimum * (1 + 1e-6)
+            continue
         small = prune_channels(model, plan)
         dense_s, pruned_s = latency([model, small], threads=table.threads, rounds=rounds,
                                     runs=runs, clock=clock)

@@ -326,12 +326,14 @@ def _channel_allocation(report, units, names, grids, drops, budgets, counts, gid
         choice, real = _realised.fit(counts, gids, grids, drops, kind, target, round_to)
         if choice is None:
             unit = _UNITS.get(kind, f" {kind}")
-            raise ValueError(
+            error = ValueError(
                 f"allocate: {what}={value} is infeasible: the minimum achievable is "
                 f"{real[kind]:,.6g}{unit} ({real[kind] / dense[kind]:.1%} of the dense "
                 f"{dense[kind]:,.6g}{unit}), with every unit at its largest allowed "
                 "sparsity after prune_channels. Sweep higher sparsities, relax max_drop "
                 "or the budget.")
+            error.minimum = float(real[kind])  # for callers that retry at the minimum
+            raise error
     plan = _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
     real = counts.real(counts.widths(dict(plan), round_to) if plan else {})
     plan.params, plan.flops = float(real["params"]), float(real["flops"])
