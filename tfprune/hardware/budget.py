@@ -80,6 +80,8 @@ def allocate_measured(report, table, target_latency_ms, *, model=None, iteration
         raise ValueError("allocate_measured: pass the swept model (model=...): the plans "
                          "are pruned and timed.")
     target = float(target_latency_ms) / float(table.measured_ms)
+    if target >= 1:  # the dense model already fits: nothing to correct
+        iterations = 1
     budget, low, high = float(target_latency_ms), None, None  # low: meets it; high: does not
     tries, best = [], None
     for _ in range(iterations):
