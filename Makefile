@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-export bench-recipes clean
+.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-export bench-recipes bench-latency-budget clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,9 @@ bench-export: $(STAMP)
 
 bench-recipes: $(STAMP)
 	$(PY) tools/bench_recipes.py
+
+bench-latency-budget: $(STAMP)
+	$(PY) tools/bench_latency_budget.py
 
 # Real TFMOT (on tf_keras) lives in a venv of its own, so .venv stays without it.
 COMPARE_VENV  ?= .venv-compare

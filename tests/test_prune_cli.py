@@ -163,6 +163,13 @@ def test_allocate_and_plan(tiny, tmp_path):
      "--target_sparsity must be in (0, 1)"),
     (["--data", "{d}", "--output", "{t}/o.keras", "--target_flops", "100"],
      "--target_flops needs --allocate"),
+    (["--data", "{d}", "--output", "{t}/o.keras", "--target_latency_ms", "1"],
+     "--target_latency_ms needs --allocate"),
+    (["--data", "{d}", "--output", "{t}/o.keras", "--allocate", "--target_latency_ms", "1"],
+     "--target_latency_ms needs --granularity=channels"),
+    (["--data", "{d}", "--output", "{t}/o.keras", "--allocate", "--granularity", "channels",
+      "--target_latency_ms", "-1"], "--target_latency_ms must be positive"),
+    (["--data", "{d}", "--output", "{t}/o.keras", "--round_to", "-2"], "--round_to must be"),
     (["--data", "{d}", "--output", "{t}/o.keras", "--plan", "{t}/bad.json"], "--plan="),
     (["--data", "{d}", "--output", "{t}/nofolder/o.keras"], "does not exist"),
     (["--data", "{d}", "--output", "{t}/o.keras", "--schedule", "cubic"], "--schedule"),
@@ -193,3 +200,39 @@ def test_bad_labels_and_shapes_are_one_line(tiny, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
         assert lines[0].startswith("tfprune-prune: error: ") and message in lines[0], lines
+
+
+@pytest.mark.slow
+def test_target_latency_ms_plans_channels_under_the_budget(tiny, tmp_path):
+    """--allocate --granularity=channels --target_latency_ms: the latency table is built
+    (here reused from a cache written beforehand), the plan's predicted latency is within
+    the budget, widths are multiples of 16, and the shrunk model is timed beside the dense."""
+    import keras
+
+    import tfprune as tp
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(256, activation="relu", name="fc1"),
+                              keras.layers.Dense(256, activation="relu", name="fc2"),
+                              keras.layers.Dense(10, name="out")])
+    model.save(tmp_path / "wide.keras")
+    cache = tmp_path / "lat.json"
+    table = tp.hardware.latency_table(model, cache=cache, progress=False)
+    budget = 0.6 * table.measured_ms
+    proc = _prune("--model", tmp_path / "wide.keras", "--data", tiny / "d.npz", "--epochs", 1,
+                  "--allocate", "--granularity", "channels", "--target_latency_ms", budget,
+                  "--latency_cache", cache, "--sweep_sparsities", "0.25,0.5,0.75,0.9",
+                  "--nolatency_calibrate",
+                  "--schedule", "one_shot", "--shrink", "--output", tmp_path / "w.keras")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "w.summary.json").read_text())
+    alloc = summary["allocation"]
+    assert alloc["budget"] == {"target_latency_ms": budget}
+    assert alloc["round_to"] == 16
+    assert alloc["latency_ms"] <= budget
+    assert alloc["dense_latency_ms"] == pytest.approx(table.measured_ms)  # cache reused
+    assert summary["latency"]["predicted_ms"] == alloc["latency_ms"]
+    assert set(summary["latency"]["measured"]) == {"dense_ms", "pruned_ms", "threads"}
+    small = keras.saving.load_model(tmp_path / "w.keras")
+    widths = [small.get_layer(n).units for n in ("fc1", "fc2")]
+    assert all(w % 16 == 0 for w in widths) and widths != [256, 256], widths

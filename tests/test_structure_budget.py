@@ -24,7 +24,7 @@ def _mlp():
 @pytest.mark.parametrize("factor", [1.5, 2.0, 3.0])
 def test_uniform_ratio_reaches_factor_and_is_least(name, factor):
     model = sm.PATTERNS[name]()
-    r = tp.structure.ratio_for_flops(model, factor)
+    r = tp.structure.ratio_for_flops(model, factor, round_to=1)   # the former default
     assert 0 < r < 1
     assert _factor(model, r) >= factor
     # A visibly smaller ratio no longer reaches the target: r is (close to) the least.
@@ -42,7 +42,7 @@ def test_round_to_widths_and_budget():
 
 def test_plan_is_scaled_as_a_whole():
     model = _mlp()
-    plan = tp.structure.ratio_for_flops(model, 1.6, plan={"h1": 0.2, "h2": 0.8})
+    plan = tp.structure.ratio_for_flops(model, 1.6, plan={"h1": 0.2, "h2": 0.8}, round_to=1)
     assert set(plan) == {"h1", "h2"}
     assert plan["h2"] == pytest.approx(4 * plan["h1"])
     assert max(plan.values()) < 1
@@ -151,7 +151,7 @@ def test_fill_by_measured_latency_meets_the_budget():
         model, tp.structure.ratio_for_flops(model, 2.0, round_to=8), 8)
 
 
-@pytest.mark.parametrize("fill", ["flops", 1, None])
+@pytest.mark.parametrize("fill", ["flops", 1, "cut"])
 def test_bad_fill(fill):
     with pytest.raises(ValueError, match="fill must be False, True, 'latency' or a callable"):
         tp.structure.ratio_for_flops(_mlp(), 2.0, fill=fill)
@@ -210,3 +210,44 @@ def test_budget_bisects_on_the_cost_model_and_meets_it_for_real():
     small = tp.structure.prune_channels(model, r, round_to=8)
     dense = tp.structure.count(model)["flops"]
     assert tp.structure.count(small)["flops"] <= dense / 2.0
+
+
+def test_hardware_round_to_follows_group_sizes():
+    assert tp.structure.hardware_round_to(_mlp()) == 16
+    narrow = keras.Sequential([keras.Input((8,)), keras.layers.Dense(12, name="a"),
+                               keras.layers.Dense(20, name="b"), keras.layers.Dense(2)])
+    assert tp.structure.hardware_round_to(narrow) == 8     # 20 >= 16: half the groups
+    tiny = keras.Sequential([keras.Input((8,)), keras.layers.Dense(5), keras.layers.Dense(2)])
+    assert tp.structure.hardware_round_to(tiny) == 1
+
+
+def test_default_is_the_hardware_recipe():
+    """No round_to, no fill: widths in multiples of 16 (exact ratios for round_to=1),
+    the slack given back by measured latency, the budget met."""
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c1")(inp)
+    y = keras.layers.Conv2D(48, 3, padding="same", activation="relu", name="c2")(x)
+    y = keras.layers.Conv2D(32, 3, padding="same", name="c3")(y)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([x, y]))
+    model = keras.Model(inp, keras.layers.Dense(10, name="out")(x))
+    plan = tp.structure.ratio_for_flops(model, 2.0)
+    assert isinstance(plan, dict) and plan
+    small = tp.structure.prune_channels(model, plan)        # prune_channels' own default
+    assert _factor(model, plan) >= 2.0
+    g = tp.structure.graph(model)
+    for name, ratio in plan.items():
+        size = g.group_of(name).size
+        kept = size - round(ratio * size)
+        assert kept % 16 == 0 or kept == size, (name, kept)
+    assert tp.structure.count(small)["flops"] <= tp.structure.count(model)["flops"] / 2
+    # Explicit arguments keep their former meaning: a uniform float ratio.
+    assert isinstance(tp.structure.ratio_for_flops(model, 2.0, round_to=1), float)
+    assert isinstance(tp.structure.ratio_for_flops(model, 2.0, round_to=16), float)
+
+
+def test_default_falls_back_to_finer_widths_when_16_cannot_reach_the_factor():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, name="h"),
+                              keras.layers.Dense(2, name="o")], name="m")
+    # multiples of 16 leave h at 16 (2x on its side only); 4.0x needs finer steps
+    plan = tp.structure.ratio_for_flops(model, 4.0, fill=False)
+    assert _factor(model, plan) >= 4.0

@@ -9,7 +9,10 @@ Example:
 measure accuracy before and after); --dataset=digits or mnist uses the
 bundled offline data instead. --plan=plan.json ({layer: sparsity}) sets
 per-layer targets; --allocate runs a small sensitivity sweep first and
-allocates --target_sparsity (or --target_flops) over the layers.
+allocates --target_sparsity (or --target_flops) over the layers. With
+--granularity=channels, --allocate --target_latency_ms=T plans the channel
+widths whose LiteRT latency, predicted by a per-layer latency table of the
+model (measured once, cached in --latency_cache), is at most T ms.
 
 Every epoch is checkpointed into --work_dir; running the same command again
 after a crash or a kill resumes from the last finished epoch and ends with
@@ -28,6 +31,7 @@ PROG = "tfprune-prune"
 FLAGS = flags.FLAGS
 DATASETS = ("mnist", "digits")
 SCHEDULES = ("polynomial", "constant", "one_shot")
+CHANNELS = ("channel", "channels", "filter", "filters", "neuron", "neurons")
 
 
 def define_flags():
@@ -82,6 +86,24 @@ def define_flags():
         define(flags.DEFINE_float, "target_flops", None,
                "With --allocate: multiply-adds per sample to keep in the analysed layers "
                "(as tfprune.structure.count counts them), instead of a sparsity."),
+        define(flags.DEFINE_float, "target_latency_ms", None,
+               "With --allocate --granularity=channels: the whole model's LiteRT latency "
+               "budget in ms (batch 1, --latency_threads), predicted by a per-layer latency "
+               "table of the model (tfprune.hardware.latency_table)."),
+        define(flags.DEFINE_string, "latency_cache", None,
+               "JSON cache of the per-layer latencies of --target_latency_ms (default: "
+               "<output>.latency.json); a re-run reuses what it holds."),
+        define(flags.DEFINE_bool, "latency_calibrate", True,
+               "With --target_latency_ms: time each plan against the dense model and "
+               "correct the table's budget until the measured latency meets it "
+               "(tfprune.hardware.allocate_measured); --nolatency_calibrate trusts the "
+               "table's prediction."),
+        define(flags.DEFINE_integer, "latency_threads", 1,
+               "LiteRT threads the latency table is measured with."),
+        define(flags.DEFINE_integer, "round_to", 0,
+               "Channel plans (--allocate --granularity=channels): widths in multiples of "
+               "this; 0 picks hardware-friendly multiples (16, or 8/4/1 for narrow "
+               "models; tfprune.structure.hardware_round_to)."),
         define(flags.DEFINE_list, "sweep_sparsities", ["0.3", "0.5", "0.7", "0.9"],
                "Sparsities the --allocate sweep tries per layer."),
         define(flags.DEFINE_integer, "sweep_samples", 512,
@@ -179,6 +201,25 @@ def check_flags(argv=()):
         raise UserError("--target_flops needs --allocate (it sets the budget of the plan).")
     if FLAGS.target_flops is not None and FLAGS.target_flops <= 0:
         raise UserError(f"--target_flops must be positive; got {FLAGS.target_flops}.")
+    if FLAGS.target_latency_ms is not None:
+        if not FLAGS.allocate:
+            raise UserError("--target_latency_ms needs --allocate (it sets the budget of "
+                            "the plan).")
+        if not FLAGS.target_latency_ms > 0:
+            raise UserError(f"--target_latency_ms must be positive; got "
+                            f"{FLAGS.target_latency_ms}.")
+        if FLAGS.target_flops is not None:
+            raise UserError("pass --target_flops or --target_latency_ms, not both.")
+        if FLAGS.granularity.lower() not in CHANNELS:
+            raise UserError(f"--target_latency_ms needs --granularity=channels (got "
+                            f"{FLAGS.granularity!r}): latency falls with whole channels "
+                            "removed, not with masked weights.")
+    if FLAGS.latency_threads < 1:
+        raise UserError(f"--latency_threads must be 1 or more; got {FLAGS.latency_threads}.")
+    if FLAGS.round_to < 0:
+        raise UserError(f"--round_to must be 0 (auto) or more; got {FLAGS.round_to}.")
+    if FLAGS.latency_cache:
+        _inputs.writable(FLAGS.latency_cache, "latency_cache")
     if FLAGS.allocate and FLAGS.plan:
         raise UserError("pass --plan or --allocate, not both.")
     return read_plan(FLAGS.plan) if FLAGS.plan else None

@@ -244,7 +244,7 @@ def budgets(name, dense, data, oneshot, seed, rows):
         measured = dense_val - acc(small, val)
         after = finetune_plain(name, small, train, test, seed)
         if kind == "flops":
-            ratio = tp.structure.ratio_for_flops(dense, dense_counts["flops"] / real)
+            ratio = tp.structure.ratio_for_flops(dense, dense_counts["flops"] / real, round_to=1)
         else:
             ratio = uniform_params(dense, real, calib)
         uni = tp.structure.prune_channels(dense, ratio, data=calib)

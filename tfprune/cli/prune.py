@@ -116,15 +116,22 @@ def _settings(plan):
         model_hash = hashlib.sha256(f.read()).hexdigest()[:16]
     names = ("data", "dataset", "max_samples", "scale_uint8", "schedule", "target_sparsity",
              "initial_sparsity", "begin_step", "end_step", "frequency", "criterion",
-             "granularity", "plan", "allocate", "target_flops", "sweep_sparsities",
-             "sweep_samples", "skip", "epochs", "batch_size", "learning_rate", "loss", "seed")
+             "granularity", "plan", "allocate", "target_flops", "target_latency_ms",
+             "latency_threads", "latency_calibrate", "round_to", "sweep_sparsities",
+             "sweep_samples", "skip",
+             "epochs", "batch_size", "learning_rate", "loss", "seed")
     settings = {n: FLAGS[n].value for n in names}
     settings.update(model_sha256=model_hash, plan_content=plan)
     return settings
 
 
+def latency_cache_path():
+    return FLAGS.latency_cache or os.path.splitext(FLAGS.output)[0] + ".latency.json"
+
+
 def allocate_plan(tp, model, x, y):
-    """A per-layer plan from a small sensitivity sweep and ``report.allocate``."""
+    """``(plan, realised)``: a per-layer plan from a small sensitivity sweep and
+    ``report.allocate``, and what the plan says it realises."""
     n = min(len(x), FLAGS.sweep_samples)
     sparsities = [float(s) for s in FLAGS.sweep_sparsities]
     print(f"sweeping {len(sparsities)} sparsities per layer on {n} samples to allocate "
@@ -132,11 +139,43 @@ def allocate_plan(tp, model, x, y):
     report = tp.sensitivity.sweep(model, (x[:n], y[:n]), sparsities=sparsities,
                                   criterion=FLAGS.criterion, granularity=FLAGS.granularity,
                                   batch_size=256)
-    if FLAGS.target_flops is not None:
-        plan = report.allocate(target_flops=FLAGS.target_flops)
+    extra = {}
+    if FLAGS.granularity.lower() in spec.CHANNELS:
+        # Channel plans in hardware-friendly widths (multiples of 16 where the model allows).
+        extra["round_to"] = FLAGS.round_to or tp.structure.hardware_round_to(model)
+    if FLAGS.target_latency_ms is not None:
+        print(f"measuring per-layer LiteRT latencies (cache: {latency_cache_path()})",
+              file=sys.stderr, flush=True)
+        with _flags.quiet_stderr():
+            table = tp.hardware.latency_table(model, threads=FLAGS.latency_threads,
+                                              cache=latency_cache_path(), progress=False)
+        if FLAGS.latency_calibrate:
+            with _flags.quiet_stderr():
+                plan = tp.hardware.allocate_measured(report, table, FLAGS.target_latency_ms,
+                                                     **extra)
+        else:
+            plan = report.allocate(target_latency_ms=FLAGS.target_latency_ms, table=table,
+                                   **extra)
+    elif FLAGS.target_flops is not None:
+        plan = report.allocate(target_flops=FLAGS.target_flops, **extra)
     else:
-        plan = report.allocate(target_sparsity=FLAGS.target_sparsity)
-    return {k: float(v) for k, v in plan.items()}
+        plan = report.allocate(target_sparsity=FLAGS.target_sparsity, **extra)
+    realised = {k: v for k, v in plan.realised().items() if v is not None}
+    realised.update(extra, budget=plan.budget)
+    if FLAGS.target_latency_ms is not None:
+        realised["dense_latency_ms"] = table.measured_ms  # the table's whole-model timing
+        if getattr(plan, "measured", None):
+            realised["measured"] = plan.measured
+    return {k: float(v) for k, v in plan.items()}, realised
+
+
+def measured_latency(tp, dense, pruned):
+    """Dense and shrunk pruned model timed interleaved in one LiteRT process (ms)."""
+    small = tp.strip(pruned, shrink=True)
+    with _flags.quiet_stderr():
+        seconds = tp.export.latency([dense, small], threads=FLAGS.latency_threads)
+    return {"dense_ms": seconds[0] * 1e3, "pruned_ms": seconds[1] * 1e3,
+            "threads": FLAGS.latency_threads}
 
 
 def mask_sparsity(model):
@@ -190,7 +229,8 @@ def _main(argv):
         work.remember(before=model.evaluate(x_eval, y_eval, batch_size=256, verbose=0,
                                             return_dict=True))
     if FLAGS.allocate and "plan" not in work.extra:
-        work.remember(plan=allocate_plan(tp, model, x_eval, y_eval))
+        plan, realised = allocate_plan(tp, model, x_eval, y_eval)
+        work.remember(plan=plan, allocation=realised)
     plan = work.extra.get("plan", plan)
     steps = FLAGS.epochs * math.ceil(len(x) / FLAGS.batch_size)
     schedule = make_schedule(tp, steps)
@@ -228,6 +268,12 @@ def _main(argv):
         "before": _count(tp, model), "after": _count(tp, plain),
         "history": work.history,
     }
+    if "allocation" in work.extra:
+        summary["allocation"] = work.extra["allocation"]
+    if FLAGS.target_latency_ms is not None:
+        summary["latency"] = {"budget_ms": FLAGS.target_latency_ms,
+                              "predicted_ms": work.extra["allocation"].get("latency_ms"),
+                              "measured": measured_latency(tp, model, pruned)}
     nonzero = lambda m: sum(int((keras.ops.convert_to_numpy(v) != 0).sum())  # noqa: E731
                             for v in m.weights)
     summary["before"]["params_nonzero"] = nonzero(model)

@@ -51,7 +51,8 @@ import numbers
 
 import numpy as np
 
-from tfprune.sensitivity import _coupling, _knapsack, _realised
+from tfprune.sensitivity import _coupling, _hwcost, _knapsack, _realised
+from tfprune.sensitivity.energy import EnergyModel
 
 __all__ = ["allocate", "predicted_drop", "Plan"]
 
@@ -66,17 +67,28 @@ class Plan(dict):
         params: weights kept.
         flops: multiply-adds per sample kept.
         predicted_drop: :func:`predicted_drop` of the plan (monotone envelope).
+        latency_ms: with ``target_latency_ms``, the whole model's latency
+            *predicted by the table* at the plan's widths (not a measurement).
+        energy: with ``target_energy``, the energy proxy (picojoules per
+            sample, :class:`~tfprune.sensitivity.energy.EnergyModel`).
         budget: the budget asked, e.g. ``{"target_sparsity": 0.8}`` (``{}``
             with only ``max_drop``).
     """
 
     sparsity = params = flops = predicted_drop = None
+    latency_ms = energy = None
     budget = None
 
     def realised(self):
-        """``{"sparsity", "params", "flops", "predicted_drop"}`` as a plain dict."""
-        return {"sparsity": self.sparsity, "params": self.params, "flops": self.flops,
-                "predicted_drop": self.predicted_drop}
+        """``{"sparsity", "params", "flops", "predicted_drop"}`` (and ``latency_ms`` /
+        ``energy`` when budgeted) as a plain dict."""
+        out = {"sparsity": self.sparsity, "params": self.params, "flops": self.flops,
+               "predicted_drop": self.predicted_drop}
+        if self.latency_ms is not None:
+            out.update(latency_ms=self.latency_ms, latency_from="table prediction")
+        if self.energy is not None:
+            out.update(energy=self.energy, energy_from="EnergyModel proxy")
+        return out
 
 
 def _units(report):
@@ -147,7 +159,8 @@ def _plan(report, units, names, sparsity, budget):
 
 
 def allocate(report, target_sparsity=None, target_params=None, target_flops=None,
-             max_drop=None, step=0.01, model=None, round_to=1):
+             max_drop=None, step=0.01, model=None, round_to=1, target_latency_ms=None,
+             table=None, target_energy=None, energy=None):
     """Returns a :class:`Plan` ``{layer: sparsity}`` for ``tfprune.prune(sparsity=...)``.
 
     Give one budget (``target_sparsity``, ``target_params`` or
@@ -181,22 +194,42 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     (channel plans only) plans for ``prune_channels(model, plan,
     round_to=round_to)``, on the widths that call rounds to.
 
+    Hardware budgets (channel sweeps with their model only):
+    ``target_latency_ms`` with ``table``, a ``tfprune.hardware.LatencyTable``
+    of the unpruned model (``tfprune.hardware.latency_table(model)``): the
+    plan's latency predicted by the table after ``prune_channels`` (the sum
+    of the layers' fitted latencies at their new channel counts plus the
+    table's overhead term) is at most the budget; ``plan.latency_ms`` is that
+    prediction. ``target_energy`` (picojoules per sample) with ``energy``, an
+    ``EnergyModel`` (``tfprune.hardware.EnergyModel``), a dict of its
+    coefficients, or None for the documented defaults; ``plan.energy`` is
+    the proxy realised. Both run the same knapsack as ``target_flops``, on
+    costs re-linearised around the plan.
+
     Only analysed units appear in the plan: in ``tfprune.prune(schedule=...,
     sparsity=plan)`` other prunable layers follow the schedule's own final
     sparsity, so list them in ``skip=`` to keep them dense.
 
     Raises:
         ValueError: no budget given, or the budget cannot be met within the
-            swept sparsities and ``max_drop``.
+            swept sparsities and ``max_drop`` (the message says the least the
+            model can reach), or ``table`` was measured on another model.
     """
     budgets = {k: v for k, v in (("target_sparsity", target_sparsity),
                                  ("target_params", target_params),
-                                 ("target_flops", target_flops)) if v is not None}
+                                 ("target_flops", target_flops),
+                                 ("target_latency_ms", target_latency_ms),
+                                 ("target_energy", target_energy)) if v is not None}
     if len(budgets) > 1:
         raise ValueError(f"allocate: give one budget, not {sorted(budgets)}.")
     if not budgets and max_drop is None:
-        raise ValueError("allocate: give target_sparsity, target_params, target_flops "
-                         "or max_drop.")
+        raise ValueError("allocate: give target_sparsity, target_params, target_flops, "
+                         "target_latency_ms, target_energy or max_drop.")
+    if (target_latency_ms is None) != (table is None):
+        raise ValueError("allocate: target_latency_ms needs table= (a "
+                         "tfprune.hardware.LatencyTable of the model), and table= is only "
+                         "used with target_latency_ms.")
+    energy = EnergyModel.get(energy)
     if target_sparsity is not None and not 0.0 <= float(target_sparsity) < 1.0:
         raise ValueError(f"allocate: target_sparsity must be in [0, 1); got {target_sparsity}.")
     if not step > 0:
@@ -213,6 +246,15 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     if described or (model is not None
                      and _coupling.is_channel(str(report.meta.get("granularity", "")))):
         counts, gids = _channel_groups(model, described, units, names)
+    hardware = {"target_latency_ms", "target_energy"} & set(budgets)
+    if hardware and (counts is None or counts.graph is None):
+        raise ValueError(f"allocate: {hardware.pop()} needs a channel sweep "
+                         "(granularity='channels') and the swept model (model=...): latency "
+                         "and energy change with whole channels, not with masked weights.")
+    if "target_latency_ms" in budgets:
+        counts = _hwcost.Latency(counts, table)
+    elif "target_energy" in budgets:
+        counts = _hwcost.Energy(counts, energy)
     grids, drops = [], []
     for i, name in enumerate(names):
         xs, ys = report.curve(name)
@@ -276,20 +318,32 @@ def _channel_allocation(report, units, names, grids, drops, budgets, counts, gid
     choice, kind = [len(g) - 1 for g in grids], None
     if budgets:
         what, value = next(iter(budgets.items()))
-        kind = "flops" if what == "target_flops" else "params"
+        kind = _KINDS.get(what, "params")
         target = ((1 - float(value)) * dense["params"] if what == "target_sparsity"
                   else float(value))
         if target < 0:
             raise ValueError(f"allocate: {what} must be >= 0; got {value}.")
         choice, real = _realised.fit(counts, gids, grids, drops, kind, target, round_to)
         if choice is None:
-            raise ValueError(
-                f"allocate: {what}={value} is infeasible: with every unit at its largest "
-                f"allowed sparsity the model keeps {real[kind]:,} of "
-                f"{dense[kind]:,} {kind} ({real[kind] / dense[kind]:.1%}) after "
-                "prune_channels. Sweep higher sparsities, relax max_drop or the budget.")
+            unit = _UNITS.get(kind, f" {kind}")
+            error = ValueError(
+                f"allocate: {what}={value} is infeasible: the minimum achievable is "
+                f"{real[kind]:,.6g}{unit} ({real[kind] / dense[kind]:.1%} of the dense "
+                f"{dense[kind]:,.6g}{unit}), with every unit at its largest allowed "
+                "sparsity after prune_channels. Sweep higher sparsities, relax max_drop "
+                "or the budget.")
+            error.minimum = float(real[kind])  # for callers that retry at the minimum
+            raise error
     plan = _plan(report, units, names, [g[j] for g, j in zip(grids, choice)], budgets)
     real = counts.real(counts.widths(dict(plan), round_to) if plan else {})
     plan.params, plan.flops = float(real["params"]), float(real["flops"])
     plan.sparsity = 1.0 - real["params"] / max(dense["params"], 1)
+    if "latency" in real:
+        plan.latency_ms = float(real["latency"])
+    if "energy" in real:
+        plan.energy = float(real["energy"])
     return plan
+
+
+_KINDS = {"target_flops": "flops", "target_latency_ms": "latency", "target_energy": "energy"}
+_UNITS = {"latency": " ms", "energy": " pJ"}

@@ -127,14 +127,16 @@ class SensitivityReport:
         return sorted(scores, key=lambda n: -scores[n])[:k]
 
     def allocate(self, target_sparsity=None, target_params=None, target_flops=None,
-                 max_drop=None, step=0.01, model=None, round_to=1):
+                 max_drop=None, step=0.01, model=None, round_to=1, **hardware):
         """Per-layer sparsities for ``tfprune.prune(sparsity=...)`` (or per-group
         channel ratios for ``tfprune.structure.prune_channels``); see
-        :func:`tfprune.sensitivity.allocate`. ``model`` defaults to :attr:`model`."""
+        :func:`tfprune.sensitivity.allocate` (also for ``hardware``:
+        ``target_latency_ms``/``table``, ``target_energy``/``energy``).
+        ``model`` defaults to :attr:`model`."""
         from tfprune.sensitivity.allocation import allocate
         return allocate(self, target_sparsity=target_sparsity, target_params=target_params,
                         target_flops=target_flops, max_drop=max_drop, step=step,
-                        model=model, round_to=round_to)
+                        model=model, round_to=round_to, **hardware)
 
     # -- export -------------------------------------------------------------
     def to_csv(self, path=None):

@@ -7,7 +7,7 @@
 120
 """
 
-from tfprune.structure.budget import ratio_for_flops
+from tfprune.structure.budget import hardware_round_to, ratio_for_flops
 from tfprune.structure.transformer import Component, components, prune_heads
 from tfprune.structure.costs import count
 from tfprune.structure.dependency import DependencyGraph, Group, Member, graph
@@ -16,5 +16,5 @@ from tfprune.structure.masking import GroupPruningCallback, prune_groups
 from tfprune.structure.surgery import prune_channels, remove_dead_channels
 
 __all__ = ["graph", "DependencyGraph", "Group", "Member", "prune_channels",
-           "remove_dead_channels", "count", "ratio_for_flops", "explain", "prune_groups",
-           "GroupPruningCallback", "components", "Component", "prune_heads"]
+           "remove_dead_channels", "count", "ratio_for_flops", "hardware_round_to", "explain",
+           "prune_groups", "GroupPruningCallback", "components", "Component", "prune_heads"]
