@@ -7,12 +7,12 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo browser test test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-export bench-recipes bench-latency-budget clean
+.PHONY: demo browser test test-jax test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-export bench-recipes bench-latency-budget clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[dev,plots]"
+	$(PIP) install -q -e ".[dev,plots,jax]"
 	touch $(STAMP)
 
 # DEMO_DIR keeps every file of the run (default: a new temporary folder).
@@ -31,8 +31,17 @@ browser:
 	        timeout 600 apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium not installed; tests/test_report_cli.py's browser test will skip"
 
+# Test files also run under KERAS_BACKEND=jax (CPU) by `make test` (README "Backends").
+JAX_TESTS ?= tests/test_schedules.py tests/test_granularity.py tests/test_criteria.py \
+	tests/test_api.py tests/test_callbacks.py tests/test_regularizers.py \
+	tests/test_determinism.py tests/test_jax_training.py tests/test_backends.py
+
 test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 --durations=15
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --durations=10 $(JAX_TESTS)
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 $(JAX_TESTS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"

@@ -25,6 +25,8 @@ setup(
         "data": ["mlxtend", "tensorflow-datasets"],
         "compare": ["tensorflow-model-optimization>=0.8.1", "tf_keras>=2.21,<2.22", "tensorboard", "mlxtend"],
         "dev": ["pytest", "pytest-xdist", "ruff", "mlxtend", "matplotlib", "scikit-learn"],
+        # KERAS_BACKEND=jax (CPU): training, schedules and masks; see README "Backends".
+        "jax": ["jax", "jaxlib"],
     },
     # The console scripts start in tfprune_cli, which parses and checks flags without
     # importing TensorFlow (`import tfprune` does), so --help and bad input answer at once.

@@ -37,3 +37,26 @@ def random_data(n=64, input_shape=(8,), classes=4, seed=0):
     x = rng.normal(size=(n, *input_shape)).astype("float32")
     y = rng.integers(0, classes, size=(n,))
     return x, y
+
+
+def tensorflow_only(reason):
+    """Skips a test on other Keras backends; ``reason`` says what needs TensorFlow."""
+    import pytest
+
+    return pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                              reason=f"TensorFlow only: {reason}")
+
+
+def gradient(fn, value):
+    """d fn / d value (NumPy) with the active backend's autodiff (TensorFlow or JAX)."""
+    value = np.asarray(value)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(jax.numpy.asarray(value)))
+    import tensorflow as tf
+
+    variable = tf.Variable(value)
+    with tf.GradientTape() as tape:
+        loss = fn(variable)
+    return tape.gradient(loss, variable).numpy()

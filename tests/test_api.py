@@ -10,7 +10,7 @@ import pytest
 import tfprune as tp
 from tfprune import wrappers
 
-from _helpers import mlp, random_data, small_cnn
+from _helpers import mlp, random_data, small_cnn, tensorflow_only
 
 L = keras.layers
 
@@ -204,6 +204,7 @@ def test_mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@tensorflow_only("a tf.GradientTape training loop (test_jax_training.py has the JAX one)")
 def test_custom_training_loop_two_calls():
     import tensorflow as tf
 

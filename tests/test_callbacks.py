@@ -7,7 +7,7 @@ import pytest
 
 import tfprune as tp
 
-from _helpers import mlp, random_data
+from _helpers import mlp, random_data, tensorflow_only
 
 
 def test_pruning_logger_writes_tensorboard_scalars(tmp_path):
@@ -52,6 +52,7 @@ def test_steps_per_execution_advances_step():
 
 
 @pytest.mark.slow
+@tensorflow_only("tf.distribute.MirroredStrategy")
 def test_mirrored_strategy_on_two_logical_cpus():
     # A fresh process: logical devices must be configured before TF starts.
     code = textwrap.dedent("""

@@ -21,6 +21,16 @@ Quick start::
 # lazily at the call site. No module imports a _private name of another module,
 # nor a private module of another package.
 
+import importlib.util as _importlib_util
+import os as _os
+
+if _os.environ.get("KERAS_BACKEND") == "jax" and (
+        _importlib_util.find_spec("jax") is None or _importlib_util.find_spec("jaxlib") is None):
+    # Keras would fail deep inside its backend import with a bare ModuleNotFoundError.
+    raise ImportError(
+        "tfprune: KERAS_BACKEND=jax, but JAX is not installed. Install it with "
+        "`pip install tfprune[jax]` (jax and jaxlib), or unset KERAS_BACKEND to use TensorFlow.")
+
 # Families with registries (strings and objects both work).
 from tfprune import criteria, granularity, prunable, schedules
 from tfprune.criteria import Criterion

@@ -119,6 +119,8 @@ class PruningCallback(keras.callbacks.Callback):
         # With steps_per_execution = k, Keras calls this once per k steps; the
         # coming execution runs steps first..last, and masks due at any of them
         # are computed now with the latest due step's target.
+        # self.model first: on JAX it syncs the trainer's state into the variables
+        # (masks are scored from them), and the step then reads what we assign.
         k = int(getattr(self.model, "steps_per_execution", 1) or 1)
         first, last = self._step + 1, self._step + k
         self._step = last

@@ -91,9 +91,11 @@ class _RecordAt(keras.callbacks.Callback):
                 f"rewind_to < {steps * epochs + self.seen}, or 'init'.")
 
     def on_train_batch_begin(self, batch, logs=None):
+        # self.model first: on JAX it syncs the trainer's state into the variables.
+        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
         if self.values is None and self.seen == self.step:
             self.values = [keras.ops.convert_to_numpy(v).copy() for v in self.variables]
-        self.seen += int(getattr(self.model, "steps_per_execution", 1) or 1)
+        self.seen += k
 
 
 def _check_args(rounds, rate_per_round, rewind_to, scope):

@@ -59,6 +59,24 @@ class Regularizer(keras.regularizers.Regularizer):
         # 0.009999999776) would make configs and reprs noisy.
         return float(f"{float(keras.ops.convert_to_numpy(self.strength)):.7g}")
 
+    def current_strength(self, like):
+        """The strength as a tensor of ``like``'s dtype, read when the step runs.
+
+        A compiled TensorFlow step reads the variable by reference. A jitted
+        JAX step would capture its value at tracing as a constant (it is not
+        part of the model's state), so there it is read on the host at each
+        step (``jax.pure_callback``: one scalar per regularizer per step).
+        """
+        if keras.backend.backend() == "jax":
+            import jax
+
+            if isinstance(like, jax.core.Tracer):
+                value = jax.pure_callback(
+                    lambda: np.asarray(keras.ops.convert_to_numpy(self.strength), np.float32),
+                    jax.ShapeDtypeStruct((), np.float32))
+                return ops.cast(value, like.dtype)
+        return ops.cast(self.strength, like.dtype)
+
     def proximal(self, w, threshold):
         """The proximal operator of ``threshold * R`` applied to ``w`` (NumPy)."""
         raise NotImplementedError
@@ -96,7 +114,7 @@ class L1(Regularizer):
         return self.value
 
     def __call__(self, x):
-        return ops.cast(self.strength, x.dtype) * ops.sum(ops.abs(x))
+        return self.current_strength(x) * ops.sum(ops.abs(x))
 
     def proximal(self, w, threshold):
         """Elementwise soft-threshold ``sign(w) * max(|w| - t, 0)`` (NumPy)."""
@@ -231,7 +249,7 @@ class GroupLasso(Regularizer):
         g = self._group_matrix(x, ops)
         size = float(g.shape[1])
         norms = ops.sqrt(ops.sum(ops.square(g), axis=1) + self.epsilon)
-        return ops.cast(self.strength, x.dtype) * math.sqrt(size) * ops.sum(norms)
+        return self.current_strength(x) * math.sqrt(size) * ops.sum(norms)
 
     def group_norms(self, w):
         """L2 norm of each group of ``w`` (NumPy), in group order."""
