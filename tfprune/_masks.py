@@ -9,7 +9,58 @@ import json
 import keras
 import numpy as np
 
-__all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores"]
+__all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores",
+           "note_step_masks", "mask_value"]
+
+
+def _stateless_scope():
+    """Keras' active ``StatelessScope`` (None outside one)."""
+    try:
+        from keras.src.backend.common.stateless_scope import get_stateless_scope
+    except ImportError:  # a Keras without it: no stateless train step to serve
+        return None
+    return get_stateless_scope()
+
+
+def note_step_masks(masks):
+    """JAX: remembers the values ``masks`` have in the step being traced.
+
+    Keras' JAX trainer runs a step statelessly: the forward pass reads the
+    model's variables from a ``StatelessScope`` mapping them to the step's
+    state, but the optimizer applies constraints in a scope of its own that
+    maps only trainable and optimizer variables. Our non-trainable masks are
+    not in it (and ``fit`` has detached their stored values). So
+    ``PruneWrapper.call`` notes here the values the forward pass sees, and
+    :func:`mask_value` hands them to the constraints of the same step: the
+    masks of that step's state, so a mask update between steps takes effect
+    without retracing.
+    """
+    scope = _stateless_scope()
+    if scope is None:
+        return
+    for mask in masks:
+        value = scope.get_current_value(mask)
+        if value is not None:
+            mask.tfprune_step_value = value
+
+
+def mask_value(mask):
+    """What a constraint multiplies by: ``mask`` itself, or its value in the step being run.
+
+    On TensorFlow (and outside stateless steps) the variable itself: a
+    compiled step reads it by reference. In a JAX stateless step, the value
+    mapped by the active scope if any, else the one the step's forward pass
+    saw (:func:`note_step_masks`).
+    """
+    if keras.backend.backend() != "jax":
+        return mask
+    scope = _stateless_scope()
+    if scope is None:
+        return mask
+    value = scope.get_current_value(mask)
+    if value is None:
+        value = getattr(mask, "tfprune_step_value", None)
+    return mask if value is None else value
 
 
 class MaskConstraint:
@@ -31,7 +82,7 @@ class MaskConstraint:
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        return w * keras.ops.cast(self.mask, w.dtype)
+        return w * keras.ops.cast(mask_value(self.mask), w.dtype)
 
 
 def _input_axes(shape, out_axes):
@@ -59,7 +110,7 @@ class UnitMaskConstraint:
     def __call__(self, b):
         if self.inner is not None:
             b = self.inner(b)
-        alive = keras.ops.max(keras.ops.cast(self.mask, b.dtype), axis=self.axes)
+        alive = keras.ops.max(keras.ops.cast(mask_value(self.mask), b.dtype), axis=self.axes)
         return b * keras.ops.reshape(alive, self.shape)
 
 

@@ -100,12 +100,16 @@ def _clone_layer(layer):
 
 
 def _copy_weights(pairs):
+    jax_backend = keras.backend.backend() == "jax"
     for src, dst in pairs:
         if not getattr(src, "weights", None):
             continue
         if [tuple(v.shape) for v in src.weights] == [tuple(v.shape) for v in dst.weights]:
             for a, b in zip(src.weights, dst.weights):
-                b.assign(a)  # variable to variable: no NumPy copy of large weights
+                # Variable to variable: no NumPy copy of large weights. On JAX a
+                # device copy: shared, the buffer would be freed when one model's
+                # fit donates it to its train step.
+                b.assign(keras.ops.copy(a.value) if jax_backend else a)
         else:
             dst.set_weights(src.get_weights())  # raises its clear shape error
 

@@ -29,7 +29,7 @@ from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
 from tfprune._masks import (MaskConstraint, UnitMaskConstraint, assign_mask, check_settings,
-                            read_scores, save_settings, settings, unit_mask)
+                            note_step_masks, read_scores, save_settings, settings, unit_mask)
 
 __all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
@@ -67,9 +67,7 @@ class PruneWrapper(keras.layers.Wrapper):
     def __init__(self, layer, schedule, criterion="magnitude",
                  granularity="unstructured", scope="layer", **kwargs):
         if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                f"PruneWrapper expects a keras.layers.Layer; got {type(layer).__name__}."
-            )
+            raise TypeError(f"PruneWrapper expects a keras.layers.Layer; got {type(layer).__name__}.")
         if isinstance(layer, PruneWrapper):
             raise ValueError(f"Layer '{layer.name}' is already pruned (wrapped twice).")
         if isinstance(layer, keras.Model):
@@ -202,6 +200,8 @@ class PruneWrapper(keras.layers.Wrapper):
             )
         if self._pass_training and training is not None:
             kwargs["training"] = training
+        if keras.backend.backend() == "jax":  # even without `training` (a subclassed call may drop it)
+            note_step_masks(self._masks)  # for this step's constraints (see _masks)
         if training and getattr(self, "_accumulators", None) is not None:
             return accumulate.tapped_call(
                 self, self._accumulators, lambda: self.layer(inputs, *args, **kwargs))
