@@ -12,8 +12,10 @@ Two processes, because ``KERAS_BACKEND`` is fixed when Keras is imported:
    (``tfprune-export --model=pruned.keras`` does the same from a shell) and
    ``tp.export.benchmark`` times it and checks it against the Keras model.
 
-``tp.export.to_tflite`` called in a JAX process raises an error that says
-this. See docs/backends.md.
+``tp.export.to_tflite`` also converts in the JAX process itself (TensorFlow
+traces the model through Keras's SavedModel export); the two-process route
+does not depend on that and is the one for other backends. See
+docs/backends.md.
 """
 
 import json

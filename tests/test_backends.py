@@ -88,16 +88,28 @@ def test_saved_layer_of_another_backend_is_named_before_loading(tmp_path):
             tp.export.to_tflite(str(bad))
 
 
-def test_to_tflite_under_jax_says_what_to_run_instead(tmp_path):
-    code = ("import keras, tfprune as tp\n"
-            "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
-            "try:\n    tp.export.to_tflite(m)\n"
-            "except RuntimeError as e:\n    print('ERROR', e)\n")
+def test_to_tflite_converts_a_jax_model_and_refuses_other_backends(monkeypatch):
+    code = ("import keras, numpy as np, tfprune as tp\n"
+            "keras.utils.set_random_seed(0)\n"
+            "m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation='relu'),"
+            " keras.layers.Dense(4)])\n"
+            "p = tp.prune(m, schedule=tp.OneShot(0.8))\n"
+            "[w.update_masks(step=0) for w in tp.api.find_wrappers(p)]\n"
+            "x = np.random.rand(32, 16).astype('float32')\n"
+            "for sparse in ('auto', 'force'):\n"
+            "    r = tp.export.benchmark(tp.export.to_tflite(p, sparse=sparse), x, runs=10,"
+            " reference=tp.strip(p))\n"
+            "    print(keras.backend.backend(), sparse, r['agreement'], r['max_abs_diff'])\n")
     out = subprocess.run([sys.executable, "-c", code], env=_env("jax"), capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "needs the Keras backend 'tensorflow', but this process runs 'jax'" in out.stdout
-    assert "KERAS_BACKEND=tensorflow tfprune-export --model=pruned.keras" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("jax ")]
+    assert [r[1] for r in rows] == ["auto", "force"]
+    assert all(float(r[2]) == 1.0 and float(r[3]) < 1e-5 for r in rows), rows
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(RuntimeError, match="needs the Keras backend 'tensorflow' or 'jax', but "
+                       "this process runs 'torch'.*KERAS_BACKEND=tensorflow tfprune-export"):
+        tp.export.to_tflite(_model())
 
 
 @pytest.mark.slow

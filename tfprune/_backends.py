@@ -1,9 +1,11 @@
 """Which Keras backend a step needs, and what a saved ``.keras`` file needs.
 
-TFLite conversion runs on TensorFlow graphs, so ``tfprune.export`` needs
-``KERAS_BACKEND=tensorflow``; training, pruning and statistics run on JAX too
-(see docs/backends.md). The route from JAX: save the pruned model as
-``.keras`` and convert it in a TensorFlow-backend process.
+TFLite conversion runs on TensorFlow graphs: ``tfprune.export`` converts
+models of the TensorFlow and the JAX backend (TensorFlow traces a JAX model
+through Keras's SavedModel export), not others; training, pruning and
+statistics run on JAX too (see docs/backends.md). The route from any
+backend: save the pruned model as ``.keras`` and convert it in a
+TensorFlow-backend process.
 
 A ``.keras`` file is backend-neutral unless it holds a layer that wraps
 another framework's code; :func:`saved_backend_conflicts` finds those before
@@ -29,13 +31,14 @@ BACKEND_LAYERS = {
 }
 
 
-def require_backend(backend, owner, instead):
-    """Raises unless the active Keras backend is ``backend``; ``instead`` says what to run."""
+def require_backend(backends, owner, instead):
+    """Raises unless the active Keras backend is one of ``backends``; ``instead`` says what to run."""
+    backends = (backends,) if isinstance(backends, str) else tuple(backends)
     active = keras.backend.backend()
-    if active != backend:
-        raise RuntimeError(f"{owner} needs the Keras backend {backend!r}, but this process runs "
-                           f"{active!r} (KERAS_BACKEND is fixed when Keras is imported). "
-                           f"{instead}")
+    if active not in backends:
+        raise RuntimeError(f"{owner} needs the Keras backend {' or '.join(map(repr, backends))}, "
+                           f"but this process runs {active!r} (KERAS_BACKEND is fixed when "
+                           f"Keras is imported). {instead}")
 
 
 def _layers(config, path=""):

@@ -80,11 +80,10 @@ def _check_representative(data, model):
 
 
 _FROM_OTHER_BACKENDS = (
-    "Save the model under JAX (model.save('pruned.keras'); pruning wrappers may stay, "
-    "to_tflite strips them), then convert it in a TensorFlow process: "
-    "KERAS_BACKEND=tensorflow tfprune-export --model=pruned.keras --output=pruned.tflite, "
-    "or tp.export.to_tflite('pruned.keras') there. Keras 3.15's "
-    "model.export(format='litert') refuses the JAX backend too. See docs/backends.md.")
+    "Save the model (model.save('pruned.keras'); pruning wrappers may stay, to_tflite "
+    "strips them), then convert it in a TensorFlow process: KERAS_BACKEND=tensorflow "
+    "tfprune-export --model=pruned.keras --output=pruned.tflite, or "
+    "tp.export.to_tflite('pruned.keras') there. See docs/backends.md.")
 
 
 def _converter(static, sparse, quantize, rep, int8_io):
@@ -196,8 +195,10 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
     >>> tp.export.inspect(q).ops[1]["quantization"]
     'int8 per-channel'
     """
-    # TFLiteConverter traces TensorFlow graphs: no other backend's model converts.
-    _backends.require_backend("tensorflow", "tfprune.export.to_tflite", _FROM_OTHER_BACKENDS)
+    # TFLiteConverter traces TensorFlow graphs; a JAX model gets there through Keras's
+    # SavedModel export (jax2tf). Other backends: tested neither way, refused.
+    _backends.require_backend(("tensorflow", "jax"), "tfprune.export.to_tflite",
+                              _FROM_OTHER_BACKENDS)
     if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
         _backends.check_saved_model(os.fspath(model), "tfprune.export.to_tflite")
     _choice("sparse", sparse, SPARSE_MODES)
