@@ -217,6 +217,20 @@ def _channel_tap(variable, accs, batches):
     return tap(variable.value, *totals)
 
 
+def _activation_sums(out):
+    """``(sum |a|, sum [a <= 0], rows)`` per output unit of one layer output."""
+    if _side_effects_in_gradients():   # TensorFlow: the very ops of the tf-only version
+        import tensorflow as tf
+
+        out = tf.reshape(tf.cast(out, "float32"), (-1, tf.shape(out)[-1]))
+        return (tf.reduce_sum(tf.abs(out), 0), tf.reduce_sum(tf.cast(out <= 0, "float32"), 0),
+                tf.cast(tf.shape(out)[0], "float32"))
+    ops = keras.ops
+    out = ops.reshape(ops.cast(out, "float32"), (-1, ops.shape(out)[-1]))
+    return (ops.sum(ops.abs(out), 0), ops.sum(ops.cast(out <= 0, "float32"), 0),
+            ops.cast(ops.shape(out)[0], "float32"))
+
+
 def _outer_scope():
     try:
         from keras.src.backend.common.stateless_scope import get_stateless_scope
@@ -227,7 +241,6 @@ def _outer_scope():
 
 def tapped_call(wrapper, state, call):
     """Runs ``call()`` (the inner layer's forward) accumulating statistics."""
-    ops = keras.ops
     tap_fn = _tap if _side_effects_in_gradients() else _channel_tap
     mapping = []
     for i, (info, accs) in enumerate(zip(wrapper.prunable_weights, state.grads)):
@@ -264,10 +277,10 @@ def tapped_call(wrapper, state, call):
                 outer.add_loss(loss)
     if state.acts is not None:
         out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        out = ops.reshape(ops.cast(out, "float32"), (-1, ops.shape(out)[-1]))
-        state.acts["abs"].assign_add(ops.sum(ops.abs(out), 0))
-        state.acts["zero"].assign_add(ops.sum(ops.cast(out <= 0, "float32"), 0))
-        state.samples.assign_add(ops.cast(ops.shape(out)[0], "float32"))
+        abs_sum, zero_sum, rows = _activation_sums(out)
+        state.acts["abs"].assign_add(abs_sum)
+        state.acts["zero"].assign_add(zero_sum)
+        state.samples.assign_add(rows)
         if not mapping:
             state.batches.assign_add(1.0)
     return outputs
