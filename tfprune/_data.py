@@ -12,6 +12,12 @@ this module, in one of these forms:
 * an iterator, e.g. a generator, of such batches, where the data is read
   once.
 
+The same forms work on every Keras backend: arrays are cut into NumPy
+batches (``tf.data`` on TensorFlow, as before), and on JAX or torch a
+dataset's batches are handed over as NumPy arrays. A batch holding a value
+with no dense array form (``tf.SparseTensor``, ``tf.RaggedTensor``) on a
+backend other than TensorFlow is refused with the owner's name.
+
 A two-item tuple or list is always ``(x, y)``. Every error names the
 calling function (``owner``) and the argument, says what was given and
 what is allowed.
@@ -31,6 +37,7 @@ what is allowed.
 import collections.abc
 import dataclasses
 import itertools
+import sys
 
 import keras
 import numpy as np
@@ -40,10 +47,10 @@ __all__ = ["Source", "check", "as_batches", "inputs", "count", "has_labels", "is
 
 
 def is_dataset(data):
-    """True for a ``tf.data.Dataset``."""
-    import tensorflow as tf
-
-    return isinstance(data, tf.data.Dataset)
+    """True for a ``tf.data.Dataset`` (False without TensorFlow loaded: none can exist)."""
+    tf = sys.modules.get("tensorflow")
+    data_module = getattr(tf, "data", None)
+    return data_module is not None and isinstance(data, data_module.Dataset)
 
 
 def _is_iterator(data):
@@ -123,9 +130,9 @@ def check(data, owner, *, labels=True, reread=False, finite=True, name="data"):
         finite: the caller reads the data to its end (infinite datasets refused).
         name: the argument's name in errors.
     """
-    import tensorflow as tf
-
     if is_dataset(data):
+        import tensorflow as tf
+
         card = int(data.cardinality())
         if card == 0 or (reread and card < 0 and card != tf.data.INFINITE_CARDINALITY
                          and next(iter(data.take(1)), None) is None):
@@ -173,26 +180,47 @@ def as_batches(data, batch_size, owner, *, labels=True, limit=None):
     iterator gives its own batches. ``limit`` caps the number of batches.
     Raises if no batch at all comes out.
     """
-    import tensorflow as tf
-
     src = data if isinstance(data, Source) else check(
         data, owner, labels=labels, finite=limit is None)
+    tf_backend = keras.backend.backend() == "tensorflow"
     if src.kind == "arrays":
         items = (src.x, src.y) if src.labels else (src.x,)
-        batches = tf.data.Dataset.from_tensor_slices(items).batch(batch_size)
+        if tf_backend:
+            import tensorflow as tf
+
+            batches = tf.data.Dataset.from_tensor_slices(items).batch(batch_size)
+        else:
+            items = keras.tree.map_structure(np.asarray, items)
+            batches = (keras.tree.map_structure(lambda a, i=i: a[i:i + batch_size], items)
+                       for i in range(0, src.size, int(batch_size)))
     else:
         batches = src.batches
     if limit is not None:
         limit = int(limit)
         batches = batches.take(limit) if is_dataset(batches) else itertools.islice(batches, limit)
-    return _each(batches, src)
+    return _each(batches, src, numpy=not tf_backend and src.kind != "arrays")
 
 
-def _each(batches, src):
+def _dense(value, src):
+    """A TensorFlow value of a batch as NumPy (other values as they are)."""
+    if not type(value).__module__.startswith("tensorflow"):
+        return value
+    if hasattr(value, "indices") or hasattr(value, "row_splits"):
+        raise TypeError(
+            f"{src.owner}: the batches of `{src.name}` hold a {type(value).__name__}, which "
+            f"the Keras backend {keras.backend.backend()!r} cannot take; give dense arrays "
+            "(e.g. map tf.sparse.to_dense / .to_tensor() over the dataset) or run with "
+            "KERAS_BACKEND=tensorflow.")
+    return value.numpy()
+
+
+def _each(batches, src, numpy=False):
     n = 0
     for batch in batches:
         if not isinstance(batch, (tuple, list)):
             batch = (batch,)
+        if numpy:   # tf.data hands out TensorFlow tensors: JAX and torch take NumPy
+            batch = tuple(keras.tree.map_structure(lambda v: _dense(v, src), b) for b in batch)
         if src.labels and len(batch) < 2:
             raise TypeError(f"{src.owner}: the batches of `{src.name}` must be (x, y) pairs; "
                             f"got one item per batch.")

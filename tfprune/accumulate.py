@@ -16,6 +16,18 @@ take this path: their ``call`` is unchanged. Works with ``jit_compile`` on or
 off (variables updated from a gradient function are supported by XLA; tested
 both ways).
 
+Other backends (JAX; torch untested) have no side effects in a gradient
+function: Keras's JAX train step is a pure function of the variables. There
+the gradient accumulators are the channel instead: they are marked trainable
+with ``overwrite_with_gradient`` (the mechanism Keras uses for float8 scales),
+and the tap, a ``keras.ops.custom_gradient`` of ``(w, sums...)``, returns
+``sums + statistic`` as their "gradient", which the optimizer writes back
+verbatim (before clipping, weight decay or learning rates touch anything). The
+variables stay in the wrapper's non-trainable list, so a ``.keras`` file has
+the same layout on every backend. Limits of that channel: a pruned layer
+called more than once per step adds its sums once per call, and a loss-scaling
+optimizer (``mixed_float16``) divides them by its scale.
+
 Which sums each criterion gets, and whether they are cleared after a mask
 update (``reset``), follow each criterion's definition:
 
@@ -138,7 +150,19 @@ def create(wrapper, infos):
     if crit.needs_activations:
         units = _output_units(wrapper, infos)
         acts = {"abs": var("act_abs_sum", (units,)), "zero": var("act_zero_sum", (units,))}
-    return Accumulators(grads, acts, var("stat_batches", ()), var("stat_samples", ()))
+    state = Accumulators(grads, acts, var("stat_batches", ()), var("stat_samples", ()))
+    if keys and not _side_effects_in_gradients():
+        # The gradient channel (module docstring): flipped after add_weight, so
+        # the variables keep their place in the saved layout.
+        for v in [state.batches] + [v for d in grads for v in d.values()]:
+            v.trainable = True
+            v.overwrite_with_gradient = True
+    return state
+
+
+def _side_effects_in_gradients():
+    """True where a gradient function may assign variables (TensorFlow graphs)."""
+    return keras.backend.backend() == "tensorflow"
 
 
 def _output_units(wrapper, infos):
@@ -173,19 +197,70 @@ def _tap(variable, accs, batches):
     return tap(tf.convert_to_tensor(variable.value))
 
 
+def _channel_tap(variable, accs, batches):
+    """The tap of the gradient channel: ``(w, sums...) -> w``, d/dsums = sums + stat."""
+    ops = keras.ops
+    keys = list(accs)
+    totals = [accs[k].value for k in keys] + ([batches.value] if batches is not None else [])
+
+    @ops.custom_gradient
+    def tap(w, *sums):
+        def grad(*args, upstream=None):
+            g = args[0] if upstream is None else upstream
+            updates = {"wg_sum": lambda: w * g, "wg_abs_sum": lambda: ops.abs(w * g),
+                       "grad_sum": lambda: g, "grad_sq_sum": lambda: g * g}
+            out = [s + updates[k]() for s, k in zip(sums, keys)]
+            if batches is not None:
+                out.append(sums[-1] + 1.0)
+            return (g, *out)
+
+        return ops.convert_to_tensor(w), grad
+
+    return tap(variable.value, *totals)
+
+
+def _activation_sums(out):
+    """``(sum |a|, sum [a <= 0], rows)`` per output unit of one layer output."""
+    if _side_effects_in_gradients():   # TensorFlow: the very ops of the tf-only version
+        import tensorflow as tf
+
+        out = tf.reshape(tf.cast(out, "float32"), (-1, tf.shape(out)[-1]))
+        return (tf.reduce_sum(tf.abs(out), 0), tf.reduce_sum(tf.cast(out <= 0, "float32"), 0),
+                tf.cast(tf.shape(out)[0], "float32"))
+    ops = keras.ops
+    out = ops.reshape(ops.cast(out, "float32"), (-1, ops.shape(out)[-1]))
+    return (ops.sum(ops.abs(out), 0), ops.sum(ops.cast(out <= 0, "float32"), 0),
+            ops.cast(ops.shape(out)[0], "float32"))
+
+
+def _outer_scope():
+    try:
+        from keras.src.backend.common.stateless_scope import get_stateless_scope
+    except ImportError:  # a Keras without it has no stateless train step either
+        return None
+    return get_stateless_scope()
+
+
 def tapped_call(wrapper, state, call):
     """Runs ``call()`` (the inner layer's forward) accumulating statistics."""
-    import tensorflow as tf
-
+    tap_fn = _tap if _side_effects_in_gradients() else _channel_tap
     mapping = []
     for i, (info, accs) in enumerate(zip(wrapper.prunable_weights, state.grads)):
         if accs:
-            mapping.append((info.variable, _tap(info.variable, accs,
-                                                state.batches if i == 0 else None)))
+            mapping.append((info.variable, tap_fn(info.variable, accs,
+                                                  state.batches if i == 0 else None)))
     if not mapping:
         outputs = call()
     else:
         tapped = {id(v) for v, _ in mapping}
+        # A scope does not see its parent's mapping: inside Keras's stateless
+        # train step (JAX), hand the layer's other variables their step values.
+        outer = _outer_scope()
+        if outer is not None:
+            for v in wrapper.layer.variables:
+                value = outer.get_current_value(v)
+                if id(v) not in tapped and value is not None:
+                    mapping.append((v, value))
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = call()
         # The scope holds back the layer's own state updates and losses
@@ -196,14 +271,21 @@ def tapped_call(wrapper, state, call):
                 if new is not None:
                     v.assign(new)
         for loss in scope.losses:
-            wrapper.add_loss(loss)
+            if outer is None:
+                wrapper.add_loss(loss)
+            elif outer.collect_losses:
+                # The inner layer already lists this loss by id (JAX step):
+                # hand it to the step's scope without claiming it twice.
+                outer.add_loss(loss)
     if state.acts is not None:
         out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        out = tf.reshape(tf.cast(out, "float32"), (-1, tf.shape(out)[-1]))
-        total = _replicas.sum_over_replicas  # the same global sums on every replica
-        state.acts["abs"].assign_add(total(tf.reduce_sum(tf.abs(out), 0)))
-        state.acts["zero"].assign_add(total(tf.reduce_sum(tf.cast(out <= 0, "float32"), 0)))
-        state.samples.assign_add(total(tf.cast(tf.shape(out)[0], "float32")))
+        abs_sum, zero_sum, rows = _activation_sums(out)
+        if _side_effects_in_gradients():   # TensorFlow: the same global sums on every replica
+            total = _replicas.sum_over_replicas
+            abs_sum, zero_sum, rows = total(abs_sum), total(zero_sum), total(rows)
+        state.acts["abs"].assign_add(abs_sum)
+        state.acts["zero"].assign_add(zero_sum)
+        state.samples.assign_add(rows)
         if not mapping:
             state.batches.assign_add(1.0)
     return outputs

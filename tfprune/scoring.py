@@ -26,7 +26,7 @@ update during ``fit``.
 import keras
 import numpy as np
 
-from tfprune import _data
+from tfprune import _autodiff, _data
 from tfprune import criteria as criteria_lib
 from tfprune._walk import enumerate_layers, layer_weights
 from tfprune.accumulate import broadcast_units
@@ -110,20 +110,10 @@ def loss_gradients(model, variables, loss_fn=None):
 
     Uses ``loss_fn(y, y_pred)`` when given, else the model's compiled loss;
     the forward pass runs with ``training=False`` (no dropout, frozen BN).
+    Runs on the active Keras backend (TensorFlow tape, ``jax.grad``; see
+    ``tfprune._autodiff``); gradients are backend tensors.
     """
-    import tensorflow as tf
-
-    @tf.function
-    def loss_and_grads(x, y):
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=False)
-            if loss_fn is not None:
-                value = tf.reduce_mean(loss_fn(y, y_pred))
-            else:
-                value = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-        return value, tape.gradient(value, variables)
-
-    return loss_and_grads
+    return _autodiff.loss_gradients(model, variables, loss_fn, training=False)
 
 
 def collect(model, data, *, gradients=True, activations=False, batches=None,
@@ -154,8 +144,6 @@ def collect(model, data, *, gradients=True, activations=False, batches=None,
         batch_size: batch size for array data.
         loss: a Keras loss (name or callable) instead of the compiled one.
     """
-    import tensorflow as tf
-
     who = "tfprune.score"
     targets = _targets(model)
     if not targets:
@@ -177,8 +165,8 @@ def collect(model, data, *, gradients=True, activations=False, batches=None,
         x, y = batch[0], batch[1]
         if gradients:
             for st, w, g in zip(stats, weights, loss_and_grads(x, y)[1]):
-                g = np.zeros_like(w) if g is None else np.asarray(
-                    keras.ops.convert_to_numpy(tf.convert_to_tensor(g)), np.float64)
+                g = np.zeros_like(w) if g is None else np.asarray(_autodiff.to_numpy(g),
+                                                                   np.float64)
                 st["grad_sum"] = st.get("grad_sum", 0.0) + g
                 st["wg_abs_sum"] = st.get("wg_abs_sum", 0.0) + np.abs(w * g)
                 st["grad_sq_sum"] = st.get("grad_sq_sum", 0.0) + g * g

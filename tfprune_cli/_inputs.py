@@ -45,6 +45,11 @@ def load_keras_model(path, flag="model"):
     # Classes a saved pruned model may name; loading their modules registers them with Keras.
     for name in ("PruneWrapper", "Distiller", "FrozenMasks", "regularizers", "schedules"):
         getattr(tp, name)
+    from tfprune import _backends
+    try:
+        _backends.check_saved_model(path, f"--{flag}")   # layers of another backend
+    except ValueError as e:
+        raise UserError(str(e)) from None
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # noqa: BLE001 - any load failure is bad input here

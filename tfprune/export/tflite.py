@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfprune import _data
+from tfprune import _backends, _data
 from tfprune.api import strip
 from tfprune.export import _flatbuffer as fb
 from tfprune.export import _auto
@@ -77,6 +77,13 @@ def _check_representative(data, model):
             raise ValueError("representative_data is empty")
         out.append(a.astype(want))
     return out
+
+
+_FROM_OTHER_BACKENDS = (
+    "Save the model (model.save('pruned.keras'); pruning wrappers may stay, to_tflite "
+    "strips them), then convert it in a TensorFlow process: KERAS_BACKEND=tensorflow "
+    "tfprune-export --model=pruned.keras --output=pruned.tflite, or "
+    "tp.export.to_tflite('pruned.keras') there. See docs/backends.md.")
 
 
 def _converter(static, sparse, quantize, rep, int8_io):
@@ -188,6 +195,12 @@ def to_tflite(model, *, sparse="auto", quantize=None, representative_data=None,
     >>> tp.export.inspect(q).ops[1]["quantization"]
     'int8 per-channel'
     """
+    # TFLiteConverter traces TensorFlow graphs; a JAX model gets there through Keras's
+    # SavedModel export (jax2tf). Other backends: tested neither way, refused.
+    _backends.require_backend(("tensorflow", "jax"), "tfprune.export.to_tflite",
+                              _FROM_OTHER_BACKENDS)
+    if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
+        _backends.check_saved_model(os.fspath(model), "tfprune.export.to_tflite")
     _choice("sparse", sparse, SPARSE_MODES)
     _choice("quantize", quantize, QUANTIZE_MODES)
     _choice("target", target, (None, "edgetpu"))

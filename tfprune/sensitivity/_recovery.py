@@ -35,7 +35,7 @@ True
 import keras
 import numpy as np
 
-from tfprune import _data
+from tfprune import _autodiff, _data
 
 __all__ = ["Recovery"]
 
@@ -55,8 +55,6 @@ class Recovery:
 
     def __init__(self, model, data, steps, batch_size=32, learning_rate=1e-3,
                  owner="tfprune.sensitivity.sweep"):
-        import tensorflow as tf
-
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"{owner}: `recover_steps` must be a positive integer; got "
                              f"{steps!r}.")
@@ -73,7 +71,8 @@ class Recovery:
             src = _data.check((_take(src.x, order), _take(src.y, order)), owner,
                               name="recover_data")
         batches = list(_data.as_batches(src, batch_size, owner))
-        self.batches = [tuple(tf.convert_to_tensor(t) for t in b[:2])
+        self.batches = [tuple(keras.tree.map_structure(keras.ops.convert_to_tensor, t)
+                              for t in b[:2])
                         for b in (batches[i % len(batches)] for i in range(int(steps)))]
         self.model, self.steps = model, int(steps)
         self.samples = src.size if src.kind == "arrays" else None
@@ -84,17 +83,8 @@ class Recovery:
         # its state as built (zero moments and step, the learning rate), put back per trial
         self._fresh = [(v, np.array(keras.ops.convert_to_numpy(v), copy=True))
                        for v in self.optimizer.variables]
-
-        @tf.function
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                y_pred = model(x, training=True)
-                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-            grads = tape.gradient(loss, trainable)
-            self.optimizer.apply_gradients(
-                [(g, v) for g, v in zip(grads, trainable) if g is not None])
-
-        self._step = step
+        # one compiled step on the active backend (tf.function / jax.jit)
+        self._step = _autodiff.train_step(model, self.optimizer, trainable)
 
     def config(self):
         """What a report's header records (a resumed sweep must match it)."""
@@ -106,11 +96,9 @@ class Recovery:
 
         Every model variable is restored afterwards, also if anything raises.
         """
-        import tensorflow as tf
-
         variables = list(self.model.variables)
         saved = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
-        masks = [(var, tf.constant(mask, dtype=var.dtype)) for var, mask in plan]
+        masks = [(var, keras.ops.convert_to_tensor(mask, dtype=var.dtype)) for var, mask in plan]
         try:
             for v, value in self._fresh:  # a fresh optimiser per trial
                 v.assign(value)

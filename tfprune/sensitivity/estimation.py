@@ -32,7 +32,7 @@ import time
 import keras
 import numpy as np
 
-from tfprune import _data, scoring
+from tfprune import _autodiff, _data, scoring
 from tfprune.sensitivity import _coupling, _trials
 from tfprune.sensitivity.report import SensitivityReport
 
@@ -100,9 +100,8 @@ def estimate(model, data, *, method="taylor", sparsities=_trials.DEFAULT_SPARSIT
     for batch in _data.as_batches(source, batch_size, owner):
         x, y = batch[0], batch[1]
         value, g = grads(x, y)
-        # convert_to_tensor densifies TensorFlow's IndexedSlices (Embedding gradients)
-        g = [np.asarray(keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(t)),
-                        dtype=np.float64).reshape(-1) if t is not None
+        # to_numpy densifies TensorFlow's IndexedSlices (Embedding gradients)
+        g = [np.asarray(_autodiff.to_numpy(t), dtype=np.float64).reshape(-1) if t is not None
              else np.zeros(int(np.prod(v.shape))) for t, v in zip(g, variables)]
         b = int(keras.tree.flatten(x)[0].shape[0])
         n_batches += 1

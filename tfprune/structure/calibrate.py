@@ -7,7 +7,8 @@ samples is cheap and recovers much of it, with no training.
 """
 
 import keras
-import numpy as np
+
+from tfprune import _data
 
 __all__ = ["recalibrate_batchnorm", "batchnorms"]
 
@@ -32,27 +33,27 @@ def recalibrate_batchnorm(model, x, batch_size=64):
 
     Runs ``model`` in training mode on batches of ``x`` (Dropout is active
     too) with a cumulative average instead of the usual momentum; weights are
-    not changed. ``x`` is an array, or a tuple whose first item is one.
+    not changed. ``x`` is an array, ``(x, y)`` (``y`` ignored), a
+    ``tf.data.Dataset`` or an iterator of such batches (on every Keras
+    backend, see ``tfprune._data``).
 
     >>> import keras, numpy as np
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
     >>> recalibrate_batchnorm(m, np.full((8, 3), 2.0, "float32"))
-    >>> m.layers[0].moving_mean.numpy().tolist()
+    >>> keras.ops.convert_to_numpy(m.layers[0].moving_mean).tolist()
     [2.0, 2.0, 2.0]
     """
-    if isinstance(x, (tuple, list)):
-        x = x[0]
-    x = np.asarray(x)
     layers = list(batchnorms(model))
     if not layers:
         return
     saved = [layer.momentum for layer in layers]
     try:
-        for k, start in enumerate(range(0, len(x), batch_size)):
+        batches = _data.as_batches(x, batch_size, "recalibrate_batchnorm", labels=False)
+        for k, batch in enumerate(batches):
             for layer in layers:
                 # moving = moving * k/(k+1) + batch/(k+1): the running average
                 layer.momentum = k / (k + 1)
-            model(x[start:start + batch_size], training=True)
+            model(batch[0], training=True)
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum

@@ -55,8 +55,10 @@ def prune_channels(model, sparsity=None, *, criterion="magnitude", data=None, ro
             and a loss (the compiled one or ``loss=``); activation criteria
             (``"mean_activation"``, ``"apoz"``) need inputs in ``data`` and
             look at the group's channels after its nonlinearity.
-        data: optional samples (an array ``x``, ``(x, y)``, or for the
-            statistics a batched ``tf.data.Dataset``): after the surgery
+        data: optional samples (an array ``x``, ``(x, y)``, a batched
+            ``tf.data.Dataset`` or an iterator of such batches, on any
+            backend; an iterator is read once, by the data criterion if
+            there is one, else by the recalibration): after the surgery
             the BatchNorm statistics are re-estimated on the inputs (see
             :func:`tfprune.structure.calibrate.recalibrate_batchnorm`; a
             few hundred training samples suffice; weights are not
@@ -123,7 +125,9 @@ def prune_groups(model, g, ratios, *, criterion="magnitude", data=None, round_to
                            kind="stable")
         removed[gid] = np.sort(order[:group.size - keep])
     small = rebuild(model, g, removed)
-    if data is not None and _data.count(data) is not None:  # in-memory data
+    # Arrays and datasets are read again; an iterator only if scoring left it unread.
+    if data is not None and (_data.count(data) is not None or _data.is_dataset(data)
+                             or not stats):
         recalibrate_batchnorm(small, data)
     return small
 
