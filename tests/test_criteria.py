@@ -5,7 +5,7 @@ import pytest
 import tfprune as tp
 from tfprune import criteria
 
-from _helpers import assert_config_roundtrip, random_data, tensorflow_only
+from _helpers import assert_config_roundtrip, random_data
 
 L = keras.layers
 
@@ -23,7 +23,6 @@ def dead_input_model():
     return model, (x, y)
 
 
-@tensorflow_only("tfprune.scoring collects gradient statistics with tf.GradientTape")
 def test_large_weight_with_zero_gradient_kept_by_magnitude_dropped_by_taylor():
     model, data = dead_input_model()
     for name, dropped in (("magnitude", False), ("taylor", True), ("fisher", True), ("snip", True)):
@@ -74,7 +73,6 @@ def test_formulas():
     assert criteria.get("magnitude").score(w).tolist() == [2.0, 3.0]
 
 
-@tensorflow_only("tfprune.scoring collects gradient statistics with tf.GradientTape")
 def test_pruning_during_fit_with_score_data():
     x, y = random_data(64)
     model = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu", name="h"),
