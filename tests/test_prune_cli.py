@@ -236,3 +236,31 @@ def test_target_latency_ms_plans_channels_under_the_budget(tiny, tmp_path):
     small = keras.saving.load_model(tmp_path / "w.keras")
     widths = [small.get_layer(n).units for n in ("fc1", "fc2")]
     assert all(w % 16 == 0 for w in widths) and widths != [256, 256], widths
+
+
+def test_channel_shrink_removes_residual_channels(tiny, tmp_path):
+    """--granularity=channels --shrink on a residual CNN: the producers of the
+    residual group are masked together, so shrink lands on prune_channels' counts."""
+    import keras
+
+    import tfprune as tp
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    stem = keras.layers.Conv2D(16, 3, padding="same", name="stem")(inp)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn0")(stem))
+    b = keras.layers.Conv2D(16, 3, padding="same", name="b")(h)
+    b = keras.layers.BatchNormalization(name="bn1")(b)
+    h = keras.layers.Add()([h, b])
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c")(h)
+    out = keras.layers.Dense(10, name="out")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.save(tmp_path / "res.keras")
+    proc = _prune("--model", tmp_path / "res.keras", "--data", tiny / "d.npz",
+                  "--granularity", "channels", "--target_sparsity", 0.5, "--schedule",
+                  "one_shot", "--epochs", 1, "--shrink", "--output", tmp_path / "small.keras")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    small = keras.saving.load_model(tmp_path / "small.keras")
+    assert small.get_layer("stem").filters == small.get_layer("b").filters == 8
+    assert tp.structure.count(small) == tp.structure.count(
+        tp.structure.prune_channels(model, 0.5))

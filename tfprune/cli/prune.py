@@ -169,6 +169,23 @@ def allocate_plan(tp, model, x, y):
     return {k: float(v) for k, v in plan.items()}, realised
 
 
+def wrap(tp, model, schedule, plan):
+    """``(pruned model, its callback)``. Channel masks go through
+    ``tp.structure.prune_groups``: the producers of a residual group share one
+    mask, so ``--shrink`` removes what was pruned (layer-by-layer masks leave
+    coupled channels in place). Activation criteria score layer by layer."""
+    channels = FLAGS.granularity.lower() in spec.CHANNELS
+    if channels and not tp.criteria.get(FLAGS.criterion).needs_activations:
+        sparsity = FLAGS.target_sparsity if plan is None else plan  # the schedule's target
+        pruned = tp.structure.prune_groups(model, sparsity, schedule=schedule,
+                                           criterion=FLAGS.criterion,
+                                           round_to=FLAGS.round_to or 1, skip=FLAGS.skip or ())
+        return pruned, tp.structure.GroupPruningCallback()
+    pruned = tp.prune(model, schedule=schedule, criterion=FLAGS.criterion,
+                      granularity=FLAGS.granularity, sparsity=plan, skip=FLAGS.skip)
+    return pruned, tp.PruningCallback()
+
+
 def measured_latency(tp, dense, pruned):
     """Dense and shrunk pruned model timed interleaved in one LiteRT process (ms)."""
     small = tp.strip(pruned, shrink=True)
@@ -235,14 +252,13 @@ def _main(argv):
     steps = FLAGS.epochs * math.ceil(len(x) / FLAGS.batch_size)
     schedule = make_schedule(tp, steps)
     keras.utils.set_random_seed(FLAGS.seed)
-    pruned = tp.prune(model, schedule=schedule, criterion=FLAGS.criterion,
-                      granularity=FLAGS.granularity, sparsity=plan, skip=FLAGS.skip)
+    pruned, callback = wrap(tp, model, schedule, plan)
     pruned.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate), loss=loss,
                    metrics=["accuracy"])
     resumed = work.epoch
     _resume.fine_tune(pruned, x, y, work, epochs=FLAGS.epochs,
                                 batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                                callbacks=[tp.PruningCallback()], mask_sparsity=mask_sparsity)
+                                callbacks=[callback], mask_sparsity=mask_sparsity)
     after = pruned.evaluate(x_eval, y_eval, batch_size=256, verbose=0, return_dict=True)
     plain = tp.strip(pruned, shrink=FLAGS.shrink)
     final = plain if (FLAGS.strip or FLAGS.shrink) else pruned

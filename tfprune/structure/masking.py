@@ -42,7 +42,7 @@ from tfprune.structure.scores import bn_scales, producers
 __all__ = ["prune_groups", "GroupPruningCallback"]
 
 
-def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude", round_to=1):
+def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude", round_to=1, skip=()):
     """Returns ``model`` wrapped for channel pruning with one mask per dependency group.
 
     Like ``tfprune.prune(model, granularity="channels")``, but the output
@@ -75,6 +75,8 @@ def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude", round
         round_to: final widths multiples of this, as for ``prune_channels``
             (each group's final sparsity is the fraction that leaves that
             width; intermediate steps of a gradual schedule are not rounded).
+        skip: layer names to leave dense; a group with a skipped producer
+            keeps all its channels (its producers share one mask).
 
     Groups left out when ``sparsity`` is a number: those whose producers
     are not plain kernels masked along their whole output axis (attention
@@ -104,8 +106,12 @@ def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude", round
     ratios = resolve_ratios(g, sparsity, "prune_groups")
     layers = g.layers_by_path()
     per_layer = {}
+    skip, asked = set(skip or ()), False
     for gid, r in ratios.items():
         group = g.groups[gid]
+        if skip & {m.layer for m in producers(group)}:
+            continue
+        asked = asked or r > 0
         reason = untieable(group, layers)
         if reason is not None and isinstance(sparsity, dict):
             raise ValueError(f"prune_groups: the channels of the group of layers "
@@ -114,15 +120,15 @@ def prune_groups(model, sparsity, *, schedule=None, criterion="magnitude", round
         if reason is None and keep < group.size:
             exact = (group.size - keep) / group.size  # keeps `keep` channels, rounding done
             per_layer.update({m.layer: exact for m in producers(group)})
-    if not per_layer and any(r > 0 for r in ratios.values()):
+    if not per_layer and asked:
         raise ValueError(
             f"prune_groups: no channel group of model '{model.name}' can be masked together "
             "(attention heads, grouped convolutions or LayerNormalization in every group); "
             "use tfprune.structure.prune_channels or tfprune.prune(granularity='channels').")
-    skip = [path for path, layer in walk_layers(model)
-            if path not in per_layer and prunable.is_prunable(layer)]
+    dense = [path for path, layer in walk_layers(model)
+             if path not in per_layer and prunable.is_prunable(layer)]
     pruned = api.prune(model, schedule=schedule, criterion=criterion, granularity="channels",
-                       sparsity=per_layer, skip=skip)
+                       sparsity=per_layer, skip=dense)
     tie_groups(pruned)  # links the groups' BatchNorms now, so the model is ready as is
     return pruned
 
