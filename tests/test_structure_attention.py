@@ -293,3 +293,19 @@ def test_gqa_heads_granularity_bad_input_names_layer():
                                          "head.*Heads\\(gqa='query'\\)"):
         tp.prune(one_kv, schedule=tp.OneShot(0.5), granularity=tp.Heads(gqa="kv"),
                  skip=GQA_ONLY)
+
+
+def test_gqa_prune_wrapper_builds_on_first_call_cross_attention():
+    query, memory = keras.Input((SEQ, D)), keras.Input((5, 12))
+    wrapper = tp.PruneWrapper(L.GroupQueryAttention(head_dim=4, num_query_heads=4,
+                                                    num_key_value_heads=2, name="xatt"),
+                              tp.OneShot(0.5), granularity="heads")
+    model = keras.Model([query, memory], wrapper(query, memory))
+    assert [w.shape for w in wrapper.prunable_weights] == [
+        (D, 4, 4), (12, 2, 4), (12, 2, 4), (4, 4, D)]
+    wrapper.update_masks(step=0)
+    q = keras.ops.convert_to_numpy(wrapper.layer._query_dense.kernel)
+    zero = np.flatnonzero(np.abs(q).sum(axis=(0, 2)) == 0)
+    assert len(zero) == 2 and zero[1] - zero[0] == 2  # head j of both key/value groups
+    assert model.predict([np.ones((2, SEQ, D)), np.ones((2, 5, 12))], verbose=0).shape == \
+        (2, SEQ, D)

@@ -18,7 +18,7 @@ import re
 import keras
 
 __all__ = ["PrunableLayer", "PrunableWeight", "prunable_weights", "is_prunable",
-           "relative_key", "einsum_out_axes"]
+           "relative_key", "einsum_out_axes", "ATTENTION"]
 
 
 class PrunableLayer:
@@ -94,6 +94,9 @@ _TABLE = (
 )
 # Recurrent gates: a zeroed kernel column is not a removed unit (its bias stays).
 _NO_UNIT_BIAS = {(L.LSTM, L.GRU, L.SimpleRNN), (L.Embedding,)}
+#: Attention layers: query/key/value/output kernels with a head axis; built
+#: with ``build(query_shape, value_shape)``.
+ATTENTION = (L.MultiHeadAttention, L.GroupQueryAttention)
 
 
 def relative_key(layer, variable):
@@ -178,7 +181,7 @@ def is_prunable(layer):
         return True
     if wrapped_layers(layer):
         return any(is_prunable(inner) for inner in wrapped_layers(layer))
-    if isinstance(layer, (L.MultiHeadAttention, L.GroupQueryAttention, L.EinsumDense)):
+    if isinstance(layer, ATTENTION + (L.EinsumDense,)):
         return True
     return any(isinstance(layer, classes) for classes, _ in _TABLE)
 
@@ -219,7 +222,7 @@ def prunable_weights(layer):
                 key = w.key if isinstance(layer, L.TimeDistributed) else f"{inner.name}/{w.key}"
                 out.append(dataclasses.replace(w, key=key))
         return out
-    if isinstance(layer, (L.MultiHeadAttention, L.GroupQueryAttention)):
+    if isinstance(layer, ATTENTION):
         return _mha_weights(layer)
     if isinstance(layer, L.EinsumDense):
         axes = einsum_out_axes(layer.equation)
