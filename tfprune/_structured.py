@@ -242,17 +242,20 @@ class Heads(Granularity):
     ``tfprune.strip(model, shrink=True)`` can remove what was masked:
 
     - ``gqa="query"`` (default): unit ``j`` is query head ``j`` of *every*
-      key/value group (heads ``j, r+j, 2r+j, ...``), scored over them all;
-      the ``r`` units are masked in the query and output kernels, so every
-      key/value head keeps as many query heads. Key/value kernels stay dense:
-      their heads still serve the kept query heads.
+      key/value group (heads ``j, r+j, 2r+j, ...``), so every key/value head
+      keeps as many query heads;
     - ``gqa="kv"``: unit ``j`` is key/value head ``j`` with its ``r`` query
-      heads (``j*r ... j*r+r-1``); the ``G`` units are masked in all four
-      kernels.
+      heads (``j*r ... j*r+r-1``).
 
-    Removed query heads therefore come in multiples of ``G`` (``"query"``)
-    or ``r`` (``"kv"``): the sparsity is rounded to whole units, as for
-    ``Channels``.
+    Units are masked in the query and output kernels. Key/value kernels stay
+    dense: a key/value head is removed (by ``shrink``) only when every query
+    head reading it is masked, and then goes whole; masking it separately
+    could pick another head than the query/output kernels and silence kept
+    query heads. Removed query heads come in multiples of ``G``
+    (``"query"``) or ``r`` (``"kv"``): the sparsity is rounded to whole
+    units, as for ``Channels``. (Each kernel picks its units from its own
+    scores, as for MultiHeadAttention; ``shrink`` removes the heads masked
+    in the output kernel.)
 
     >>> Heads(), Heads(gqa="kv")
     (Heads(reduce='sum'), Heads(reduce='sum', gqa='kv'))
@@ -304,9 +307,7 @@ class Heads(Granularity):
             return _axis_groups(scores, axis, reduce)
         g = int(weight.kv_heads)
         heads = scores.shape[axis]
-        if heads == g and self.gqa == "kv":  # key/value kernels (or r == 1)
-            return _axis_groups(scores, axis, reduce)
-        if heads == g:  # "query": key/value heads serve the kept query heads
+        if weight.key.split("/")[-2:-1] in (["key"], ["value"]):  # dense (see above)
             return np.zeros(0), lambda keep: np.ones(scores.shape, np.float32)
         # Query / output kernels: heads i = kv * r + j, as (G, r, rest).
         r = heads // g
