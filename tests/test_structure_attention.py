@@ -193,3 +193,119 @@ def test_bad_input_names_layer_and_what_is_allowed():
     conv = sm.seq_cnn()
     with pytest.raises(ValueError, match="no prunable attention heads"):
         tp.structure.prune_heads(conv, heads=0.5)
+
+
+# -- tp.prune on GroupQueryAttention: masks in training, heads removed by shrink
+
+GQA_ONLY = ["emb", "ff0a", "ff0b", "head"]
+
+
+def _train(pruned, x):
+    pruned.compile(optimizer="adam",
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, x, epochs=1, verbose=0, batch_size=8, callbacks=[tp.PruningCallback()])
+    return pruned
+
+
+def _head_keep(wrapper, key):
+    info, mask = next((i, m) for i, m in zip(wrapper.prunable_weights, wrapper.masks)
+                      if i.key == key)
+    m = keras.ops.convert_to_numpy(mask)
+    per_head = np.moveaxis(m, info.head_axis, 0).reshape(m.shape[info.head_axis], -1)
+    assert set(np.unique(per_head.mean(1))) <= {0.0, 1.0}  # whole heads
+    return per_head[:, 0].astype(int).tolist()
+
+
+@pytest.mark.parametrize("gqa,kept", [("query", (2, 2)), ("kv", (2, 1))])
+def test_gqa_heads_masked_in_training_are_removed_by_shrink(gqa, kept):
+    model = transformer("gqa", blocks=1, heads=4, kv=2)
+    sm.randomize(model)
+    x = tokens(16)
+    pruned = _train(tp.prune(model, schedule=tp.OneShot(0.5), granularity=tp.Heads(gqa=gqa),
+                             skip=GQA_ONLY), x)
+    att = pruned.get_layer("att0")
+    out = _head_keep(att, "attention_output/kernel")
+    if gqa == "query":  # position j of both key/value groups
+        assert out in ([0, 1, 0, 1], [1, 0, 1, 0])
+    else:  # a key/value head with both its query heads
+        assert out in ([0, 0, 1, 1], [1, 1, 0, 0])
+    # Key/value kernels stay dense; shrink drops a key/value head with its query heads.
+    assert _head_keep(att, "key/kernel") == _head_keep(att, "value/kernel") == [1, 1]
+    masked = tp.strip(pruned)
+    small = tp.strip(pruned, shrink=True)
+    layer = small.get_layer("att0")
+    assert (layer.num_query_heads, layer.num_key_value_heads) == kept
+    np.testing.assert_allclose(small.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               atol=1e-4)
+    direct = transformer("gqa", blocks=1, heads=kept[0], kv=kept[1])
+    assert tp.structure.count(small) == tp.structure.count(direct)
+    assert tp.structure.count(small)["flops"] < tp.structure.count(model)["flops"]
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "2:4"])
+def test_gqa_kernels_pruned_elementwise_and_stripped(granularity):
+    model = transformer("gqa", blocks=1)
+    sm.randomize(model)
+    x = tokens(16)
+    pruned = _train(tp.prune(model, schedule=tp.OneShot(0.5), granularity=granularity,
+                             skip=GQA_ONLY), x)
+    keys = [w.key for w in pruned.get_layer("att0").prunable_weights]
+    assert keys == ["query/kernel", "key/kernel", "value/kernel", "attention_output/kernel"]
+    plain = tp.strip(pruned)
+    assert type(plain.get_layer("att0")) is L.GroupQueryAttention
+    report = tp.sparsity(plain)
+    for key in keys:
+        assert report[f"att0/{key}"] == pytest.approx(0.5)
+    if granularity == "2:4":  # 2 of every 4 consecutive inputs of each output unit
+        q = keras.ops.convert_to_numpy(plain.get_layer("att0")._query_dense.kernel)
+        assert ((q.reshape(4, 4, -1) != 0).sum(1) == 2).all()
+    np.testing.assert_allclose(plain.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                               atol=1e-5)
+
+
+def test_gqa_wrapped_model_keras_round_trip(tmp_path):
+    model = transformer("gqa", blocks=1)
+    sm.randomize(model)
+    x = tokens(16)
+    pruned = _train(tp.prune(model, schedule=tp.OneShot(0.5), granularity=tp.Heads(gqa="kv"),
+                             skip=GQA_ONLY), x)
+    path = str(tmp_path / "gqa.keras")
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    att = loaded.get_layer("att0")
+    assert isinstance(att, tp.PruneWrapper) and att.granularity == tp.Heads(gqa="kv")
+    for a, b in zip(att.masks, pruned.get_layer("att0").masks):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                               atol=1e-5)
+    assert tp.strip(loaded, shrink=True).get_layer("att0").num_key_value_heads == 1
+
+
+def test_gqa_heads_granularity_bad_input_names_layer():
+    with pytest.raises(ValueError, match="gqa must be 'query' or 'kv'; got 'groups'"):
+        tp.Heads(gqa="groups")
+    one_each = transformer("gqa", blocks=1, heads=2, kv=2)
+    with pytest.raises(ValueError, match=r"GroupQueryAttention 'att0' has one query head per "
+                                         r"key/value head \(2 of each\).*Heads\(gqa='kv'\)"):
+        tp.prune(one_each, schedule=tp.OneShot(0.5), granularity="heads", skip=GQA_ONLY)
+    one_kv = transformer("gqa", blocks=1, heads=4, kv=1)
+    with pytest.raises(ValueError, match="GroupQueryAttention 'att0' has a single key/value "
+                                         "head.*Heads\\(gqa='query'\\)"):
+        tp.prune(one_kv, schedule=tp.OneShot(0.5), granularity=tp.Heads(gqa="kv"),
+                 skip=GQA_ONLY)
+
+
+def test_gqa_prune_wrapper_builds_on_first_call_cross_attention():
+    query, memory = keras.Input((SEQ, D)), keras.Input((5, 12))
+    wrapper = tp.PruneWrapper(L.GroupQueryAttention(head_dim=4, num_query_heads=4,
+                                                    num_key_value_heads=2, name="xatt"),
+                              tp.OneShot(0.5), granularity="heads")
+    model = keras.Model([query, memory], wrapper(query, memory))
+    assert [w.shape for w in wrapper.prunable_weights] == [
+        (D, 4, 4), (12, 2, 4), (12, 2, 4), (4, 4, D)]
+    wrapper.update_masks(step=0)
+    q = keras.ops.convert_to_numpy(wrapper.layer._query_dense.kernel)
+    zero = np.flatnonzero(np.abs(q).sum(axis=(0, 2)) == 0)
+    assert len(zero) == 2 and zero[1] - zero[0] == 2  # head j of both key/value groups
+    assert model.predict([np.ones((2, SEQ, D)), np.ones((2, 5, 12))], verbose=0).shape == \
+        (2, SEQ, D)

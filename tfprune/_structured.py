@@ -227,34 +227,106 @@ class Channels(Granularity):
 
 @register("heads")
 class Heads(Granularity):
-    r"""Whole attention heads of a MultiHeadAttention layer.
+    r"""Whole attention heads of a MultiHeadAttention or GroupQueryAttention layer.
 
     Each of the query/key/value/output projections is grouped by its head
     axis; a head's score is ``reduce`` (default sum) over its weights.
-    Applies only to weights with a head axis (MultiHeadAttention). A pruned
+    Applies only to weights with a head axis (attention layers). A pruned
     head's query/key/value biases are masked with it, so the head outputs 0.
 
     .. math:: S_h = \mathrm{reduce}_{i \in h}\, s_i
+
+    ``GroupQueryAttention(num_query_heads=H, num_key_value_heads=G)`` (query
+    head ``i`` reads key/value head ``i // r``, ``r = H / G``) is grouped as
+    ``tfprune.structure.prune_heads`` removes its heads, so
+    ``tfprune.strip(model, shrink=True)`` can remove what was masked:
+
+    - ``gqa="query"`` (default): unit ``j`` is query head ``j`` of *every*
+      key/value group (heads ``j, r+j, 2r+j, ...``), so every key/value head
+      keeps as many query heads;
+    - ``gqa="kv"``: unit ``j`` is key/value head ``j`` with its ``r`` query
+      heads (``j*r ... j*r+r-1``).
+
+    Units are masked in the query and output kernels. Key/value kernels stay
+    dense: a key/value head is removed (by ``shrink``) only when every query
+    head reading it is masked, and then goes whole; masking it separately
+    could pick another head than the query/output kernels and silence kept
+    query heads. Removed query heads come in multiples of ``G``
+    (``"query"``) or ``r`` (``"kv"``): the sparsity is rounded to whole
+    units, as for ``Channels``. (Each kernel picks its units from its own
+    scores, as for MultiHeadAttention; ``shrink`` removes the heads masked
+    in the output kernel.)
+
+    >>> Heads(), Heads(gqa="kv")
+    (Heads(reduce='sum'), Heads(reduce='sum', gqa='kv'))
+
+    Args:
+        reduce: ``"sum"``, ``"mean"`` or ``"max"`` of the weights' scores.
+        gqa: ``"query"`` or ``"kv"``; how GroupQueryAttention heads are grouped.
     """
 
     removes_units = True
 
-    def __init__(self, reduce="sum"):
+    def __init__(self, reduce="sum", gqa="query"):
         _reducer(reduce, "Heads")
+        if gqa not in ("query", "kv"):
+            raise ValueError(f"Heads: gqa must be 'query' or 'kv'; got {gqa!r}.")
         self.reduce = reduce
+        self.gqa = gqa
 
     def check(self, weight, layer_name=""):
         if weight.head_axis is None:
             raise ValueError(
-                f"Heads() applies only to MultiHeadAttention weights; {describe(weight, layer_name)} "
-                "has no head axis. Use Channels() for Dense/Conv layers.")
+                f"Heads() applies only to MultiHeadAttention / GroupQueryAttention weights; "
+                f"{describe(weight, layer_name)} has no head axis. Use Channels() for "
+                "Dense/Conv layers.")
+        if weight.kv_heads is None:
+            return
+        g = int(weight.kv_heads)
+        n = int(weight.shape[weight.head_axis])
+        name = f"GroupQueryAttention '{layer_name}'" if layer_name else "GroupQueryAttention"
+        if n % g:
+            raise ValueError(f"Heads: {describe(weight, layer_name)}: {n} heads cannot be "
+                             f"grouped over the layer's {g} key/value heads.")
+        if self.gqa == "kv" and g == 1:
+            raise ValueError(
+                f"Heads(gqa='kv'): {name} has a single key/value head; removing it would "
+                "remove every query head. Use Heads(gqa='query') (query heads within the "
+                "key/value group).")
+        if self.gqa == "query" and n == g and weight.head_axis % len(weight.shape) == 0:
+            raise ValueError(  # the output kernel: one query head per key/value head
+                f"Heads(gqa='query'): {name} has one query head per key/value head "
+                f"({n} of each), so no query head can be removed evenly from its {g} "
+                "key/value groups. Use Heads(gqa='kv') (whole key/value heads).")
 
     def groups(self, scores, weight):
         scores = np.asarray(scores, np.float64)
-        return _axis_groups(scores, weight.head_axis % scores.ndim, _REDUCERS[self.reduce])
+        axis = weight.head_axis % scores.ndim
+        reduce = _REDUCERS[self.reduce]
+        if weight.kv_heads is None:
+            return _axis_groups(scores, axis, reduce)
+        g = int(weight.kv_heads)
+        heads = scores.shape[axis]
+        if weight.key.split("/")[-2:-1] in (["key"], ["value"]):  # dense (see above)
+            return np.zeros(0), lambda keep: np.ones(scores.shape, np.float32)
+        # Query / output kernels: heads i = kv * r + j, as (G, r, rest).
+        r = heads // g
+        grid = np.moveaxis(scores, axis, 0).reshape(g, r, -1)
+        unit_scores = _group_reduce(reduce, grid, (0, 2) if self.gqa == "query" else (1, 2))
+
+        def expand(keep):
+            keep = np.asarray(keep, np.float32)
+            per_head = np.tile(keep, g) if self.gqa == "query" else np.repeat(keep, r)
+            shape = [1] * scores.ndim
+            shape[axis] = -1
+            return np.broadcast_to(per_head.reshape(shape), scores.shape).astype(np.float32)
+
+        return unit_scores, expand
 
     def get_config(self):
-        return {"reduce": self.reduce}
+        # The default is left out: the repr is part of the settings saved with
+        # the masks, and files saved before `gqa` existed must still load.
+        return {"reduce": self.reduce, **({"gqa": self.gqa} if self.gqa != "query" else {})}
 
 
 Filters = Channels

@@ -18,7 +18,7 @@ import re
 import keras
 
 __all__ = ["PrunableLayer", "PrunableWeight", "prunable_weights", "is_prunable",
-           "relative_key", "einsum_out_axes"]
+           "relative_key", "einsum_out_axes", "ATTENTION"]
 
 
 class PrunableLayer:
@@ -58,6 +58,9 @@ class PrunableWeight:
         bias: the variable adding one term per output unit of this kernel
             (its shape is that of the ``out_axes``), or ``None``. Granularities
             that remove whole units (``Channels``, ``Heads``) mask it too.
+        kv_heads: for ``GroupQueryAttention`` kernels, its number of
+            key/value heads ``G`` (query head ``i`` reads key/value head
+            ``i // (H / G)``); ``None`` otherwise. ``Heads`` groups heads by it.
 
     >>> import keras
     >>> conv = keras.layers.Conv2D(8, 3, name="c"); conv.build((None, 28, 28, 1))
@@ -71,6 +74,7 @@ class PrunableWeight:
     out_axes: tuple = (-1,)
     head_axis: object = None
     bias: object = None
+    kv_heads: object = None
 
     @property
     def shape(self):
@@ -90,6 +94,9 @@ _TABLE = (
 )
 # Recurrent gates: a zeroed kernel column is not a removed unit (its bias stays).
 _NO_UNIT_BIAS = {(L.LSTM, L.GRU, L.SimpleRNN), (L.Embedding,)}
+#: Attention layers: query/key/value/output kernels with a head axis; built
+#: with ``build(query_shape, value_shape)``.
+ATTENTION = (L.MultiHeadAttention, L.GroupQueryAttention)
 
 
 def relative_key(layer, variable):
@@ -129,6 +136,11 @@ def einsum_out_axes(equation):
 
 def _mha_weights(layer):
     out = []
+    # GroupQueryAttention: the same sub-layers and kernel layouts, with
+    # num_key_value_heads heads in the key/value kernels. (Gates, as in
+    # MultiHeadAttention, are left dense.)
+    gqa = isinstance(layer, L.GroupQueryAttention)
+    kv_heads = layer.num_key_value_heads if gqa else None
     for sub_name in ("_query_dense", "_key_dense", "_value_dense", "_output_dense"):
         sub = getattr(layer, sub_name, None)
         if sub is None or not sub.built:
@@ -138,7 +150,7 @@ def _mha_weights(layer):
         # projection is (heads, head_dim, dim): heads on axis 0.
         head_axis = 0 if sub_name == "_output_dense" else 1
         out.append(PrunableWeight(sub.kernel, f"{sub.name}/kernel", out_axes, head_axis,
-                                  _unit_bias(sub, sub.kernel, out_axes)))
+                                  _unit_bias(sub, sub.kernel, out_axes), kv_heads))
     return out
 
 
@@ -169,7 +181,7 @@ def is_prunable(layer):
         return True
     if wrapped_layers(layer):
         return any(is_prunable(inner) for inner in wrapped_layers(layer))
-    if isinstance(layer, (L.MultiHeadAttention, L.EinsumDense)):
+    if isinstance(layer, ATTENTION + (L.EinsumDense,)):
         return True
     return any(isinstance(layer, classes) for classes, _ in _TABLE)
 
@@ -210,7 +222,7 @@ def prunable_weights(layer):
                 key = w.key if isinstance(layer, L.TimeDistributed) else f"{inner.name}/{w.key}"
                 out.append(dataclasses.replace(w, key=key))
         return out
-    if isinstance(layer, L.MultiHeadAttention):
+    if isinstance(layer, ATTENTION):
         return _mha_weights(layer)
     if isinstance(layer, L.EinsumDense):
         axes = einsum_out_axes(layer.equation)

@@ -77,9 +77,9 @@ class PruneWrapper(keras.layers.Wrapper):
         if not self._can_wrap(layer):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no prunable "
-                "weights. Prunable: Dense, EinsumDense, Conv*, Conv*Transpose, "
-                "SeparableConv*, DepthwiseConv*, Embedding, LSTM/GRU/SimpleRNN, "
-                "MultiHeadAttention, TimeDistributed/Bidirectional of those, or a layer "
+                "weights. Prunable: Dense, EinsumDense, Conv*, Conv*Transpose, SeparableConv*, "
+                "DepthwiseConv*, Embedding, LSTM/GRU/SimpleRNN, MultiHeadAttention, "
+                "GroupQueryAttention, TimeDistributed/Bidirectional of those, or a layer "
                 "implementing get_prunable_weights()."
             )
         kwargs.setdefault("name", layer.name)
@@ -114,7 +114,7 @@ class PruneWrapper(keras.layers.Wrapper):
         # parameter, so pass the layer's first argument positionally (as a clone does).
         if not args and self._first_arg in kwargs:
             args = (kwargs.pop(self._first_arg),)
-        if isinstance(self.layer, keras.layers.MultiHeadAttention) and not self.layer.built \
+        if isinstance(self.layer, prunable.ATTENTION) and not self.layer.built \
                 and args and hasattr(args[0], "shape"):
             # Build with the real query/value/key shapes (cross-attention too).
             query = args[0]
@@ -128,7 +128,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def build(self, input_shape=None):
         if not self.layer.built:
-            if isinstance(self.layer, keras.layers.MultiHeadAttention):
+            if isinstance(self.layer, prunable.ATTENTION):
                 # Self-attention by default; for cross-attention build the
                 # layer (or call it once) before wrapping it.
                 self.layer.build(input_shape, input_shape)
