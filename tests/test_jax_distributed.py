@@ -1,0 +1,113 @@
+"""Pruning under ``keras.distribution.DataParallel`` on JAX: one process, two virtual CPUs, two processes.
+
+Each run is a separate Python process (``tests/_jax_multiprocess_worker.py``):
+the number of CPU devices is fixed when JAX starts and ``jax.distributed``
+can be initialised once per process, so this file runs under any
+``KERAS_BACKEND`` and needs only JAX to be installed. The same 64 samples
+are trained in global batches of 16 (4 steps per epoch, 2 epochs) with
+masks updated at steps 2, 4 and 6 to 75% sparsity, for data-free and
+in-fit gradient (taylor) and activation (apoz) criteria, per layer and
+global. Four runs, started together:
+
+* ``plain``: one process, one device, no distribution;
+* ``virtual``: one process, ``DataParallel`` over two virtual CPUs
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=2``);
+* ``proc0``, ``proc1``: two processes joined by ``jax.distributed.initialize``
+  on 127.0.0.1 (gloo CPU collectives), one CPU each, each feeding its half
+  of every global batch.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+
+WORKER = Path(__file__).with_name("_jax_multiprocess_worker.py")
+CASES = ["magnitude", "taylor", "apoz", "magnitude:global"]
+LAYERS = ["hidden", "out"]
+TIMEOUT = 240  # seconds for all four runs on a loaded 2-core machine (~60 s seen)
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("jax_dp")
+    root = str(Path(__file__).resolve().parents[1])
+    base = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
+                PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    base.pop("XLA_FLAGS", None)
+    port = str(_free_port())
+    specs = {"plain": (["0", "0"], {}),
+             "virtual": (["0", "1"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+             "proc0": (["0", "2", port], {}),
+             "proc1": (["1", "2", port], {})}
+    procs = {name: subprocess.Popen([sys.executable, str(WORKER), str(tmp / f"{name}.json"),
+                                     ",".join(CASES), *args], env={**base, **extra},
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, (args, extra) in specs.items()}
+    results, failures = {}, []
+    try:
+        for name, proc in procs.items():
+            out, _ = proc.communicate(timeout=TIMEOUT)
+            if proc.returncode:
+                failures.append(f"{name} exited {proc.returncode}:\n{out[-3000:]}")
+            else:
+                results[name] = json.loads((tmp / f"{name}.json").read_text())
+    finally:
+        for proc in procs.values():  # a process waiting for a dead peer must not outlive the test
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not failures, "\n".join(failures)
+    return results
+
+
+def _assert_same(a, b, exact_values):
+    for case in CASES:
+        for layer in LAYERS:
+            u, v = a[case][layer], b[case][layer]
+            where = f"{case}, {layer}"
+            assert u["step"] == v["step"] == 7, where  # 8 steps, counted from 0
+            assert u["mask"] == v["mask"], where
+            assert u["stats"].keys() == v["stats"].keys(), where
+            pairs = [(u["kernel"], v["kernel"])] + [(u["stats"][k], v["stats"][k]) for k in u["stats"]]
+            for x, y in pairs:
+                if exact_values:
+                    np.testing.assert_array_equal(x, y, err_msg=where)
+                else:  # a different reduction order: float rounding only
+                    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=where)
+
+
+def test_runs_used_the_devices_and_processes_asked_for(runs):
+    seen = {name: (r["devices"], r["processes"]) for name, r in runs.items()}
+    assert seen == {"plain": (1, 1), "virtual": (2, 1), "proc0": (2, 2), "proc1": (2, 2)}
+    for case in ("magnitude", "taylor", "apoz"):  # the schedule's 75% was reached
+        for layer in LAYERS:
+            assert np.mean(runs["plain"][case][layer]["mask"]) == 0.25, (case, layer)
+    assert runs["plain"]["taylor"]["hidden"]["stats"]["wg_abs_sum"] != [0.0] * 256  # gathered in fit
+    assert max(runs["plain"]["apoz"]["hidden"]["stats"]["zero"]) > 0
+
+
+def test_data_parallel_on_two_virtual_cpus_matches_one_device(runs):
+    _assert_same(runs["virtual"], runs["plain"], exact_values=False)
+
+
+def test_two_processes_agree_exactly_and_match_one_process(runs):
+    _assert_same(runs["proc0"], runs["proc1"], exact_values=True)
+    # Two processes with one CPU each reduce like one process with two CPUs.
+    _assert_same(runs["proc0"], runs["virtual"], exact_values=True)
+    _assert_same(runs["proc0"], runs["plain"], exact_values=False)
