@@ -9,8 +9,9 @@ With ``NUM_PROCESSES`` > 1 the process joins ``jax.distributed`` on
 127.0.0.1:PORT (CPU collectives: gloo, JAX 0.10's default) and feeds its own
 shard of every global batch; with 1 it runs alone under ``DataParallel`` on
 every local device (``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-gives N virtual CPUs); with 0 it runs without a distribution. For each case
-it writes the wrappers' steps, masks, kernels and in-fit statistics as JSON.
+gives N virtual CPUs) and then, for reference, once more on one device
+without a distribution (under the key ``"plain"``). For each case it writes
+the wrappers' steps, masks, kernels and in-fit statistics as JSON.
 """
 
 import json
@@ -35,11 +36,9 @@ import tfprune as tp  # noqa: E402
 
 GLOBAL_BATCH = 16
 
-if num_processes:
-    # auto_shard_dataset=False: each process passes its own shard as arrays
-    # (Keras shards only a tf.data.Dataset itself and refuses arrays otherwise).
-    keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False))
+# auto_shard_dataset=False: each process passes its own shard as arrays
+# (Keras shards only a tf.data.Dataset itself and refuses arrays otherwise).
+DATA_PARALLEL = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 8)).astype("float32")
@@ -48,13 +47,13 @@ weights = [rng.normal(scale=0.3, size=s).astype("float32") for s in [(8, 32), (3
 # Process i feeds rows [i*b, (i+1)*b) of each global batch (b = GLOBAL_BATCH / processes).
 # Keras joins the process-local batches in process order, so the global batches
 # equal a single process's on the full data.
-parts = max(num_processes, 1)
-b = GLOBAL_BATCH // parts
+b = GLOBAL_BATCH // num_processes
 local = np.concatenate([np.arange(s + process_id * b, s + (process_id + 1) * b)
                         for s in range(0, len(x), GLOBAL_BATCH)])
 
 
-def run(criterion, scope="layer"):
+def run(criterion, scope="layer", distribution=DATA_PARALLEL):
+    keras.distribution.set_distribution(distribution)
     # Every process must create the same variables, initial values included:
     # JAX checks that a replicated value agrees across processes. A fixed seed
     # does it (keras.distribution.initialize() agrees on one the same way).
@@ -69,7 +68,7 @@ def run(criterion, scope="layer"):
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x[local], y[local], batch_size=b, epochs=2, verbose=0, shuffle=False,
                callbacks=[tp.PruningCallback()])
-    out = {}
+    out = {"kernel_devices": len(pruned.weights[0].value.sharding.device_set)}
     for w in tp.api.find_wrappers(pruned):
         acc = getattr(w, "_accumulators", None)
         sums = {**(acc.grads[0] if acc and acc.grads else {}), **((acc and acc.acts) or {})}
@@ -85,5 +84,7 @@ def run(criterion, scope="layer"):
 result = {"devices": jax.device_count(), "processes": jax.process_count()}
 for case in cases:
     result[case] = run(*case.split(":"))
+if num_processes == 1:
+    result["plain"] = {case: run(*case.split(":"), distribution=None) for case in cases}
 with open(out_path, "w") as f:
     json.dump(result, f)

@@ -7,11 +7,11 @@ can be initialised once per process, so this file runs under any
 are trained in global batches of 16 (4 steps per epoch, 2 epochs) with
 masks updated at steps 2, 4 and 6 to 75% sparsity, for data-free and
 in-fit gradient (taylor) and activation (apoz) criteria, per layer and
-global. Four runs, started together:
+global. Three processes, started together:
 
-* ``plain``: one process, one device, no distribution;
-* ``virtual``: one process, ``DataParallel`` over two virtual CPUs
-  (``XLA_FLAGS=--xla_force_host_platform_device_count=2``);
+* ``virtual``: ``DataParallel`` over two virtual CPUs
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=2``), then, as
+  ``plain``, the same runs on one device without a distribution;
 * ``proc0``, ``proc1``: two processes joined by ``jax.distributed.initialize``
   on 127.0.0.1 (gloo CPU collectives), one CPU each, each feeding its half
   of every global batch.
@@ -32,7 +32,7 @@ pytest.importorskip("jax")
 WORKER = Path(__file__).with_name("_jax_multiprocess_worker.py")
 CASES = ["magnitude", "taylor", "apoz", "magnitude:global"]
 LAYERS = ["hidden", "out"]
-TIMEOUT = 240  # seconds for all four runs on a loaded 2-core machine (~60 s seen)
+TIMEOUT = 240  # seconds for all runs on a loaded 2-core machine (~60 s seen)
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,7 @@ def runs(tmp_path_factory):
                 PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     base.pop("XLA_FLAGS", None)
     port = str(_free_port())
-    specs = {"plain": (["0", "0"], {}),
-             "virtual": (["0", "1"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+    specs = {"virtual": (["0", "1"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
              "proc0": (["0", "2", port], {}),
              "proc1": (["1", "2", port], {})}
     procs = {name: subprocess.Popen([sys.executable, str(WORKER), str(tmp / f"{name}.json"),
@@ -73,6 +72,7 @@ def runs(tmp_path_factory):
                 proc.kill()
                 proc.wait()
     assert not failures, "\n".join(failures)
+    results["plain"] = {"devices": 2, "processes": 1, **results["virtual"].pop("plain")}
     return results
 
 
@@ -94,7 +94,9 @@ def _assert_same(a, b, exact_values):
 
 def test_runs_used_the_devices_and_processes_asked_for(runs):
     seen = {name: (r["devices"], r["processes"]) for name, r in runs.items()}
-    assert seen == {"plain": (1, 1), "virtual": (2, 1), "proc0": (2, 2), "proc1": (2, 2)}
+    assert seen == {"plain": (2, 1), "virtual": (2, 1), "proc0": (2, 2), "proc1": (2, 2)}
+    for name, r in runs.items():  # where the variables live: replicated, or one device
+        assert {r[case]["kernel_devices"] for case in CASES} == {1 if name == "plain" else 2}, name
     for case in ("magnitude", "taylor", "apoz"):  # the schedule's 75% was reached
         for layer in LAYERS:
             assert np.mean(runs["plain"][case][layer]["mask"]) == 0.25, (case, layer)
