@@ -4,7 +4,9 @@ Usage::
 
     python tests/_jax_multiprocess_worker.py OUT.json CASES PROCESS_ID NUM_PROCESSES [PORT]
 
-``CASES`` is a comma-separated list of ``criterion`` or ``criterion:scope``.
+``CASES`` is a comma-separated list of ``criterion[:scope[:score]]``; with
+``score`` the schedule starts at step 0 and ``PruningCallback(score_data=...)``
+scores the first update on the same 32 samples in every process.
 With ``NUM_PROCESSES`` > 1 the process joins ``jax.distributed`` on
 127.0.0.1:PORT (CPU collectives: gloo, JAX 0.10's default) and feeds its own
 shard of every global batch; with 1 it runs alone under ``DataParallel`` on
@@ -52,7 +54,7 @@ local = np.concatenate([np.arange(s + process_id * b, s + (process_id + 1) * b)
                         for s in range(0, len(x), GLOBAL_BATCH)])
 
 
-def run(criterion, scope="layer", distribution=DATA_PARALLEL):
+def run(criterion, scope="layer", score="", distribution=DATA_PARALLEL):
     keras.distribution.set_distribution(distribution)
     # Every process must create the same variables, initial values included:
     # JAX checks that a replicated value agrees across processes. A fixed seed
@@ -63,11 +65,12 @@ def run(criterion, scope="layer", distribution=DATA_PARALLEL):
                               keras.layers.Dense(4, name="out")])
     model.set_weights(weights)
     pruned = tp.prune(model, criterion=criterion, scope=scope,
-                      schedule=tp.PolynomialDecay(0.0, 0.75, begin_step=2, end_step=6, frequency=2))
+                      schedule=tp.PolynomialDecay(0.0, 0.75, begin_step=0 if score else 2,
+                                                  end_step=6, frequency=2))
     pruned.compile(keras.optimizers.SGD(0.05),
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x[local], y[local], batch_size=b, epochs=2, verbose=0, shuffle=False,
-               callbacks=[tp.PruningCallback()])
+               callbacks=[tp.PruningCallback(score_data=(x[:32], y[:32]) if score else None)])
     out = {"kernel_devices": len(pruned.weights[0].value.sharding.device_set)}
     for w in tp.api.find_wrappers(pruned):
         acc = getattr(w, "_accumulators", None)
