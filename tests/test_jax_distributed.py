@@ -46,9 +46,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("jax_dp")
+def _run_all(tmp):
     root = str(Path(__file__).resolve().parents[1])
     base = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
                 PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
@@ -95,7 +93,9 @@ def _assert_same(a, b, exact_values):
                     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=where)
 
 
-def test_runs_used_the_devices_and_processes_asked_for(runs):
+# One test, so that pytest-xdist (``make test`` runs ``-n 2``) starts the processes once.
+def test_data_parallel_masks_and_steps_on_virtual_cpus_and_two_processes(tmp_path):
+    runs = _run_all(tmp_path)
     seen = {name: (r["devices"], r["processes"]) for name, r in runs.items()}
     assert seen == {"plain": (2, 1), "virtual": (2, 1), "proc0": (2, 2), "proc1": (2, 2)}
     for name, r in runs.items():  # where the variables live: replicated, or one device
@@ -107,13 +107,10 @@ def test_runs_used_the_devices_and_processes_asked_for(runs):
     assert max(taylor) > 0  # gathered in fit
     assert max(runs["plain"]["apoz"]["hidden"]["stats"]["zero"]) > 0
 
-
-def test_data_parallel_on_two_virtual_cpus_matches_one_device(runs):
+    # One process, DataParallel over two virtual CPUs vs one device.
     _assert_same(runs["virtual"], runs["plain"], exact_values=False)
-
-
-def test_two_processes_agree_exactly_and_match_one_process(runs):
+    # Two processes: bit-identical to each other, and to one process with two CPUs
+    # (one CPU each reduces the same way); masks and steps equal one device's.
     _assert_same(runs["proc0"], runs["proc1"], exact_values=True)
-    # Two processes with one CPU each reduce like one process with two CPUs.
     _assert_same(runs["proc0"], runs["virtual"], exact_values=True)
     _assert_same(runs["proc0"], runs["plain"], exact_values=False)
