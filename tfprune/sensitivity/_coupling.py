@@ -175,7 +175,7 @@ def _channel_units(model, criterion, stats_for):
         names = sorted({m.layer for m in touched
                         if m.role == "producer" and prunable.is_prunable(layers[m.layer])})
         label, kind, block = labels.get(group.id, (None, None, None))
-        if not names and label:  # GroupQueryAttention: not a tp.prune layer, still a unit
+        if not names and label:  # a component tp.prune cannot wrap: still a unit
             names = sorted({m.layer for m in touched if m.role == "producer"})
         if not names:
             continue
