@@ -88,6 +88,17 @@ def test_step_follows_the_optimizer_when_k_does_not_divide_the_epoch(k):
     assert {w.step for w in tp.api.find_wrappers(pruned)} == {19}
 
 
+def test_step_exact_for_data_of_unknown_size():
+    # A generator has no length: the last execution is planned as k steps, runs 2.
+    x, y = random_data(80)
+    pruned = tp.prune(mlp(), schedule=tp.ConstantSparsity(0.5, begin_step=0, frequency=4))
+    pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
+    batches = ((x[i:i + 8], y[i:i + 8]) for i in range(0, 80, 8))
+    pruned.fit(batches, epochs=1, verbose=0, callbacks=[tp.PruningCallback()])
+    assert int(keras.ops.convert_to_numpy(pruned.optimizer.iterations)) == 10
+    assert {w.step for w in tp.api.find_wrappers(pruned)} == {9}
+
+
 @pytest.mark.slow
 @tensorflow_only("tf.distribute.MirroredStrategy")
 def test_mirrored_strategy_on_two_logical_cpus():

@@ -119,6 +119,42 @@ def test_updates_land_on_their_steps_through_state_syncs(k):
         assert zeros == pytest.approx(sched(due), abs=0.02), (step, due)
 
 
+class _EpochEnds(keras.callbacks.Callback):
+    """Records (step, optimizer iterations, hidden's sparsity) at epoch ends only (no extra syncs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        w = tp.api.find_wrappers(self.model)[0]
+        self.seen.append((w.step, int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+                          float((keras.ops.convert_to_numpy(w.masks[0]) == 0).mean())))
+
+
+@pytest.mark.parametrize("k", [3, 4])  # 10 batches per epoch: each ends in a shorter execution
+def test_step_and_masks_match_one_step_executions_when_k_does_not_divide_the_epoch(k):
+    # The state syncs only at the start of each execution (the callback reads
+    # self.model) and at epoch ends; the optimizer's count read then is exact.
+    x, y = random_data(80)
+    sched = tp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=15, frequency=3)
+    model = mlp()
+    runs = {}
+    for spe in (1, k):
+        pruned, ends = tp.prune(model, schedule=sched), _EpochEnds()
+        _fit(pruned, x, y, epochs=2, callbacks=[ends], k=spe, lr=0.0)
+        runs[spe] = pruned, ends.seen
+    (one, one_seen), (many, many_seen) = runs[1], runs[k]
+    assert many_seen == one_seen
+    assert [(s, i) for s, i, _ in many_seen] == [(9, 10), (19, 20)]
+    assert many_seen[0][2] == pytest.approx(sched(9), abs=0.02)
+    for u, v in zip(tp.api.find_wrappers(one), tp.api.find_wrappers(many)):
+        assert u.step == v.step == 19
+        for a, b in zip(u.masks, v.masks):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                          keras.ops.convert_to_numpy(b))
+
+
 def test_synced_and_unsynced_fits_agree():
     # Syncing every batch (a callback reading self.model) must not change training.
     x, y = random_data(64)
