@@ -94,7 +94,7 @@ def test_step_exact_for_data_of_unknown_size():
     pruned = tp.prune(mlp(), schedule=tp.ConstantSparsity(0.5, begin_step=0, frequency=4))
     pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
     batches = ((x[i:i + 8], y[i:i + 8]) for i in range(0, 80, 8))
-    pruned.fit(batches, epochs=1, verbose=0, callbacks=[tp.PruningCallback()])
+    pruned.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[tp.PruningCallback()])
     assert int(keras.ops.convert_to_numpy(pruned.optimizer.iterations)) == 10
     assert {w.step for w in tp.api.find_wrappers(pruned)} == {9}
 
