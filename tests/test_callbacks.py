@@ -131,3 +131,14 @@ def test_mirrored_strategy_on_two_logical_cpus():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_group_callback_counts_steps_as_pruning_callback():
+    # GroupPruningCallback ties channel masks but shares PruningCallback's count.
+    x, y = random_data(80)
+    pruned = tp.structure.prune_groups(mlp(), 0.5)
+    pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
+    pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
+               callbacks=[tp.structure.GroupPruningCallback()])
+    assert int(keras.ops.convert_to_numpy(pruned.optimizer.iterations)) == 20
+    assert {w.step for w in tp.api.find_wrappers(pruned)} == {19}

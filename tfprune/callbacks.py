@@ -120,6 +120,17 @@ class PruningCallback(keras.callbacks.Callback):
         step, iterations = self._count
         return step + self._iterations() - iterations
 
+    def _execution(self, batch):
+        """``(first, last)``: the steps not yet handled up to the coming execution's last."""
+        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        step = self._step
+        if k > 1:  # one step per call is exact; k per call is not at an epoch's end
+            step = self._steps_run()
+            steps = (self.params or {}).get("steps") if self._count is not None else None
+            if steps and batch < steps:
+                k = min(k, steps - batch)  # the epoch's last, shorter execution
+        return self._planned + 1, step + k
+
     def on_train_begin(self, logs=None):
         self._ensure_ready()
         self._count = (self._step, self._iterations())
@@ -143,13 +154,7 @@ class PruningCallback(keras.callbacks.Callback):
         # yet handled are computed now with the latest due step's target.
         # self.model first: on JAX it syncs the trainer's state into the variables
         # (masks are scored from them), and the step then reads what we assign.
-        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        if k > 1:  # one step per call is exact; k per call is not at an epoch's end
-            self._step = self._steps_run()
-            steps = (self.params or {}).get("steps") if self._count is not None else None
-            if steps and batch < steps:
-                k = min(k, steps - batch)  # the epoch's last, shorter execution
-        first, last = self._planned + 1, self._step + k
+        first, last = self._execution(batch)
         self._step, self._planned = last, max(self._planned, last)
         due = {}
         for w in self._wrappers:
