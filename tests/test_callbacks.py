@@ -88,6 +88,7 @@ def test_step_follows_the_optimizer_when_k_does_not_divide_the_epoch(k):
     assert {w.step for w in tp.api.find_wrappers(pruned)} == {19}
 
 
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # the generator ends: meant
 def test_step_exact_for_data_of_unknown_size():
     # A generator has no length: the last execution is planned as k steps, runs 2.
     x, y = random_data(80)
