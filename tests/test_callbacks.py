@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import pytest
 
 import tfprune as tp
@@ -51,6 +52,54 @@ def test_steps_per_execution_advances_step():
     assert all(v == 0.5 for v in tp.sparsity(pruned).values())
 
 
+class _Steps(keras.callbacks.Callback):
+    """Records (pruning step, optimizer iterations, hidden's sparsity) after each execution."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        model = self.model  # on JAX this syncs the trainer's state
+        w = tp.api.find_wrappers(model)[0]
+        zeros = float((keras.ops.convert_to_numpy(w.masks[0]) == 0).mean())
+        self.seen.append((w.step, int(keras.ops.convert_to_numpy(model.optimizer.iterations)), zeros))
+
+
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_step_follows_the_optimizer_when_k_does_not_divide_the_epoch(k):
+    # 10 batches per epoch: with k = 3 or 4 each epoch ends in a shorter execution.
+    x, y = random_data(80)
+    sched = tp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=15, frequency=3)
+    pruned = tp.prune(mlp(), schedule=sched)
+    pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=k)
+    watch = _Steps()
+    pruned.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+               callbacks=[tp.PruningCallback(), watch])
+    steps = [s for s, _, _ in watch.seen]
+    # Steps are indices from 0: after n optimizer steps the step is n - 1.
+    assert [s + 1 for s in steps] == [i for _, i, _ in watch.seen]
+    per_epoch = list(range(k, 10, k)) + [10]
+    assert [s + 1 for s in steps] == per_epoch + [10 + n for n in per_epoch]
+    for step, _, zeros in watch.seen:
+        # Masks due within an execution are made at its start, for its last due step.
+        due = max(s for s in range(step + 1) if sched.should_update(s))
+        assert zeros == pytest.approx(sched(due), abs=0.02), (k, step, due)
+    assert {w.step for w in tp.api.find_wrappers(pruned)} == {19}
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # the generator ends: meant
+def test_step_exact_for_data_of_unknown_size():
+    # A generator has no length: the last execution is planned as k steps, runs 2.
+    x, y = random_data(80)
+    pruned = tp.prune(mlp(), schedule=tp.ConstantSparsity(0.5, begin_step=0, frequency=4))
+    pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
+    batches = ((x[i:i + 8], y[i:i + 8]) for i in range(0, 80, 8))
+    pruned.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[tp.PruningCallback()])
+    assert int(keras.ops.convert_to_numpy(pruned.optimizer.iterations)) == 10
+    assert {w.step for w in tp.api.find_wrappers(pruned)} == {9}
+
+
 @pytest.mark.slow
 @tensorflow_only("tf.distribute.MirroredStrategy")
 def test_mirrored_strategy_on_two_logical_cpus():
@@ -83,3 +132,14 @@ def test_mirrored_strategy_on_two_logical_cpus():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_group_callback_counts_steps_as_pruning_callback():
+    # GroupPruningCallback ties channel masks but shares PruningCallback's count.
+    x, y = random_data(80)
+    pruned = tp.structure.prune_groups(mlp(), 0.5)
+    pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
+    pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
+               callbacks=[tp.structure.GroupPruningCallback()])
+    assert int(keras.ops.convert_to_numpy(pruned.optimizer.iterations)) == 20
+    assert {w.step for w in tp.api.find_wrappers(pruned)} == {19}

@@ -119,6 +119,42 @@ def test_updates_land_on_their_steps_through_state_syncs(k):
         assert zeros == pytest.approx(sched(due), abs=0.02), (step, due)
 
 
+class _EpochEnds(keras.callbacks.Callback):
+    """Records (step, optimizer iterations, hidden's sparsity) at epoch ends only (no extra syncs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        w = tp.api.find_wrappers(self.model)[0]
+        self.seen.append((w.step, int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+                          float((keras.ops.convert_to_numpy(w.masks[0]) == 0).mean())))
+
+
+@pytest.mark.parametrize("k", [3, 4])  # 10 batches per epoch: each ends in a shorter execution
+def test_step_and_masks_match_one_step_executions_when_k_does_not_divide_the_epoch(k):
+    # The state syncs only at the start of each execution (the callback reads
+    # self.model) and at epoch ends; the optimizer's count read then is exact.
+    x, y = random_data(80)
+    sched = tp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=15, frequency=3)
+    model = mlp()
+    runs = {}
+    for spe in (1, k):
+        pruned, ends = tp.prune(model, schedule=sched), _EpochEnds()
+        _fit(pruned, x, y, epochs=2, callbacks=[ends], k=spe, lr=0.0)
+        runs[spe] = pruned, ends.seen
+    (one, one_seen), (many, many_seen) = runs[1], runs[k]
+    assert many_seen == one_seen
+    assert [(s, i) for s, i, _ in many_seen] == [(9, 10), (19, 20)]
+    assert many_seen[0][2] == pytest.approx(sched(9), abs=0.02)
+    for u, v in zip(tp.api.find_wrappers(one), tp.api.find_wrappers(many)):
+        assert u.step == v.step == 19
+        for a, b in zip(u.masks, v.masks):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                          keras.ops.convert_to_numpy(b))
+
+
 def test_synced_and_unsynced_fits_agree():
     # Syncing every batch (a callback reading self.model) must not change training.
     x, y = random_data(64)
@@ -226,3 +262,45 @@ def test_custom_stateless_training_loop_with_two_calls():
     for w in tp.api.find_wrappers(pruned):
         kernel = keras.ops.convert_to_numpy(w.layer.kernel)
         assert (kernel == 0).mean() == 0.5 and w.step == 7
+
+
+def test_step_variable_is_int32_without_x64_and_builds_without_truncation_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*int64.*truncated")
+        pruned = tp.prune(mlp(), schedule=tp.ConstantSparsity(0.5, 0))
+    assert {w.pruning_step.dtype for w in tp.api.find_wrappers(pruned)} == {"int32"}
+
+
+# Run under TensorFlow: loads the JAX-saved file, then saves one of its own.
+CROSS_CODE = textwrap.dedent("""
+    import sys
+    import keras, numpy as np, tfprune as tp
+    jax_path, tf_path = sys.argv[1:]
+    loaded = keras.models.load_model(jax_path)
+    ws = tp.api.find_wrappers(loaded)
+    print("LOADED", ws[0].pruning_step.dtype, sorted({w.step for w in ws}), tp.sparsity(loaded))
+    for w in ws:
+        w.pruning_step.assign(w.step + 5)
+    loaded.save(tf_path)
+""")
+
+
+@pytest.mark.slow
+def test_keras_files_load_across_backends(tmp_path):
+    x, y = random_data(64)
+    pruned = tp.prune(mlp(), schedule=tp.PolynomialDecay(0.0, 0.5, 0, 4, frequency=2))
+    _fit(pruned, x, y, epochs=1)
+    jax_path, tf_path = str(tmp_path / "jax.keras"), str(tmp_path / "tf.keras")
+    pruned.save(jax_path)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", CROSS_CODE, jax_path, tf_path], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(s for s in out.stdout.splitlines() if s.startswith("LOADED"))
+    assert line.startswith("LOADED int64 [7] ") and "0.5" in line, line
+    back = keras.models.load_model(tf_path)
+    assert {(w.pruning_step.dtype, w.step) for w in tp.api.find_wrappers(back)} == {("int32", 12)}
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(back(x)),
+                                  keras.ops.convert_to_numpy(pruned(x)))

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 __all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores",
-           "note_step_masks", "mask_value"]
+           "note_step_masks", "mask_value", "step_dtype"]
 
 
 def _stateless_scope():
@@ -20,6 +20,20 @@ def _stateless_scope():
     except ImportError:  # a Keras without it: no stateless train step to serve
         return None
     return get_stateless_scope()
+
+
+def step_dtype():
+    """The dtype of ``pruning_step``: int64, or int32 on JAX without x64.
+
+    JAX without ``jax_enable_x64`` has no int64: it would truncate the variable
+    to int32 anyway, warning at every build. Saved values convert on load, so
+    ``.keras`` files and checkpoints move between backends either way.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return str(jax.dtypes.canonicalize_dtype(np.int64))
+    return "int64"
 
 
 def note_step_masks(masks):

@@ -45,7 +45,8 @@ class PruningCallback(keras.callbacks.Callback):
     The step is stored in every wrapper's ``pruning_step`` variable (saved
     with the model and in checkpoints), so resuming a checkpoint continues
     the schedule exactly. Each call of ``on_train_batch_begin`` is one step;
-    with ``steps_per_execution = k`` the step advances by ``k``.
+    with ``steps_per_execution = k`` in ``fit`` the step advances by the steps
+    the optimizer actually ran (fewer than ``k`` in an epoch's last execution).
 
     Args:
         score_data: ``(x, y)`` or a ``tf.data.Dataset`` used by data-dependent
@@ -74,7 +75,9 @@ class PruningCallback(keras.callbacks.Callback):
         self.score_data = score_data
         self.score_batches = score_batches
         self._wrappers = None
-        self._step = None
+        self._step = None       # the last step run (or about to be run)
+        self._planned = None    # the last step whose mask updates were made
+        self._count = None      # (step, optimizer iterations) at the start of fit
 
     def set_model(self, model):
         super().set_model(model)
@@ -86,7 +89,7 @@ class PruningCallback(keras.callbacks.Callback):
         for w in self._wrappers:
             w._driven = True
         link_batchnorms(model)  # again after loading: links are not saved
-        self._step = None
+        self._step = self._planned = self._count = None
 
     def _ensure_ready(self):
         if self._wrappers is None:
@@ -97,10 +100,40 @@ class PruningCallback(keras.callbacks.Callback):
                 f"PruningCallback: layers {unbuilt} are not built yet; call the "
                 "model on a batch once before training.")
         if self._step is None:
-            self._step = max(w.step for w in self._wrappers)
+            self._step = self._planned = max(w.step for w in self._wrappers)
+
+    def _iterations(self):
+        """The optimizer's step count, or None without an optimizer."""
+        iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+        return None if iterations is None else int(keras.ops.convert_to_numpy(iterations))
+
+    def _steps_run(self):
+        """The last step run so far in ``fit``, from the optimizer's count.
+
+        With ``steps_per_execution = k`` the last execution of an epoch may run
+        fewer than k steps, and Keras reports it as k all the same (its batch
+        indices too), so only the optimizer knows how many steps ran. On JAX its
+        count is current once ``self.model`` has synced the trainer's state.
+        """
+        if self._count is None or self._count[1] is None:
+            return self._step
+        step, iterations = self._count
+        return step + self._iterations() - iterations
+
+    def _execution(self, batch):
+        """``(first, last)``: the steps not yet handled up to the coming execution's last."""
+        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        step = self._step
+        if k > 1:  # one step per call is exact; k per call is not at an epoch's end
+            step = self._steps_run()
+            steps = (self.params or {}).get("steps") if self._count is not None else None
+            if steps and batch < steps:
+                k = min(k, steps - batch)  # the epoch's last, shorter execution
+        return self._planned + 1, step + k
 
     def on_train_begin(self, logs=None):
         self._ensure_ready()
+        self._count = (self._step, self._iterations())
         # Fail before the first batch, not at the first mask update.
         # Wrappers accumulate statistics during fit (tfprune.accumulate), so only
         # a mask update due at the very first step has nothing to score with.
@@ -117,13 +150,12 @@ class PruningCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self._ensure_ready()
         # With steps_per_execution = k, Keras calls this once per k steps; the
-        # coming execution runs steps first..last, and masks due at any of them
-        # are computed now with the latest due step's target.
+        # coming execution runs steps up to `last`, and masks due at any step not
+        # yet handled are computed now with the latest due step's target.
         # self.model first: on JAX it syncs the trainer's state into the variables
         # (masks are scored from them), and the step then reads what we assign.
-        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        first, last = self._step + 1, self._step + k
-        self._step = last
+        first, last = self._execution(batch)
+        self._step, self._planned = last, max(self._planned, last)
         due = {}
         for w in self._wrappers:
             steps = [s for s in range(first, last + 1) if w.schedule.should_update(s)]
@@ -145,7 +177,18 @@ class PruningCallback(keras.callbacks.Callback):
         for w in self._wrappers:
             _set_step(w.pruning_step, last)
 
+    def on_epoch_end(self, epoch, logs=None):
+        # An epoch of unknown size may end inside an execution planned as k
+        # steps: store the step that ran (checkpoints saved now carry it).
+        if self._count is not None and int(getattr(self.model, "steps_per_execution", 1) or 1) > 1:
+            step = self._steps_run()
+            if step != self._step:
+                self._step = step
+                for w in self._wrappers:
+                    _set_step(w.pruning_step, step)
+
     def on_train_end(self, logs=None):
+        self._count = None  # later calls outside fit count one step per call again
         for w in self._wrappers or ():
             w._driven = False
 

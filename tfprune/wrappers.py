@@ -29,7 +29,8 @@ from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
 from tfprune._masks import (MaskConstraint, UnitMaskConstraint, assign_mask, check_settings,
-                            note_step_masks, read_scores, save_settings, settings, unit_mask)
+                            note_step_masks, read_scores, save_settings, settings, step_dtype,
+                            unit_mask)
 
 __all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
@@ -162,9 +163,8 @@ class PruneWrapper(keras.layers.Wrapper):
             )
         for info in infos:
             self.granularity.check(info, self.layer.name)
-        self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), dtype="int64",
-            initializer=keras.initializers.Constant(-1), trainable=False)
+        self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype=step_dtype(),
+                                            initializer=keras.initializers.Constant(-1), trainable=False)
         for info in infos:
             mask = self.add_weight(
                 name=info.key.replace("/", "_") + "_mask", shape=info.shape,

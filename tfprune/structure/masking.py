@@ -173,8 +173,7 @@ class GroupPruningCallback(PruningCallback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._ensure_ready()
-        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        first, last = self._step + 1, self._step + k
+        first, last = self._execution(batch)  # as PruningCallback counts them
         due = {}
         for tie in self._ties:
             steps = [s for s in range(first, last + 1) if tie.due(s)]
