@@ -12,7 +12,7 @@ export KERAS_BACKEND ?= tensorflow
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[dev,plots,jax]"
+	$(PIP) install -q -e ".[dev,plots,jax,hub]"
 	touch $(STAMP)
 
 # DEMO_DIR keeps every file of the run (default: a new temporary folder).
