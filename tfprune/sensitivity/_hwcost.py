@@ -79,9 +79,9 @@ class _Kind:
 
     kind = None
 
-    def __init__(self, counts):
+    def __init__(self, counts, channels=None):
         self.counts = counts
-        self.channels = _Channels(counts)
+        self.channels = _Channels(counts) if channels is None else channels
         self.dense = dict(counts.dense)
         self.dense[self.kind] = self.value({})
 
@@ -120,8 +120,9 @@ class Latency(_Kind):
 
     def __init__(self, counts, table):
         self.table = table
-        check_table(table, _Channels(counts))
-        super().__init__(counts)
+        channels = _Channels(counts)  # walks the graph once: the check and the costs share it
+        check_table(table, channels)
+        super().__init__(counts, channels)
 
     def value(self, keep):
         x = self.channels.fractions(keep)

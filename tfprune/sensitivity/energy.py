@@ -39,6 +39,13 @@ class EnergyModel(ConfigObject):
         pj_per_mac: picojoules per multiply-add.
         pj_per_byte: picojoules per byte read or written.
         bytes_per_value: bytes per weight or activation (4: float32).
+
+    Example (a plan under an energy budget: ``report.allocate(target_energy=E,
+    energy=EnergyModel(...))`` or ``energy={"pj_per_byte": 100.0}``):
+
+    >>> e = EnergyModel(pj_per_byte=100.0)
+    >>> e.picojoules(macs=1000, values=10)   # 4.6 * 1000 + 100 * 4 * 10
+    8600.0
     """
 
     def __init__(self, pj_per_mac=4.6, pj_per_byte=160.0, bytes_per_value=4):

@@ -97,7 +97,14 @@ class SensitivityReport:
 
         ``[{"block", "kind", "unit", "sparsity", "drop"}]``, ``kind`` one of
         ``"heads"``, ``"kv_heads"``, ``"query_heads"``, ``"ffn"``,
-        ``"residual"`` (empty for reports without Transformer components).
+        ``"residual"`` (empty for reports without Transformer components:
+        a channel sweep of a Transformer labels them, e.g.
+        ``sweep(model, data, granularity="channels").by_component()``).
+
+        >>> rep = SensitivityReport([{"layer": "fc", "params": 1, "sparsity": 0.5,
+        ...                           "metric": 0.5, "drop": 0.25}], {})
+        >>> rep.by_component()
+        []
         """
         return _components.rows(self, sparsity)
 

@@ -88,6 +88,14 @@ def components(model):
     Only prunable groups are listed; ``explain(model)`` says why the others
     are not (e.g. a keras-hub ``TransformerDecoder`` is one layer the graph
     cannot look into).
+
+    >>> import keras
+    >>> x = keras.Input((6, 16))
+    >>> h = x + keras.layers.MultiHeadAttention(4, 4, name="mha")(x, x)
+    >>> f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    >>> block = keras.Model(x, h + keras.layers.Dense(16, name="ffn_out")(f))
+    >>> [(c.kind, c.block, c.size) for c in components(block)]
+    [('heads', 0, 4), ('ffn', 0, 32)]
     """
     g = model if isinstance(model, DependencyGraph) else graph(model)
     layers = g.layers_by_path()
@@ -206,6 +214,17 @@ def prune_heads(model, heads=0.0, ffn=0.0, *, residual=0.0, gqa="query",
 
     Returns:
         A physically smaller copy of ``model`` (fine-tune it).
+
+    Example (half the heads and a quarter of the FFN neurons go):
+
+    >>> import keras
+    >>> x = keras.Input((6, 16))
+    >>> h = x + keras.layers.MultiHeadAttention(4, 4, name="mha")(x, x)
+    >>> f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    >>> block = keras.Model(x, h + keras.layers.Dense(16, name="ffn_out")(f))
+    >>> small = prune_heads(block, heads=0.5, ffn=0.25)
+    >>> small.get_layer("mha").num_heads, small.get_layer("ffn_in").units
+    (2, 24)
     """
     owner = "prune_heads"
     if gqa not in ("query", "kv"):
