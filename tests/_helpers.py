@@ -32,6 +32,31 @@ def small_cnn(input_shape=(12, 12, 1), classes=4):
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
+def cifar_cnn(name=None):
+    """Four 3x3 convs (16-32-32-64, pooling after the 2nd and 4th) on 32x32x3, GAP, Dense 10:
+    the CNN the latency tests time and budget."""
+    x = keras.Input((32, 32, 3))
+    y = x
+    for i, c in enumerate([16, 32, 32, 64]):
+        y = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name=f"c{i}")(y)
+        if i % 2 == 1:
+            y = keras.layers.MaxPooling2D()(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(x, keras.layers.Dense(10, name="out")(y), name=name)
+
+
+def assert_same_pruning(a, b, step, atol):
+    """Pruned models ``a`` and ``b`` are at ``step`` with equal masks and kernels within ``atol``."""
+    import tfprune as tp
+
+    for u, v in zip(tp.api.find_wrappers(a), tp.api.find_wrappers(b)):
+        assert u.step == v.step == step
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(u.masks[0]),
+                                      keras.ops.convert_to_numpy(v.masks[0]))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(u.layer.kernel),
+                                   keras.ops.convert_to_numpy(v.layer.kernel), atol=atol)
+
+
 def random_data(n=64, input_shape=(8,), classes=4, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *input_shape)).astype("float32")

@@ -10,7 +10,7 @@ import pytest
 import tfprune as tp
 from tfprune import wrappers
 
-from _helpers import mlp, random_data, small_cnn, tensorflow_only
+from _helpers import assert_same_pruning, mlp, random_data, small_cnn, tensorflow_only
 
 L = keras.layers
 
@@ -106,12 +106,7 @@ def test_resume_mid_schedule_continues_exactly(tmp_path):
     assert [w.step for w in tp.api.find_wrappers(resumed)] == [15, 15, 15]
     resumed.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
                 callbacks=[tp.PruningCallback()])
-    for a, b in zip(tp.api.find_wrappers(resumed), tp.api.find_wrappers(straight)):
-        assert a.step == b.step == 31
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a.masks[0]),
-                                      keras.ops.convert_to_numpy(b.masks[0]))
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(a.layer.kernel),
-                                   keras.ops.convert_to_numpy(b.layer.kernel), atol=1e-5)
+    assert_same_pruning(resumed, straight, step=31, atol=1e-5)
 
 
 def test_weights_checkpoint_restores_step_and_masks(tmp_path):

@@ -8,23 +8,14 @@ import pytest
 
 import tfprune as tp
 
+from _helpers import cifar_cnn
+
 FAST = dict(rounds=2, runs=3, progress=False)
 
 
 def _mlp():
     return keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="h"),
                              keras.layers.Dense(4, name="out")])
-
-
-def _cnn():
-    x = keras.Input((32, 32, 3))
-    y = x
-    for i, c in enumerate([16, 32, 32, 64]):
-        y = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name=f"c{i}")(y)
-        if i % 2 == 1:
-            y = keras.layers.MaxPooling2D()(y)
-    y = keras.layers.GlobalAveragePooling2D()(y)
-    return keras.Model(x, keras.layers.Dense(10, name="out")(y))
 
 
 def test_table_grid_and_latency_model():
@@ -116,7 +107,7 @@ def test_clear_errors(tmp_path):
 
 @pytest.mark.slow
 def test_predicted_latency_of_pruned_cnns_is_within_20_percent():
-    model = _cnn()
+    model = cifar_cnn()
     table = tp.hardware.latency_table(model, widths=(0.25, 0.5, 0.75), progress=False)
     plans = [0.5, {"c1": 0.5, "c2": 0.25}]
     pruned = [tp.structure.prune_channels(model, p) for p in plans]

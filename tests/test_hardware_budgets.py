@@ -7,17 +7,12 @@ import pytest
 import tfprune as tp
 from tfprune.hardware import LatencyTable
 
+from _helpers import cifar_cnn
+
 
 def _cnn(name="cnn"):
     keras.utils.set_random_seed(0)
-    x = keras.Input((32, 32, 3))
-    y = x
-    for i, c in enumerate([16, 32, 32, 64]):
-        y = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name=f"c{i}")(y)
-        if i % 2 == 1:
-            y = keras.layers.MaxPooling2D()(y)
-    y = keras.layers.GlobalAveragePooling2D()(y)
-    m = keras.Model(x, keras.layers.Dense(10, name="out")(y), name=name)
+    m = cifar_cnn(name)
     m.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return m
 

@@ -20,7 +20,7 @@ import pytest
 import tfprune as tp
 from tfprune.regularizers import L1
 
-from _helpers import mlp, random_data
+from _helpers import assert_same_pruning, mlp, random_data
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax",
                                 reason="JAX trainer behaviour (run with KERAS_BACKEND=jax)")
@@ -163,12 +163,7 @@ def test_synced_and_unsynced_fits_agree():
     a, b = tp.prune(model, schedule=sched), tp.prune(model, schedule=sched)
     _fit(a, x, y, epochs=2)
     _fit(b, x, y, epochs=2, callbacks=[_Watch()])
-    for u, v in zip(tp.api.find_wrappers(a), tp.api.find_wrappers(b)):
-        assert u.step == v.step == 15
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(u.masks[0]),
-                                      keras.ops.convert_to_numpy(v.masks[0]))
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(u.layer.kernel),
-                                   keras.ops.convert_to_numpy(v.layer.kernel), atol=1e-6)
+    assert_same_pruning(a, b, step=15, atol=1e-6)
 
 
 def test_mid_epoch_weights_checkpoint_resumes_exactly(tmp_path):
