@@ -124,6 +124,18 @@ class Latency(_Kind):
         check_table(table, channels)
         super().__init__(counts, channels)
 
+    def measured(self, gid):
+        """The widths of group ``gid`` the table timed (on the output axis of the
+        layers it indexes), or None when no timed layer outputs it.
+
+        Plans stay on these: between them the table interpolates linearly, while
+        SIMD kernels cost whole vectors of channels, so an odd width measured up
+        to 20% slower than interpolated (docs/hardware.md)."""
+        sets = [set(int(c) for c in self.table.layers[name]["cout"])
+                for name in self.table.layers if name in self.channels.layers
+                and any(g == gid for g, _ in self.channels.layers[name]["out"])]
+        return sorted(set.intersection(*sets)) if sets else None
+
     def value(self, keep):
         x = self.channels.fractions(keep)
         total = float(self.table.overhead_ms)

@@ -200,7 +200,8 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
     plan's latency predicted by the table after ``prune_channels`` (the sum
     of the layers' fitted latencies at their new channel counts plus the
     table's overhead term) is at most the budget; ``plan.latency_ms`` is that
-    prediction. ``target_energy`` (picojoules per sample) with ``energy``, an
+    prediction. Each group keeps one of the widths the table timed (its
+    ``widths=``), where the prediction is a measurement, not an interpolation. ``target_energy`` (picojoules per sample) with ``energy``, an
     ``EnergyModel`` (``tfprune.hardware.EnergyModel``), a dict of its
     coefficients, or None for the documented defaults; ``plan.energy`` is
     the proxy realised. Both run the same knapsack as ``target_flops``, on
@@ -261,6 +262,10 @@ def allocate(report, target_sparsity=None, target_params=None, target_flops=None
         g = _grid(xs, step)
         if counts is not None:
             g = _realised.snap(g, xs[-1], counts.size(gids[i]), round_to)
+            timed = counts.measured(gids[i]) if hasattr(counts, "measured") else None
+            if timed:  # latency budgets plan on the widths the table timed (see _hwcost)
+                g = np.array([s for s in g if counts.keep(gids[i], round(float(s), 6),
+                                                          round_to) in timed])
         d = _drop(xs, ys, g)
         if max_drop is not None:  # d is monotone: a prefix of the grid stays within it
             keep = max(int(np.count_nonzero(d <= max_drop + 1e-12)), 1)
