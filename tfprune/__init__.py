@@ -48,6 +48,7 @@ from tfprune.callbacks import PruningCallback, PruningLogger
 from tfprune.scoring import score
 from tfprune import calibration
 from tfprune.calibration import oneshot
+from tfprune.batchnorm import recalibrate_batchnorm
 
 # Recipes: regularizers, frozen masks, lottery tickets.
 from tfprune import distill, finetune, lottery, recipes, regularizers
@@ -66,6 +67,7 @@ registry = prunable
 
 __all__ = [
     "prune", "prune_layer", "strip", "strip_layer", "load_weights", "sparsity", "summary", "score", "oneshot",
+    "recalibrate_batchnorm",
     "PruningCallback", "PruningLogger", "PruneWrapper", "PrunableLayer",
     "Schedule", "PolynomialDecay", "ConstantSparsity", "OneShot", "FrozenMasks",
     "Criterion", "Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",

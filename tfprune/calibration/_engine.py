@@ -12,6 +12,7 @@ from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import schedules
 from tfprune._walk import find_wrappers
+from tfprune.batchnorm import batchnorms, recalibrate_batchnorm
 from tfprune.api import find_layers
 from tfprune.calibration import _inputs, _solvers
 from tfprune.calibration.criteria import SparseGPT, Wanda
@@ -23,7 +24,8 @@ OWNER = "tfprune.oneshot"
 
 
 def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, layers=None,
-            skip=None, num_samples=128, batch_size=32, damp=0.01, block_size=128):
+            skip=None, num_samples=128, batch_size=32, damp=0.01, block_size=128,
+            recalibrate=True):
     r"""Prunes ``model`` in one shot from calibration data (Wanda, SparseGPT, magnitude).
 
     Kernels are pruned one step at a time in the order the forward pass calls
@@ -89,6 +91,12 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
             the Cholesky factorisation still fails the error says to raise it.
         block_size: SparseGPT's columns per lazy-update block (a multiple of ``m``
             for N:M).
+        recalibrate: after pruning, re-estimate every BatchNormalization's
+            moving mean and variance on the calibration samples
+            (:func:`tfprune.recalibrate_batchnorm`; no weight is trained).
+            Pruned kernels shift the statistics BatchNorm normalises with: on
+            a BatchNorm CNN pruned to 80% without fine-tuning the stale ones
+            cost most of the accuracy (docs/oneshot.md). ``False`` keeps them.
 
     Returns:
         ``(model, report)``: the same model object, pruned, and a
@@ -144,6 +152,10 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
         for t in step:
             gram, rows = grams[id(t)]
             report.add(_prune(t, gram, rows, settings[id(t)], damp, block_size))
+    if recalibrate and any(True for _ in batchnorms(model)):
+        recalibrate_batchnorm(model, samples[0] if len(samples) == 1 else (samples, None),
+                              batch_size=batch_size)
+        report.recalibrated = [bn.name for bn in batchnorms(model)]
     for w in wrappers:
         if isinstance(w.schedule, schedules.OneShot) and any(
                 t.wrapper is w for step in steps for t in step):

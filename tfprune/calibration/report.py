@@ -11,7 +11,8 @@ class OneShotReport:
     pruning), ``error`` (:math:`\\|WX - W'X\\|_F^2 / \\|WX\\|_F^2` on the
     kernel's calibration inputs ``X``), ``rows`` (rows of ``X``), ``inputs``
     (columns of ``X``) and ``seconds`` (solve time, without the forward
-    passes). ``report[key]`` gives one dict; ``report.skipped`` lists
+    passes). ``report[key]`` gives one dict; ``report.recalibrated`` names the
+    BatchNorm layers whose statistics were re-estimated; ``report.skipped`` lists
     ``(layer path, reason)`` of prunable layers left dense.
 
     >>> r = OneShotReport()
@@ -27,6 +28,7 @@ class OneShotReport:
     def __init__(self, skipped=()):
         self.layers = []
         self.skipped = list(skipped)
+        self.recalibrated = []  # BatchNorm layers whose statistics were re-estimated
 
     def add(self, row):
         self.layers.append(dict(row))

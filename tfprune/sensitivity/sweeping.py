@@ -167,7 +167,7 @@ def _restore(saved):
 
 def _recalibrating(model, evaluate, x):
     """``evaluate`` wrapped: re-estimate BatchNorm statistics, evaluate, put them back."""
-    from tfprune.structure.calibrate import batchnorms, recalibrate_batchnorm
+    from tfprune.batchnorm import batchnorms, recalibrate_batchnorm
 
     x = np.asarray(_data.inputs(x))
     stats = [v for bn in batchnorms(model) for v in (bn.moving_mean, bn.moving_variance)]

@@ -21,7 +21,7 @@ from tfprune.granularity import to_matrix
 from tfprune.structure._constants import constant_channels, fold_offsets, foldable
 from tfprune.structure._plan import keep_count, producer_names, refuse_wrapped, resolve_ratios
 from tfprune.structure._rebuild import rebuild
-from tfprune.structure.calibrate import recalibrate_batchnorm
+from tfprune.batchnorm import recalibrate_batchnorm
 from tfprune.structure.dependency import graph
 from tfprune.structure.scores import bn_scales, data_stats, group_scores
 
@@ -60,7 +60,7 @@ def prune_channels(model, sparsity=None, *, criterion="magnitude", data=None, ro
             backend; an iterator is read once, by the data criterion if
             there is one, else by the recalibration): after the surgery
             the BatchNorm statistics are re-estimated on the inputs (see
-            :func:`tfprune.structure.calibrate.recalibrate_batchnorm`; a
+            :func:`tfprune.recalibrate_batchnorm`; a
             few hundred training samples suffice; weights are not
             trained), and data criteria are computed on them before it.
         round_to: keep channel counts multiples of this (hardware-friendly
