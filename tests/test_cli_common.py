@@ -19,7 +19,6 @@ from tfprune.cli._flags import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELP_LIMIT_S = 5.0  # generous: a loaded CI machine; ~0.2 s when nothing heavy loads
-HELP_PROCESS_S = 2.0  # a whole `--help` process, interpreter start included (best of 2)
 TOOLS = {
     "sensitivity": ["--model", "--data", "--sparsities", "--shard", "--merge", "scale_uint8"],
     "export": ["--model", "--output", "--sparse", "--quantize", "--representative_data"],
@@ -96,7 +95,7 @@ def twin(tmp_path_factory):
 # -- --help ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
-def test_help_lists_own_flags_quickly(tool):
+def test_help_lists_own_flags(tool):
     proc = min((_cli(tool, "--help", tf_log_env=False) for _ in range(2)),
                key=lambda p: p.seconds)   # best of two: the machine may be busy
     print(f"tfprune-{tool} --help: {proc.seconds:.2f} s")
@@ -108,7 +107,9 @@ def test_help_lists_own_flags_quickly(tool):
     # every flag of the tool has a line of help text after its name
     own = re.findall(r"^  --(?:\[no\])?(\w+): (.*)$", proc.stdout, re.M)
     assert own and all(text.strip() for _, text in own), own
-    assert proc.seconds < HELP_PROCESS_S, f"--help took {proc.seconds:.2f} s"
+    # No wall-clock bound here: a loaded CI machine took 2.3-3.8 s where a quiet one takes
+    # ~1 s. What keeps --help fast is that nothing heavy loads before parsing, asserted by
+    # the next test; start-up time is compared side by side in tools/, not in a unit test.
 
 
 def test_cli_modules_import_nothing_heavy_before_parsing():
