@@ -302,7 +302,7 @@ class PruneWrapper(keras.layers.Wrapper):
         out = []
         for i, info in enumerate(self._weights_info):
             scores, owned = read_scores(info.variable, self.criterion, self.collect_stats(i))
-            if owned and type(self.granularity) is granularity_lib.Unstructured:
+            if owned and granularity_lib.writes_over(self.granularity):
                 # Large weights: the mask is written over the scores (no second buffer).
                 mask = self.granularity.mask(scores, sparsity, info, out=scores)
             else:
@@ -314,6 +314,7 @@ class PruneWrapper(keras.layers.Wrapper):
         """Assigns ``masks`` and zeroes the weights they prune."""
         for mask_var, m in zip(self._masks, masks):
             assign_mask(mask_var, m)
+        masks = m = None  # peak memory: ours may be the last references to the buffers
         self._zero_pruned()
 
     def _zero_pruned(self):
