@@ -61,7 +61,7 @@ def broadcast_expand(keep, shape, axes, out=None):
 
 
 #: Entries per slice of the buffer (a few MB of temporaries whatever the size).
-SLICE = 1 << 18
+SLICE = 1 << 16
 
 
 def usable_out(out, scores):
