@@ -165,7 +165,7 @@ def n_of_m_over(scores, out, weight_out_axes, n_drop, m):
     if mem is None or out_mem is None:
         return None
     n_in, n_out = mem.shape
-    step = _input_step(m, n_out)
+    step = m * max(1, _input_step(m, n_out) // m // 4)  # the sort: int64 indices, 2x the slice
     for i0 in range(0, n_in, step):
         i1 = min(n_in, i0 + step)
         groups = mem[i0:i1].T.reshape(n_out, -1, m)     # a copy: read before writing
