@@ -131,7 +131,7 @@ def _kth_smallest(parts, k, dtype):
     while lo < hi:  # the smallest key whose value has >= k entries at or below it
         mid = (lo + hi) // 2
         value = _from_key(mid, dtype)
-        if _count(parts, lambda c: c <= value) >= k:
+        if _count(parts, lambda c, v=value: c <= v) >= k:
             hi = mid
         else:
             lo = mid + 1

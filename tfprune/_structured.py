@@ -2,8 +2,9 @@
 
 Registered in :mod:`tfprune.granularity` (import them from there). All work
 on TFLite's ``(out, in)`` view of a kernel (see ``granularity.to_matrix``).
-This module imports only :mod:`tfprune._grouping`; ``granularity`` imports
-it, never the reverse.
+This module imports only :mod:`tfprune._grouping` and
+:mod:`tfprune._inbuffer` (large weights: group scores and masks written over
+the scores' buffer); ``granularity`` imports it, never the reverse.
 """
 
 import numpy as np

@@ -178,7 +178,7 @@ def main():
     import tensorflow as tf
     print(f"{platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, "
           f"tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}; "
-          "load average %.1f %.1f %.1f" % os.getloadavg())
+          "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     trees = [("before", args.compare), ("after", os.environ.get("PYTHONPATH", ""))] \
         if args.compare else [("", None)]
     print("| model | granularity | scope | parameters | weights MB |"
@@ -198,7 +198,7 @@ def main():
                         print(f"| {kind} | {gran} | {scope} | {r['params']:.2e} | "
                               f"{r['weight_mb']:.1f} |{col} {r['prune_x']:.2f} | "
                               f"{r['total_x']:.2f} | {r['update_s']:.3f} |", flush=True)
-    print("load average at the end %.1f %.1f %.1f" % os.getloadavg())
+    print("load average at the end {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
 if __name__ == "__main__":
     main()
