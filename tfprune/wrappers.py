@@ -314,7 +314,6 @@ class PruneWrapper(keras.layers.Wrapper):
         """Assigns ``masks`` and zeroes the weights they prune."""
         for mask_var, m in zip(self._masks, masks):
             assign_mask(mask_var, m)
-        masks = m = None  # peak memory: ours may be the last references to the buffers
         self._zero_pruned()
 
     def _zero_pruned(self):
