@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tfprune as tp
-from tfprune import granularity
+from tfprune import _grouping, _inbuffer, granularity
 from tfprune.prunable import PrunableWeight, prunable_weights
 
 from _helpers import assert_config_roundtrip, random_data
@@ -182,5 +182,99 @@ def test_imports_run_one_way():
         return names
 
     assert "tfprune._structured" in imported("granularity")
-    for leaf in ("_structured", "_grouping"):
+    for leaf in ("_structured", "_grouping", "_inbuffer"):
         assert not any(n.startswith("tfprune.granularity") for n in imported(leaf)), leaf
+
+
+def _score_sets(shape, rng):
+    n = int(np.prod(shape))
+    ties = np.repeat(rng.random(n // 8 + 1), 8)[:n].reshape(shape)
+    wide = np.exp(rng.normal(size=shape) * 20)     # sums in float64 that round
+    with_nan = rng.random(shape)
+    with_nan[rng.random(shape) < 0.05] = np.nan
+    zeros = rng.random(shape) * (rng.random(shape) < 0.5)
+    return [a.astype(np.float32) for a in (rng.random(shape), ties, wide, with_nan, zeros)]
+
+
+# (shape, out_axes): Dense, Dense with partial 1x4 edge blocks, Conv2D, depthwise, and
+# an attention-style layout whose output axis is first (fresh buffers, same masks).
+LAYOUTS = [((64, 24), (-1,)), ((38, 10), (-1,)), ((3, 3, 8, 16), (-1,)), ((3, 3, 8, 2), (-2, -1)),
+           ((4, 6, 8), (0,))]
+
+
+@pytest.mark.parametrize("g", [tp.Unstructured(), tp.Block(1, 4), tp.Block(2, 2, "sum"),
+                               tp.Block(1, 16, "max"), tp.Block(1, 2), tp.NofM(2, 4), tp.Channels(),
+                               tp.Channels(axis="in", reduce="mean")], ids=repr)
+# Block(1, 2): its float64 block scores fill the whole buffer; fresh buffers, same masks.
+def test_masks_over_the_scores_buffer_are_the_fresh_buffer_masks(monkeypatch, g):
+    # Large weights get their mask written over the scores (out=scores), slice by
+    # slice: small slices here, so every slice boundary and edge case is crossed.
+    monkeypatch.setattr(_grouping, "CHUNK", 53)
+    monkeypatch.setattr(_inbuffer, "SLICE", 40)
+    rng = np.random.default_rng(0)
+    over = 0
+    for shape, out_axes in LAYOUTS:
+        info = pw(shape, out_axes)
+        try:
+            g.check(info)
+        except ValueError:
+            continue
+        for scores in _score_sets(shape, rng):
+            for sparsity in (0.0, 0.3, 0.5, 0.9):
+                expected = g.mask(scores.copy(), sparsity, info)
+                buffer = scores.copy()
+                got = g.mask(buffer, sparsity, info, out=buffer)
+                np.testing.assert_array_equal(got, expected)
+                over += np.shares_memory(got, buffer)
+    assert granularity.writes_over(g)
+    assert (over > 0) == (g != tp.Block(1, 2))       # the in-place paths ran
+
+
+def test_keep_top_on_several_arrays_is_keep_top_on_their_concatenation(monkeypatch):
+    monkeypatch.setattr(_grouping, "CHUNK", 29)
+    rng = np.random.default_rng(1)
+    parts = [np.repeat(rng.random(40), 3).reshape(12, 10), rng.random(7),
+             np.repeat(rng.random(30), 4).reshape(8, 15).T]   # the last one transposed
+    whole = np.concatenate([p.reshape(-1) for p in parts])
+    for sparsity in (0.0, 0.2, 0.5, 0.95):
+        got = granularity.keep_top(parts, sparsity)
+        expected = granularity.keep_top(whole, sparsity)
+        np.testing.assert_array_equal(np.concatenate([m.reshape(-1) for m in got]), expected)
+        assert [m.shape for m in got] == [p.shape for p in parts]
+    # Written over float32 buffers; each array keeps its best entry (min_keep_each).
+    low = [np.full(5, 0.1, np.float32), np.arange(20, dtype=np.float32)]
+    buffers = [a.copy() for a in low]
+    got = granularity.keep_top(buffers, 0.5, min_keep=0, out=buffers, min_keep_each=1)
+    assert all(np.shares_memory(m, b) for m, b in zip(got, buffers))
+    assert got[0].tolist() == [0, 0, 0, 0, 1] and got[1].sum() == 13   # 0.0 .. 6.0 pruned
+
+
+@pytest.mark.parametrize("gran", ["unstructured", "1x4", tp.Block(1, 4, "sum"), tp.Channels(),
+                                  tp.Channels(axis="in")], ids=str)
+def test_global_masks_over_scores_buffers_are_the_fresh_buffer_masks(monkeypatch, gran):
+    import tfprune._global as global_scope
+
+    def masks(fresh):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((6, 6, 4)), L.Conv2D(8, 3, name="c"), L.Flatten(),
+                                  L.Dense(32, name="d1"), L.Dense(12, name="d2")])
+        kernel = keras.ops.convert_to_numpy(model.get_layer("d1").kernel)
+        kernel[::3] = 0.05                       # ties across blocks and channels
+        model.get_layer("d1").kernel.assign(kernel)
+        pruned = tp.prune(model, schedule=tp.OneShot(0.6, step=0), granularity=gran,
+                          scope="global")
+        with monkeypatch.context() as m:
+            if fresh:  # scores the granularity may not overwrite: the one-shot paths
+                read = global_scope.read_scores
+                m.setattr(global_scope, "read_scores", lambda *a: (read(*a)[0].copy(), False))
+            else:
+                m.setattr(_inbuffer, "SLICE", 40)
+                m.setattr(_grouping, "CHUNK", 53)
+            callback = tp.PruningCallback()
+            callback.set_model(pruned)
+            callback.on_train_batch_begin(0)
+        return [keras.ops.convert_to_numpy(m) for w in pruned.layers
+                if isinstance(w, tp.PruneWrapper) for m in w.masks]
+
+    for a, b in zip(masks(True), masks(False)):
+        np.testing.assert_array_equal(a, b)

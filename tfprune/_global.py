@@ -23,7 +23,7 @@ left with fewer than ``min_keep`` groups gets its best ones back.
 import numpy as np
 
 from tfprune._masks import read_scores
-from tfprune.granularity import keep_top
+from tfprune.granularity import keep_top, over
 
 __all__ = ["global_masks"]
 
@@ -35,15 +35,21 @@ def global_masks(wrappers, sparsity, min_keep=1):
     a group are divided by the group size, so a 64-weight channel is not
     favoured over a 9-weight one for its size alone.
 
+    Memory: each weight's scores buffer (when the criterion scores into a
+    fresh one) holds its group scores and then its mask; the groups of all
+    weights are ranked together without concatenating them.
+
     Returns ``{wrapper: [mask, ...]}``.
     """
     entries = []
     for w in wrappers:
         for i, info in enumerate(w.prunable_weights):
             # scored slice by slice when elementwise: no full copy of the weight
-            scores, _ = read_scores(info.variable, w.criterion, w.collect_stats(i))
+            scores, owned = read_scores(info.variable, w.criterion, w.collect_stats(i))
+            buffer = scores if owned and scores.dtype == np.float32 else None
             try:
-                group_scores, expand = w.granularity.groups(scores, info)
+                group_scores, expand = w.granularity.groups(
+                    scores, info, **over(w.granularity.groups, buffer))
             except NotImplementedError:
                 raise ValueError(
                     f"scope='global' ranks groups across layers; {w.granularity!r} (layer "
@@ -52,24 +58,23 @@ def global_masks(wrappers, sparsity, min_keep=1):
             if not np.issubdtype(group_scores.dtype, np.floating):
                 group_scores = group_scores.astype(np.float64)
             size = scores.size / group_scores.size
-            ranked = group_scores / size if getattr(w.granularity, "reduce", None) == "sum" \
-                else group_scores
-            entries.append((w, ranked.reshape(-1), group_scores.shape, size, expand))
-    scores = np.concatenate([e[1] for e in entries])
+            ranked = group_scores
+            if getattr(w.granularity, "reduce", None) == "sum":
+                # divided in place when the group scores live in our buffer
+                ours = buffer is not None and np.shares_memory(group_scores, buffer)
+                ranked = np.divide(group_scores, size, out=group_scores if ours else None)
+            del scores, group_scores
+            entries.append((w, ranked, size, expand, getattr(expand, "keep_out", None)))
     # One size for all groups (unstructured, or one granularity on equal
     # groups): a scalar, so keep_top counts without sorting; else one per group.
-    distinct = {e[3] for e in entries}
+    distinct = {e[2] for e in entries}
     sizes = [distinct.pop()] if len(distinct) == 1 else \
-        np.concatenate([np.full(e[1].size, e[3]) for e in entries])
-    # The per-weight floor is applied below, so none here. The mask is written
-    # over the concatenated scores (ours) when they are float32.
-    keep = keep_top(scores, sparsity, min_keep=0, sizes=sizes,
-                    out=scores if scores.dtype == np.float32 else None)
-    result, offset = {}, 0
-    for w, ranked, shape, _, expand in entries:
-        part = keep[offset:offset + ranked.size]
-        offset += ranked.size
-        if part.sum() < min_keep:  # the floor: restore this weight's best groups
-            part = np.maximum(part, keep_top(ranked, 1.0, min_keep=min_keep))
-        result.setdefault(w, []).append(np.asarray(expand(part.reshape(shape)), np.float32))
+        np.concatenate([np.full(e[1].size, e[2]) for e in entries])
+    # One joint threshold; then each weight keeps at least min_keep groups. The
+    # group masks go where the granularities asked (over the scores if ours).
+    keeps = keep_top([e[1] for e in entries], sparsity, min_keep=0, sizes=sizes,
+                     out=[e[4] for e in entries], min_keep_each=min_keep)
+    result = {}
+    for (w, ranked, _, expand, _), keep in zip(entries, keeps):
+        result.setdefault(w, []).append(np.asarray(expand(keep), np.float32))
     return result

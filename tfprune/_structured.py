@@ -2,20 +2,24 @@
 
 Registered in :mod:`tfprune.granularity` (import them from there). All work
 on TFLite's ``(out, in)`` view of a kernel (see ``granularity.to_matrix``).
-This module imports only :mod:`tfprune._grouping`; ``granularity`` imports
-it, never the reverse.
+This module imports only :mod:`tfprune._grouping` and
+:mod:`tfprune._inbuffer` (large weights: group scores and masks written over
+the scores' buffer); ``granularity`` imports it, never the reverse.
 """
 
 import numpy as np
 
 from tfprune._grouping import GRANULARITIES, Granularity, describe, from_matrix, input_axis, to_matrix
+from tfprune._inbuffer import (REDUCERS, block_expand_over, block_scores_over, broadcast_expand,
+                               group_reduce, n_of_m_over, usable_out)
 
 __all__ = ["Block", "NofM", "Channels", "Filters", "Heads", "parse_shorthand"]
 
 register = GRANULARITIES.register
 
-_REDUCERS = {"sum": np.nansum, "mean": np.nanmean, "max": np.nanmax}
-_REDUCERS_BY_FN = {fn: name for name, fn in _REDUCERS.items()}
+_REDUCERS = REDUCERS
+_group_reduce = group_reduce
+_broadcast_expand = broadcast_expand
 
 
 def _reducer(reduce, owner):
@@ -24,36 +28,13 @@ def _reducer(reduce, owner):
     return _REDUCERS[reduce]
 
 
-def _group_reduce(reduce, values, axis):
-    """``reduce`` of ``values`` over ``axis``, accumulated in float64.
-
-    No full-size float64 copy of float scores (a 1e7-weight kernel's scores
-    would take 80 MB next to its 40 MB): sums and means accumulate in
-    float64 as they go, which gives the float64 path's results. Only scores
-    holding NaN (pruned last by ``keep_top``) take the NaN-ignoring
-    reducers, which copy.
-    """
-    values = np.asarray(values)
-    if not np.issubdtype(values.dtype, np.floating):
-        values = values.astype(np.float64)
-    name = _REDUCERS_BY_FN.get(reduce, reduce)
-    if values.size and np.isnan(np.max(values)):  # max propagates NaN: no temporary
-        return _REDUCERS[name](values.astype(np.float64), axis=axis)
-    if name == "max":
-        return np.max(values, axis=axis).astype(np.float64)
-    return (np.sum if name == "sum" else np.mean)(values, axis=axis, dtype=np.float64)
-
-
-def _axis_groups(scores, axis, reduce):
+def _axis_groups(scores, axis, reduce, out=None):
     """One group per index of ``axis`` (input channels, heads), reduced over the rest."""
     other = tuple(a for a in range(scores.ndim) if a != axis)
-
-    def expand(keep):
-        shape = [1] * scores.ndim
-        shape[axis] = -1
-        return np.broadcast_to(keep.reshape(shape), scores.shape).astype(np.float32)
-
-    return _group_reduce(reduce, scores, other), expand
+    shape = scores.shape
+    group_scores = _group_reduce(reduce, scores, other)
+    del scores  # the expansion may overwrite them (out)
+    return group_scores, lambda keep: _broadcast_expand(keep, shape, (axis,), out)
 
 
 @register("block")
@@ -96,7 +77,12 @@ class Block(Granularity):
                 f"Block({self.rows}, {self.cols}) is larger than {describe(weight, layer_name)}, "
                 f"whose (out, in) view is ({n_out}, {n_in}).")
 
-    def groups(self, scores, weight):
+    def groups(self, scores, weight, out=None):
+        out = usable_out(out, scores)
+        if out is not None:  # large weights: block scores and mask over the buffer
+            over = self._groups_over(np.asarray(scores), out, weight)
+            if over is not None:
+                return over
         shape = np.shape(scores)
         mat = to_matrix(np.asarray(scores), weight.out_axes)
         n_out, n_in = mat.shape
@@ -111,6 +97,26 @@ class Block(Granularity):
             full = np.repeat(np.repeat(keep, self.rows, 0), self.cols, 1)[:n_out, :n_in]
             return from_matrix(full, shape, weight.out_axes)
 
+        return group_scores, expand
+
+    def _groups_over(self, scores, out, weight):
+        # The one-shot path's reduction, a slice of inputs at a time. Padded
+        # (partial edge) slices hold NaN, as the one-shot padded array does.
+        nan = bool(scores.size and np.isnan(np.max(scores)))
+
+        def reduce_blocks(blocks, padded):
+            return _group_reduce(self.reduce, blocks, (1, 3), nan=nan or padded)
+
+        stored = block_scores_over(scores, out, weight.out_axes, self.rows, self.cols,
+                                   reduce_blocks)
+        if stored is None:
+            return None
+        group_scores, keep_out = stored
+
+        def expand(keep):
+            return block_expand_over(keep, out, weight.out_axes, self.rows, self.cols)
+
+        expand.keep_out = keep_out
         return group_scores, expand
 
     def get_config(self):
@@ -151,10 +157,15 @@ class NofM(Granularity):
                 f"NofM({self.n}, {self.m}) needs the input dimension to be a multiple of "
                 f"{self.m}; {describe(weight, layer_name)} has {n_in} inputs per output.")
 
-    def mask(self, scores, sparsity, weight):
+    def mask(self, scores, sparsity, weight, out=None):
         shape = np.shape(scores)
-        mat = to_matrix(np.asarray(scores), weight.out_axes)
         drop = min(self.m - self.n, int(round(float(sparsity) * self.m)))
+        out = usable_out(out, scores)
+        if out is not None and drop:  # large weights: written over the buffer
+            over = n_of_m_over(np.asarray(scores), out, weight.out_axes, drop, self.m)
+            if over is not None:
+                return over
+        mat = to_matrix(np.asarray(scores), weight.out_axes)
         keep = np.ones(mat.shape, np.float32)
         if drop:
             # m is small: a stable sort per group costs little and breaks ties
@@ -211,15 +222,16 @@ class Channels(Granularity):
                 f"Channels(axis='in') does not apply to {describe(weight, layer_name)}: its "
                 "output axes already include the input channels (depthwise / attention).")
 
-    def groups(self, scores, weight):
+    def groups(self, scores, weight, out=None):
         scores = np.asarray(scores)
+        out = usable_out(out, scores)
         reduce = _REDUCERS[self.reduce]
         if self.axis == "out":
-            mat = to_matrix(scores, weight.out_axes)
-            group_scores = _group_reduce(self.reduce, mat, 1)
-            return group_scores, lambda keep: from_matrix(
-                np.repeat(keep[:, None], mat.shape[1], 1), scores.shape, weight.out_axes)
-        return _axis_groups(scores, input_axis(len(weight.shape), weight.out_axes), reduce)
+            group_scores = _group_reduce(self.reduce, to_matrix(scores, weight.out_axes), 1)
+            shape = scores.shape
+            del scores  # the expansion may overwrite them (out)
+            return group_scores, lambda keep: _broadcast_expand(keep, shape, weight.out_axes, out)
+        return _axis_groups(scores, input_axis(len(weight.shape), weight.out_axes), reduce, out)
 
     def get_config(self):
         return {"axis": self.axis, "reduce": self.reduce}
@@ -299,12 +311,13 @@ class Heads(Granularity):
                 f"({n} of each), so no query head can be removed evenly from its {g} "
                 "key/value groups. Use Heads(gqa='kv') (whole key/value heads).")
 
-    def groups(self, scores, weight):
+    def groups(self, scores, weight, out=None):
+        out = usable_out(out, scores)
         scores = np.asarray(scores, np.float64)
         axis = weight.head_axis % scores.ndim
         reduce = _REDUCERS[self.reduce]
         if weight.kv_heads is None:
-            return _axis_groups(scores, axis, reduce)
+            return _axis_groups(scores, axis, reduce, out)
         g = int(weight.kv_heads)
         heads = scores.shape[axis]
         if weight.key.split("/")[-2:-1] in (["key"], ["value"]):  # dense (see above)
@@ -317,9 +330,7 @@ class Heads(Granularity):
         def expand(keep):
             keep = np.asarray(keep, np.float32)
             per_head = np.tile(keep, g) if self.gqa == "query" else np.repeat(keep, r)
-            shape = [1] * scores.ndim
-            shape[axis] = -1
-            return np.broadcast_to(per_head.reshape(shape), scores.shape).astype(np.float32)
+            return _broadcast_expand(per_head, scores.shape, (axis,), out)
 
         return unit_scores, expand
 

@@ -24,11 +24,13 @@ Unstructured()
 
 import numpy as np
 
-from tfprune._grouping import GRANULARITIES, Granularity, from_matrix, keep_top, to_matrix
+from tfprune._grouping import (GRANULARITIES, Granularity, from_matrix, keep_top, to_matrix,
+                               over, writes_over)
 from tfprune._structured import Block, Channels, Filters, Heads, NofM
 
 __all__ = ["Granularity", "Unstructured", "Block", "NofM", "Channels", "Filters", "Heads",
-           "get", "register", "names", "to_matrix", "from_matrix", "keep_top"]
+           "get", "register", "names", "to_matrix", "from_matrix", "keep_top", "over",
+           "writes_over"]
 
 register = GRANULARITIES.register
 names = GRANULARITIES.names
@@ -42,9 +44,16 @@ class Unstructured(Granularity):
     file size (sparse encoding, gzip), not speed.
     """
 
-    def groups(self, scores, weight):
+    def groups(self, scores, weight, out=None):
         scores = np.asarray(scores)
-        return scores, lambda keep: keep.reshape(scores.shape)
+        shape = scores.shape
+
+        def expand(keep):
+            return np.asarray(keep).reshape(shape)
+
+        # The group mask is the mask: written over ``out`` (see ``keep_top``).
+        expand.keep_out = out if out is not None and out.shape == shape else None
+        return scores, expand
 
     def mask(self, scores, sparsity, weight, out=None):
         # No group reduction: select on the scores directly, optionally

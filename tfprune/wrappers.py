@@ -302,7 +302,7 @@ class PruneWrapper(keras.layers.Wrapper):
         out = []
         for i, info in enumerate(self._weights_info):
             scores, owned = read_scores(info.variable, self.criterion, self.collect_stats(i))
-            if owned and type(self.granularity) is granularity_lib.Unstructured:
+            if owned and granularity_lib.writes_over(self.granularity):
                 # Large weights: the mask is written over the scores (no second buffer).
                 mask = self.granularity.mask(scores, sparsity, info, out=scores)
             else:

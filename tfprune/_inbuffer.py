@@ -1,0 +1,176 @@
+"""Group reductions and expansions, written over the scores' own buffer when large.
+
+A mask update holds the pruned copy of the weights and the mask variables;
+the scores are its one full-size temporary. Structured granularities used to
+build their expanded mask (and, for blocks, float64 block scores) beside the
+scores; here they are written into the scores' buffer as it is consumed,
+slice by slice, so the update stays within the pruned copy + the masks + one
+buffer. Used by :mod:`tfprune._structured` (a leaf: NumPy only).
+
+All helpers need the weight's output axes to be its last axes (Dense, Conv,
+depthwise, Embedding kernels): the buffer is then an ``(in, out)`` C array,
+the transpose of TFLite's ``(out, in)`` view, and slices of inputs are
+contiguous slices of memory. Callers fall back to fresh buffers otherwise.
+"""
+
+import numpy as np
+
+__all__ = ["REDUCERS", "group_reduce", "broadcast_expand", "SLICE", "columns", "usable_out",
+           "block_scores_over", "block_expand_over", "n_of_m_over"]
+
+REDUCERS = {"sum": np.nansum, "mean": np.nanmean, "max": np.nanmax}
+REDUCERS_BY_FN = {fn: name for name, fn in REDUCERS.items()}
+
+
+def group_reduce(reduce, values, axis, nan=None):
+    """``reduce`` of ``values`` over ``axis``, accumulated in float64.
+
+    No full-size float64 copy of float scores (a 1e7-weight kernel's scores
+    would take 80 MB next to its 40 MB): sums and means accumulate in
+    float64 as they go, which gives the float64 path's results. Only scores
+    holding NaN (pruned last by ``keep_top``) take the NaN-ignoring
+    reducers, which copy. ``nan``: whether the scores hold NaN, when the
+    caller reduces them a slice at a time (None: look).
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    name = REDUCERS_BY_FN.get(reduce, reduce)
+    if nan is None:  # max propagates NaN: no temporary
+        nan = bool(values.size and np.isnan(np.max(values)))
+    if nan:
+        return REDUCERS[name](values.astype(np.float64), axis=axis)
+    if name == "max":
+        return np.max(values, axis=axis).astype(np.float64)
+    return (np.sum if name == "sum" else np.mean)(values, axis=axis, dtype=np.float64)
+
+
+def broadcast_expand(keep, shape, axes, out=None):
+    """``keep`` (one entry per index of ``axes``, C order) broadcast to ``shape``.
+
+    Written over ``out`` when given (no full-size temporary), else a new
+    float32 array.
+    """
+    axes = sorted(int(a) % len(shape) for a in axes)
+    view = np.asarray(keep, np.float32).reshape(
+        [shape[a] if a in axes else 1 for a in range(len(shape))])
+    if out is None:
+        return np.broadcast_to(view, shape).astype(np.float32)
+    out[...] = view
+    return out
+
+
+#: Entries per slice of the buffer (a few MB of temporaries whatever the size).
+SLICE = 1 << 16
+
+
+def usable_out(out, scores):
+    """``out`` if it is a float32 C array of ``scores``' shape we may overwrite, else None."""
+    ok = out is not None and isinstance(out, np.ndarray) and out.dtype == np.float32 \
+        and out.shape == np.shape(scores) and out.flags.c_contiguous and out.flags.writeable
+    return out if ok else None
+
+
+def columns(array, out_axes):
+    """``array`` (C-contiguous) as its ``(in, out)`` memory view, or None if the out axes are not last."""
+    ndim = array.ndim
+    out = sorted(int(a) % ndim for a in out_axes) if ndim else []
+    if not ndim or out != list(range(ndim - len(out), ndim)) or len(out) == ndim \
+            or not array.flags.c_contiguous:
+        return None
+    n_out = int(np.prod([array.shape[a] for a in out]))
+    return array.reshape(-1, n_out)
+
+
+def _input_step(width, n_out):
+    """Inputs per slice: a multiple of ``width`` (whole groups), ~SLICE entries."""
+    return width * max(1, SLICE // max(1, width * n_out))
+
+
+def block_scores_over(scores, out, weight_out_axes, rows, cols, reduce_blocks):
+    """Block scores stored in ``out`` (float64, transposed), or None if they would not fit.
+
+    ``reduce_blocks(blocks, padded)`` reduces a ``(blocks_out, rows, J, cols)``
+    array over axes (1, 3) to float64 block scores, exactly as the one-shot
+    path does on the whole array: the slices here are slices of the same
+    strided view (or, for partial edge blocks, NaN-padded float64 copies of
+    the same layout), so every block sums the same numbers in the same order.
+
+    Returns ``(group_scores, keep_out)``: a ``(blocks_out, blocks_in)``
+    float64 view of ``out`` and a float32 ``(blocks_out, blocks_in)`` region
+    of ``out`` after it, for the block mask.
+    """
+    mem, out_mem = columns(scores, weight_out_axes), columns(out, weight_out_axes)
+    if mem is None or out_mem is None:
+        return None
+    n_in, n_out = mem.shape
+    bo, bi = -(-n_out // rows), -(-n_in // cols)
+    # Block scores go to the start of the buffer as it is read, input slice by
+    # input slice: slice j's scores (bo * 8 bytes per block column) must end
+    # before the next slice's inputs (cols * n_out * 4 bytes per block column).
+    # The block mask follows them (4 bytes per block).
+    if 2 * bo > cols * n_out or 3 * bo * bi > out.size:
+        return None
+    flat = out.reshape(-1)
+    stored = flat[:2 * bo * bi].view(np.float64).reshape(bi, bo)
+    mat = mem.T                                        # TFLite's (out, in): a view
+    po, pi = -n_out % rows, -n_in % cols
+    step = _input_step(cols, n_out)
+    for i0 in range(0, n_in, step):
+        i1 = min(n_in, i0 + step)
+        if po or pi:  # partial edge blocks: NaN padding, ignored by the nan-reducers
+            part = mat[:, i0:i1].astype(np.float64)
+            part = np.pad(part, ((0, po), (0, -part.shape[1] % cols)), constant_values=np.nan)
+        else:
+            part = mat[:, i0:i1]
+        g = reduce_blocks(part.reshape(bo, rows, -1, cols), bool(po or pi))  # read, then write
+        stored[i0 // cols:i0 // cols + g.shape[1]] = g.T
+    keep_out = flat[2 * bo * bi:3 * bo * bi].reshape(bo, bi)
+    return stored.T, keep_out
+
+
+def block_expand_over(keep, out, weight_out_axes, rows, cols):
+    """Writes the block mask ``keep`` ``(blocks_out, blocks_in)`` expanded over ``out``.
+
+    ``keep`` may live inside ``out``: it is packed to bits first (1 bit per
+    block), then the buffer is overwritten input slice by input slice.
+    """
+    keep = np.asarray(keep)
+    bo, bi = keep.shape
+    packed = np.empty((bo, -(-bi // 8)), np.uint8)
+    step = max(1, SLICE // max(1, bi))
+    for r in range(0, bo, step):
+        packed[r:r + step] = np.packbits(keep[r:r + step] > 0, axis=1)
+    del keep
+    mem = columns(out, weight_out_axes)
+    n_in, n_out = mem.shape
+    step = _input_step(cols * 8, n_out)                # whole bytes of packed columns
+    for i0 in range(0, n_in, step):
+        i1 = min(n_in, i0 + step)
+        j0, j1 = i0 // cols, -(-i1 // cols)
+        bits = np.unpackbits(packed[:, j0 // 8:-(-j1 // 8)], axis=1)[:, :j1 - j0]
+        full = np.repeat(np.repeat(bits, rows, 0)[:n_out], cols, 1)[:, :i1 - i0]
+        mem[i0:i1] = full.T
+    return out
+
+
+def n_of_m_over(scores, out, weight_out_axes, n_drop, m):
+    """N:M mask written over ``out`` input slice by input slice, or None (layout).
+
+    Per group of ``m`` consecutive inputs of an output, the ``n_drop`` lowest
+    scores are dropped, equal scores in index order (a stable sort of each
+    group, as the one-shot path does).
+    """
+    mem, out_mem = columns(scores, weight_out_axes), columns(out, weight_out_axes)
+    if mem is None or out_mem is None:
+        return None
+    n_in, n_out = mem.shape
+    step = m * max(1, _input_step(m, n_out) // m // 4)  # the sort: int64 indices, 2x the slice
+    for i0 in range(0, n_in, step):
+        i1 = min(n_in, i0 + step)
+        groups = mem[i0:i1].T.reshape(n_out, -1, m)     # a copy: read before writing
+        idx = np.argsort(groups, axis=-1, kind="stable")[..., :n_drop]
+        keep = np.ones(groups.shape, np.float32)
+        np.put_along_axis(keep, idx, 0.0, axis=-1)
+        out_mem[i0:i1] = keep.reshape(n_out, -1).T
+    return out
