@@ -201,9 +201,15 @@ def compare(name, seed, rows):
              "auto one-shot": oneshot.allocate(target_sparsity=target),
              "auto recovery": recovery.allocate(target_sparsity=target),
              "auto interaction": refined}
+    recover = dict(recover_data=train, recover_lr=F.finetune_lr,
+                   recover_steps=F.cifar_recover_steps if cifar(name) else F.recover_steps,
+                   recover_batch_size=32 if cifar(name) else 64)
     for arm, plan in plans.items():
         res = prune_unstructured(name, dense, plan, target, train, val, test, seed)
-        rows.append({**base, "arm": arm, "target": target, **res,
+        # what refine ranks plans by: validation accuracy after the recovery steps, all pruned
+        proxy = tp.sensitivity.measure(dense, val, plan or {k: target for k in kernels(dense)},
+                                       **recover)
+        rows.append({**base, "arm": arm, "target": target, **res, "proxy": proxy,
                      "plan": None if plan is None else {k: float(v) for k, v in plan.items()},
                      "predicted": None if plan is None or arm == "expert" else plan.predicted_drop,
                      "sweep_s": {"auto one-shot": t_one, "auto recovery": t_rec,
@@ -293,7 +299,7 @@ def print_compare(rows):
             plan = ", ".join(f"{k} {v:.2f}" for k, v in r["plan"].items())
             print(f"- {r['dataset']} seed {r['seed']} {r['arm']}: {plan} "
                   f"(realised {r['realised']:.3f}, val before fine-tuning "
-                  f"{r['val_before']:.3f})")
+                  f"{r['val_before']:.3f}, after the recovery steps {r['proxy']:.3f})")
         for h in r.get("refine_history", []):
             plan = ", ".join(f"{v:.2f}" for v in h["plan"].values())
             print(f"  - refine round {h['round']}: measured {h['measured']:.3f} ({plan})")

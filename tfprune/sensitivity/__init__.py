@@ -14,11 +14,11 @@
 """
 
 from tfprune.sensitivity.allocation import allocate, predicted_drop
-from tfprune.sensitivity.interaction import conditional_sweep, refine
+from tfprune.sensitivity.interaction import conditional_sweep, measure, refine
 from tfprune.sensitivity.estimation import agreement, estimate, spearman
 from tfprune.sensitivity.report import SensitivityReport, load, merge
 from tfprune.sensitivity.sweeping import DEFAULT_SPARSITIES, sweep
 
 __all__ = ["sweep", "estimate", "agreement", "spearman", "allocate", "predicted_drop",
            "SensitivityReport", "load", "merge", "DEFAULT_SPARSITIES", "conditional_sweep",
-           "refine"]
+           "refine", "measure"]

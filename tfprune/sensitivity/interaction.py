@@ -50,9 +50,10 @@ from tfprune.sensitivity import _coupling, _recovery, _store, _trials
 from tfprune.sensitivity.allocation import Plan, allocate
 from tfprune.sensitivity.report import SensitivityReport
 from tfprune.sensitivity.sweeping import (Progress, apply_masks, lower_is_better,
-                                          make_evaluator, recalibrating, restore_masks)
+                                          make_evaluator, metric_name, recalibrating,
+                                          restore_masks)
 
-__all__ = ["conditional_sweep", "refine"]
+__all__ = ["conditional_sweep", "refine", "measure"]
 
 _BUDGET = [k for k in inspect.signature(allocate).parameters if k != "report"]
 _BUDGET.remove("model")
@@ -155,11 +156,14 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
     header = {
         "model": model.name, "criterion": _trials.criterion_name(criterion),
         "granularity": _coupling.granularity_name(granularity),
-        "metric": metric if isinstance(metric, str) else getattr(metric, "__name__", "metric"),
+        "metric": metric_name(metric),
         "higher_is_better": not lower, "baseline": evaluate(), "sparsities": sparsities,
         "recalibrate": None if recalibrate is None else _data.count(recalibrate),
         "units": _trials.units_meta(found), "recover": recovery.config() if recovery else None,
         "base_plan": held, **_trials.widths_meta(model, granularity)}
+    # measured before the header is written (a resumed run keeps the recorded value,
+    # which its recorded drops were measured with, as a resumed sweep keeps its baseline)
+    header["plan_metric"] = at_plan(None, [])
     store = _store.Store(output, header) if output is not None else None
     if store:
         old = store.header
@@ -167,16 +171,8 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
             raise ValueError(f"{output}: records a conditional sweep of another plan or "
                              f"model (base_plan {old.get('base_plan')}, baseline "
                              f"{old['baseline']}); use another output file.")
-        header = {**header, **{k: old[k] for k in ("plan_metric",) if k in old}}
+        header["plan_metric"] = old.get("plan_metric", header["plan_metric"])
     rows = store.rows if store else []
-    if "plan_metric" not in header:
-        header["plan_metric"] = at_plan(None, [])
-        if store:  # the header is written once: keep the measurement with the trials
-            store.append({"layer": None, "sparsity": -1.0, "metric": header["plan_metric"]})
-    plan_rows = [r for r in rows if r["layer"] is None]
-    if plan_rows:
-        header["plan_metric"] = plan_rows[0]["metric"]
-    rows = [r for r in rows if r["layer"] is not None]
     done = {(r["layer"], round(r["sparsity"], 9)): r for r in rows}
     trials = [(u, s) for u in found
               for s in sorted({0.0, *sparsities} | ({held[u.name]} - {0.0}))]
@@ -195,6 +191,30 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
     report = SensitivityReport(rows, header)
     report.model = model
     return report
+
+
+def measure(model, data, plan, *, criterion="magnitude", granularity="unstructured",
+            metric="accuracy", layers=None, batch_size=256, higher_is_better=None,
+            recalibrate=None, recover_steps=0, recover_data=None, recover_lr=1e-3,
+            recover_batch_size=32):
+    """The metric with every unit pruned at ``plan`` together (after the recovery steps).
+
+    What :func:`refine` compares its candidates by, and the ``plan_metric`` of
+    :func:`conditional_sweep`; arguments as there. The model is restored.
+
+    >>> import keras, numpy as np, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="o")])
+    >>> m.compile(loss="mse", metrics=["mae"])
+    >>> x, y = np.ones((8, 4), "float32"), np.zeros((8, 3), "float32")
+    >>> m.get_layer("o").kernel.assign(np.ones((4, 3), "float32"))
+    >>> tp.sensitivity.measure(m, (x, y), {"o": 0.5}, metric="mae")
+    2.0
+    """
+    return _setup(model, data, plan, "tfprune.sensitivity.measure", criterion=criterion,
+                  granularity=granularity, metric=metric, layers=layers, batch_size=batch_size,
+                  higher_is_better=higher_is_better, recalibrate=recalibrate,
+                  recover_steps=recover_steps, recover_data=recover_data,
+                  recover_lr=recover_lr, recover_batch_size=recover_batch_size)[2](None, [])
 
 
 def _budget(kwargs, owner):
@@ -278,8 +298,8 @@ def refine(start, model, data, *, rounds=2, output=None, sparsities=None, criter
             break
         seen.append(key)
         if r == rounds:  # the last plan is measured, not swept around
-            at_plan = _setup(model, data, plan, owner, **_trial_args(opts))[2]
-            history.append({"round": r, "plan": plan, "measured": at_plan(None, [])})
+            measured = measure(model, data, plan, **_trial_args(opts))
+            history.append({"round": r, "plan": plan, "measured": measured})
             break
         rep = conditional_sweep(model, data, plan, output=None if stem is None else
                                 f"{stem}.round{r + 1}{ext or '.jsonl'}", **opts)

@@ -101,7 +101,7 @@ class Progress:
 
 # -- evaluation ------------------------------------------------------------------
 
-def _metric_name(metric):
+def metric_name(metric):
     if isinstance(metric, str):
         return metric
     return getattr(metric, "__name__", type(metric).__name__)
@@ -265,7 +265,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
     baseline = evaluate()
     header = {
         "model": model.name, "criterion": _trials.criterion_name(criterion),
-        "granularity": _coupling.granularity_name(granularity), "metric": _metric_name(metric),
+        "granularity": _coupling.granularity_name(granularity), "metric": metric_name(metric),
         "higher_is_better": not lower, "baseline": baseline, "sparsities": sparsities,
         "recalibrate": None if recalibrate is None else _data.count(recalibrate),
         "units": _trials.units_meta(units),
