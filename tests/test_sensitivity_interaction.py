@@ -149,3 +149,18 @@ def test_refine_sees_an_interaction_the_independent_sweep_misses():
     # the conditional curve of a twin, with the other held at 0.9, is steep
     xs, ys = plan.reports[0].curve("a")
     assert ys[-1] > 0.3 and max(rep.curve("a")[1]) < 1e-6
+
+
+def test_refine_a_channel_sweep_meets_a_flops_budget_after_the_surgery():
+    from _sensitivity_models import residual_cnn
+    model, data = residual_cnn()
+    kw = dict(granularity="channels", metric="loss", sparsities=[0.25, 0.5, 0.75], verbose=0)
+    rep = tp.sensitivity.sweep(model, data, **kw)
+    dense = tp.structure.count(model)["flops"]
+    plan = tp.sensitivity.refine(rep, model, data, target_flops=0.5 * dense, rounds=1,
+                                 recalibrate=data[0], **kw)
+    assert len(plan.reports[0].meta["base_plan"]) == len(rep.layers)   # one entry per group
+    assert plan.measured == min(h["measured"] for h in plan.history)   # loss: lower wins
+    real = tp.structure.count(tp.structure.prune_channels(model, dict(plan), data=data[0]))
+    assert 0.45 * dense <= real["flops"] <= 0.5 * dense
+    assert plan.flops == real["flops"]
