@@ -164,3 +164,19 @@ def test_refine_a_channel_sweep_meets_a_flops_budget_after_the_surgery():
     real = tp.structure.count(tp.structure.prune_channels(model, dict(plan), data=data[0]))
     assert 0.45 * dense <= real["flops"] <= 0.5 * dense
     assert plan.flops == real["flops"]
+
+
+def test_max_change_is_a_trust_region_and_sweeps_only_inside_it():
+    model, data, metric = twins_and_third()
+    kw = dict(metric=metric, sparsities=[0.3, 0.6, 0.9], verbose=0)
+    rep = tp.sensitivity.sweep(model, data, **kw)
+    plan = tp.sensitivity.refine(rep, model, data, target_sparsity=0.6, rounds=2,
+                                 max_change=0.3, **kw)
+    assert plan.sparsity >= 0.6 - 1e-9 and plan.measured > plan.history[0]["measured"] + 0.1
+    for before, after in zip(plan.history, plan.history[1:]):
+        assert all(abs(after["plan"][k] - before["plan"][k]) <= 0.3 + 1e-6 for k in "abc")
+    first = plan.reports[0]
+    assert first.meta["window"] == 0.3
+    assert first.curve("a")[0] == [0.0, 0.6, 0.9] and first.curve("c")[0] == [0.0, 0.3]
+    with pytest.raises(ValueError, match="max_change"):
+        tp.sensitivity.refine(rep, model, data, target_sparsity=0.6, max_change=0.0, **kw)

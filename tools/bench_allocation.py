@@ -12,7 +12,8 @@ prune one-shot by magnitude with
   (``sweep(recover_steps=..., recover_data=train)``),
 * ``auto interaction``: ``refine`` of the recovery plan: each unit re-swept
   with every other unit held at the plan (the same recovery steps), the
-  knapsack re-run on those conditional curves, ``--refine_rounds`` rounds,
+  knapsack re-run on those conditional curves, ``--refine_rounds`` rounds
+  (each unit moving at most ``--refine_max_change`` per round if given),
   the candidate plan with the best measured validation metric kept,
 
 then fine-tune each the same ``--mnist_finetune`` / ``--cifar_finetune`` epochs (``PruningCallback``, Adam
@@ -60,6 +61,7 @@ flags.DEFINE_integer("recover_steps", 30, "fine-tuning steps (batch 64) per reco
                      "trial, MNIST")
 flags.DEFINE_integer("cifar_recover_steps", 10, "the same for the CIFAR ResNet (batch 32)")
 flags.DEFINE_integer("refine_rounds", 2, "rounds of the interaction-aware refine")
+flags.DEFINE_float("refine_max_change", 0.0, "refine's trust region, max_change (0: none)")
 flags.DEFINE_integer("mnist_epochs", 5, "dense training epochs, MNIST models (Adam 3e-3)")
 flags.DEFINE_integer("cifar_epochs", 5, "dense training epochs, CIFAR ResNet (Adam 1e-3)")
 flags.DEFINE_integer("cifar_train", 5000, "CIFAR training images used (of 9,000)")
@@ -190,6 +192,7 @@ def compare(name, seed, rows):
     t = time.perf_counter()
     refined = tp.sensitivity.refine(recovery, dense, val, target_sparsity=target,
                                     rounds=F.refine_rounds, verbose=0,
+                                    max_change=F.refine_max_change or None,
                                     recover_data=train, recover_lr=F.finetune_lr,
                                     recover_steps=F.cifar_recover_steps if cifar(name)
                                     else F.recover_steps,

@@ -25,7 +25,9 @@ report (or a given plan), :math:`p_{r+1} = \mathrm{allocate}(d(\cdot \mid p_r))`
 under the same budget, for ``rounds`` rounds or until the plan repeats. Since
 the linearisation may be poor far from :math:`p_r`, every candidate plan's
 metric is measured (all units at the plan, with the same recovery steps)
-and the best is returned; ``plan.history`` lists all of them.
+and the best is returned; ``plan.history`` lists all of them. ``max_change``
+makes each round a trust region: unit :math:`i` moves within
+:math:`p_i \pm` ``max_change`` (and is swept only there).
 
 Cost per round: one trial per unit and swept sparsity, plus one reference
 per unit and one for the plan (with ``recover_steps``, each a short
@@ -46,7 +48,7 @@ import inspect
 import os
 
 from tfprune import _checks, _data
-from tfprune.sensitivity import _coupling, _recovery, _store, _trials
+from tfprune.sensitivity import _coupling, _recovery, _store, _trials, _window
 from tfprune.sensitivity.allocation import Plan, allocate
 from tfprune.sensitivity.report import SensitivityReport
 from tfprune.sensitivity.sweeping import (Progress, apply_masks, lower_is_better,
@@ -122,7 +124,8 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
                       criterion="magnitude", granularity="unstructured", metric="accuracy",
                       layers=None, output=None, batch_size=256, verbose=1,
                       higher_is_better=None, recalibrate=None, recover_steps=0,
-                      recover_data=None, recover_lr=1e-3, recover_batch_size=32):
+                      recover_data=None, recover_lr=1e-3, recover_batch_size=32,
+                      window=None):
     """Each unit's drop curve with every other unit held at ``plan`` (see module doc).
 
     Args are those of :func:`~tfprune.sensitivity.sweep`, plus ``plan``: a
@@ -132,6 +135,9 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
     ``"base_plan"`` (unit -> held sparsity) and ``"plan_metric"`` (the metric
     with every unit at the plan). ``output`` makes it resumable like a sweep
     (a file of another plan is refused). The model is restored bit for bit.
+    ``window``: sweep unit :math:`i` only within
+    :math:`[p_i - w, p_i + w]` (clipped to ``[0, max(sparsities)]``; both
+    ends are trial points), for :func:`refine`'s ``max_change``.
 
     Example:
 
@@ -147,6 +153,8 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
     """
     owner = "tfprune.sensitivity.conditional_sweep"
     sparsities = _trials.check_sparsities(sparsities, owner)
+    if window is not None:
+        _checks.fraction("window", window, owner, interval="(0, 1]")
     found, held, at_plan, evaluate, recovery, lower = _setup(
         model, data, plan, owner, criterion=criterion, granularity=granularity,
         metric=metric, layers=layers, batch_size=batch_size,
@@ -160,22 +168,21 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
         "higher_is_better": not lower, "baseline": evaluate(), "sparsities": sparsities,
         "recalibrate": None if recalibrate is None else _data.count(recalibrate),
         "units": _trials.units_meta(found), "recover": recovery.config() if recovery else None,
-        "base_plan": held, **_trials.widths_meta(model, granularity)}
+        "base_plan": held, "window": window, **_trials.widths_meta(model, granularity)}
     # measured before the header is written (a resumed run keeps the recorded value,
     # which its recorded drops were measured with, as a resumed sweep keeps its baseline)
     header["plan_metric"] = at_plan(None, [])
     store = _store.Store(output, header) if output is not None else None
     if store:
         old = store.header
-        if old.get("base_plan") != held or abs(old["baseline"] - header["baseline"]) > 1e-4:
+        if (old.get("base_plan"), old.get("window")) != (held, window) or abs(old["baseline"] - header["baseline"]) > 1e-4:
             raise ValueError(f"{output}: records a conditional sweep of another plan or "
                              f"model (base_plan {old.get('base_plan')}, baseline "
                              f"{old['baseline']}); use another output file.")
         header["plan_metric"] = old.get("plan_metric", header["plan_metric"])
     rows = store.rows if store else []
     done = {(r["layer"], round(r["sparsity"], 9)): r for r in rows}
-    trials = [(u, s) for u in found
-              for s in sorted({0.0, *sparsities} | ({held[u.name]} - {0.0}))]
+    trials = [(u, s) for u in found for s in _window.points(sparsities, held[u.name], window)]
     todo = [(u, s) for u, s in trials if (u.name, round(s, 9)) not in done]
     progress = Progress(len(todo), verbose)
     for i, (unit, s) in enumerate(todo):
@@ -206,7 +213,7 @@ def measure(model, data, plan, *, criterion="magnitude", granularity="unstructur
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="o")])
     >>> m.compile(loss="mse", metrics=["mae"])
     >>> x, y = np.ones((8, 4), "float32"), np.zeros((8, 3), "float32")
-    >>> m.get_layer("o").kernel.assign(np.ones((4, 3), "float32"))
+    >>> _ = m.get_layer("o").kernel.assign(np.ones((4, 3), "float32"))
     >>> tp.sensitivity.measure(m, (x, y), {"o": 0.5}, metric="mae")
     2.0
     """
@@ -215,6 +222,15 @@ def measure(model, data, plan, *, criterion="magnitude", granularity="unstructur
                   higher_is_better=higher_is_better, recalibrate=recalibrate,
                   recover_steps=recover_steps, recover_data=recover_data,
                   recover_lr=recover_lr, recover_batch_size=recover_batch_size)[2](None, [])
+
+
+def _bounded(report):
+    """``report`` as :func:`allocate` should see it: a windowed one bounded (``_window``)."""
+    if report.meta.get("window") is None:
+        return report
+    out = SensitivityReport(_window.bounded_rows(report), report.meta)
+    out.model = report.model
+    return out
 
 
 def _budget(kwargs, owner):
@@ -228,8 +244,9 @@ def _budget(kwargs, owner):
     return kwargs
 
 
-def refine(start, model, data, *, rounds=2, output=None, sparsities=None, criterion=None,
-           granularity=None, metric=None, higher_is_better=None, verbose=1, **kwargs):
+def refine(start, model, data, *, rounds=2, max_change=None, output=None, sparsities=None,
+           criterion=None, granularity=None, metric=None, higher_is_better=None, verbose=1,
+           **kwargs):
     """An allocation re-planned on curves measured around itself (see module doc).
 
     Args:
@@ -238,6 +255,9 @@ def refine(start, model, data, *, rounds=2, output=None, sparsities=None, criter
             metric and sparsities are the defaults here) or a plan dict.
         model, data: the dense model and the validation data of the sweep.
         rounds: conditional sweeps to run (>= 1); stops early if a plan repeats.
+        max_change: a trust region: each round moves every unit's sparsity by
+            at most this much (its conditional sweep covers only
+            :math:`p_i \pm` ``max_change``, a cheaper round); None: anywhere.
         output: path ``stem.ext``: round ``r`` is recorded in
             ``stem.round{r}.ext`` (JSONL), so an interrupted refine resumes.
         sparsities, criterion, granularity, metric, higher_is_better, verbose:
@@ -275,6 +295,8 @@ def refine(start, model, data, *, rounds=2, output=None, sparsities=None, criter
              if k in kwargs}
     budget = _budget(kwargs, owner)
     _checks.integer("rounds", rounds, owner, minimum=1)
+    if max_change is not None:
+        _checks.fraction("max_change", max_change, owner, interval="(0, 1]")
     meta = start.meta if isinstance(start, SensitivityReport) else {}
     if not isinstance(start, (SensitivityReport, dict)):
         raise TypeError(f"{owner}: `start` must be a SensitivityReport or a plan dict "
@@ -302,10 +324,11 @@ def refine(start, model, data, *, rounds=2, output=None, sparsities=None, criter
             history.append({"round": r, "plan": plan, "measured": measured})
             break
         rep = conditional_sweep(model, data, plan, output=None if stem is None else
-                                f"{stem}.round{r + 1}{ext or '.jsonl'}", **opts)
+                                f"{stem}.round{r + 1}{ext or '.jsonl'}", window=max_change,
+                                **opts)
         reports.append(rep)
         history.append({"round": r, "plan": plan, "measured": rep.meta["plan_metric"]})
-        plan = allocate(rep, model=model, **budget)
+        plan = allocate(_bounded(rep), model=model, **budget)
     # a dict start is only where the first round linearises: it need not meet the budget
     candidates = [h for h in history if isinstance(h["plan"], Plan)]
     best = (min if lower else max)(candidates, key=lambda h: h["measured"])
