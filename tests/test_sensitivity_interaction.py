@@ -180,3 +180,13 @@ def test_max_change_is_a_trust_region_and_sweeps_only_inside_it():
     assert first.curve("a")[0] == [0.0, 0.6, 0.9] and first.curve("c")[0] == [0.0, 0.3]
     with pytest.raises(ValueError, match="max_change"):
         tp.sensitivity.refine(rep, model, data, target_sparsity=0.6, max_change=0.0, **kw)
+
+
+def test_a_start_dict_the_budget_allocates_back_to_is_returned_as_a_plan():
+    model, data, _ = twins_and_third()
+    kw = dict(metric=lambda y_true, y_pred: 1.0, sparsities=[0.3, 0.6, 0.9], verbose=0)
+    # flat curves: the knapsack's plan depends on the grid only, so it is a fixed point
+    first = tp.sensitivity.refine({"a": 0.5}, model, data, target_sparsity=0.6, rounds=1, **kw)
+    again = tp.sensitivity.refine(dict(first), model, data, target_sparsity=0.6, rounds=2, **kw)
+    assert dict(again) == dict(first) and again.sparsity == pytest.approx(first.sparsity)
+    assert [h["round"] for h in again.history] == [0] and len(again.reports) == 1

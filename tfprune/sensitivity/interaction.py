@@ -29,9 +29,8 @@ and the best is returned; ``plan.history`` lists all of them. ``max_change``
 makes each round a trust region: unit :math:`i` moves within
 :math:`p_i \pm` ``max_change`` (and is swept only there).
 
-Cost per round: one trial per unit and swept sparsity, plus one reference
-per unit and one for the plan (with ``recover_steps``, each a short
-fine-tuning), i.e. a little more than the sweep it refines.
+Cost per round: a trial per unit and sparsity, plus a reference per unit and
+the plan: a little more than the sweep it refines.
 
 >>> import keras, numpy as np, tfprune as tp
 >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
@@ -57,8 +56,7 @@ from tfprune.sensitivity.sweeping import (Progress, apply_masks, lower_is_better
 
 __all__ = ["conditional_sweep", "refine", "measure"]
 
-_BUDGET = [k for k in inspect.signature(allocate).parameters if k != "report"]
-_BUDGET.remove("model")
+_BUDGET = [k for k in inspect.signature(allocate).parameters if k not in ("report", "model")]
 
 
 def _unit_sparsity(plan, unit, owner):
@@ -175,10 +173,12 @@ def conditional_sweep(model, data, plan, *, sparsities=_trials.DEFAULT_SPARSITIE
     store = _store.Store(output, header) if output is not None else None
     if store:
         old = store.header
-        if (old.get("base_plan"), old.get("window")) != (held, window) or abs(old["baseline"] - header["baseline"]) > 1e-4:
-            raise ValueError(f"{output}: records a conditional sweep of another plan or "
-                             f"model (base_plan {old.get('base_plan')}, baseline "
-                             f"{old['baseline']}); use another output file.")
+        same = (old.get("base_plan"), old.get("window")) == (held, window)
+        if not same or abs(old["baseline"] - header["baseline"]) > 1e-4:
+            raise ValueError(f"{output}: records a conditional sweep of another plan, window "
+                             f"or model (base_plan {old.get('base_plan')}, window "
+                             f"{old.get('window')}, baseline {old['baseline']}); use "
+                             "another output file.")
         header["plan_metric"] = old.get("plan_metric", header["plan_metric"])
     rows = store.rows if store else []
     done = {(r["layer"], round(r["sparsity"], 9)): r for r in rows}
@@ -273,9 +273,10 @@ def refine(start, model, data, *, rounds=2, max_change=None, output=None, sparsi
     Returns:
         The :class:`Plan` with the best measured metric among the allocated
         ones (the start report's and each round's; a start dict is only the
-        point the first round measures around, it need not meet the budget), with ``plan.measured`` (its metric, every unit
-        at the plan), ``plan.history`` (``[{"round", "plan", "measured"}]``,
-        round 0 the start) and ``plan.reports`` (the conditional reports).
+        point the first round measures around, it need not meet the budget),
+        with ``plan.measured`` (its metric, every unit at the plan),
+        ``plan.history`` (``[{"round", "plan", "measured"}]``, round 0 the
+        start) and ``plan.reports`` (the conditional reports).
 
     Example:
 
@@ -317,6 +318,9 @@ def refine(start, model, data, *, rounds=2, max_change=None, output=None, sparsi
     for r in range(rounds + 1):
         key = {k: round(float(v), 6) for k, v in plan.items()}
         if key in seen:  # a fixed point or a cycle: nothing new to measure
+            again = history[seen.index(key)]
+            if not isinstance(again["plan"], Plan):  # a start dict the budget allocates to
+                again["plan"] = plan
             break
         seen.append(key)
         if r == rounds:  # the last plan is measured, not swept around
