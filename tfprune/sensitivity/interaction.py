@@ -25,12 +25,11 @@ report (or a given plan), :math:`p_{r+1} = \mathrm{allocate}(d(\cdot \mid p_r))`
 under the same budget, for ``rounds`` rounds or until the plan repeats. Since
 the linearisation may be poor far from :math:`p_r`, every candidate plan's
 metric is measured (all units at the plan, with the same recovery steps)
-and the best is returned; ``plan.history`` lists all of them. ``max_change``
-makes each round a trust region: unit :math:`i` moves within
-:math:`p_i \pm` ``max_change`` (and is swept only there).
-
-Cost per round: a trial per unit and sparsity, plus a reference per unit and
-the plan: a little more than the sweep it refines.
+and the best is returned; ``plan.history`` lists all of them (if they are
+near chance, the choice is noise: keep the start). ``max_change`` makes each
+round a trust region: unit :math:`i` moves within :math:`p_i \pm`
+``max_change`` (and is swept only there). Cost per round: a trial per unit
+and sparsity, plus a reference per unit and the plan.
 
 >>> import keras, numpy as np, tfprune as tp
 >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
