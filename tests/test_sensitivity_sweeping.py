@@ -137,9 +137,9 @@ def test_channel_trial_equals_removing_channels():
     from tfprune.sensitivity import _coupling
     from tfprune.sensitivity import sweeping as sweep_mod
     unit = [u for u in _coupling.units(model, "magnitude", "channels") if u.name == "branch+stem"][0]
-    saved = sweep_mod._apply(unit.plan(0.5))
+    saved = sweep_mod.apply_masks(unit.plan(0.5))
     zeroed = model.predict(x, verbose=0)
-    sweep_mod._restore(saved)
+    sweep_mod.restore_masks(saved)
     slim = tp.structure.prune_channels(model, {"stem": 0.5})
     np.testing.assert_allclose(slim.predict(x, verbose=0), zeroed, rtol=1e-4, atol=1e-4)
 

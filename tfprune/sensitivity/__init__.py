@@ -4,7 +4,9 @@
   restore), resumable through a JSONL file and splittable into shards;
 * :func:`estimate` predicts it from one pass of gradients (Taylor / Fisher);
 * :class:`SensitivityReport` holds the table, exports it and plots it;
-* :func:`allocate` turns it into per-layer sparsities for ``tfprune.prune``.
+* :func:`allocate` turns it into per-layer sparsities for ``tfprune.prune``;
+* :func:`refine` re-plans on curves measured around the plan
+  (:func:`conditional_sweep`: every other unit held at the plan).
 
 >>> import tfprune as tp
 >>> tp.sensitivity.DEFAULT_SPARSITIES[:3]
@@ -12,9 +14,11 @@
 """
 
 from tfprune.sensitivity.allocation import allocate, predicted_drop
+from tfprune.sensitivity.interaction import conditional_sweep, measure, refine
 from tfprune.sensitivity.estimation import agreement, estimate, spearman
 from tfprune.sensitivity.report import SensitivityReport, load, merge
 from tfprune.sensitivity.sweeping import DEFAULT_SPARSITIES, sweep
 
 __all__ = ["sweep", "estimate", "agreement", "spearman", "allocate", "predicted_drop",
-           "SensitivityReport", "load", "merge", "DEFAULT_SPARSITIES"]
+           "SensitivityReport", "load", "merge", "DEFAULT_SPARSITIES", "conditional_sweep",
+           "refine", "measure"]

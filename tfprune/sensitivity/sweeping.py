@@ -101,7 +101,7 @@ class Progress:
 
 # -- evaluation ------------------------------------------------------------------
 
-def _metric_name(metric):
+def metric_name(metric):
     if isinstance(metric, str):
         return metric
     return getattr(metric, "__name__", type(metric).__name__)
@@ -150,8 +150,8 @@ def lower_is_better(metric, higher_is_better):
     return isinstance(metric, str) and any(t in metric.lower() for t in _LOWER_IS_BETTER)
 
 
-def _apply(plan):
-    """Zeroes masked weights; returns the originals for :func:`_restore`."""
+def apply_masks(plan):
+    """Zeroes masked weights; returns the originals for :func:`restore_masks`."""
     saved = []
     for var, mask in plan:
         original = np.array(keras.ops.convert_to_numpy(var), copy=True)
@@ -160,12 +160,12 @@ def _apply(plan):
     return saved
 
 
-def _restore(saved):
+def restore_masks(saved):
     for var, original in reversed(saved):
         var.assign(original)
 
 
-def _recalibrating(model, evaluate, x):
+def recalibrating(model, evaluate, x):
     """``evaluate`` wrapped: re-estimate BatchNorm statistics, evaluate, put them back."""
     from tfprune.batchnorm import batchnorms, recalibrate_batchnorm
 
@@ -261,11 +261,11 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
                                       recover_lr, owner)
 
     if recalibrate is not None:
-        evaluate = _recalibrating(model, evaluate, recalibrate)
+        evaluate = recalibrating(model, evaluate, recalibrate)
     baseline = evaluate()
     header = {
         "model": model.name, "criterion": _trials.criterion_name(criterion),
-        "granularity": _coupling.granularity_name(granularity), "metric": _metric_name(metric),
+        "granularity": _coupling.granularity_name(granularity), "metric": metric_name(metric),
         "higher_is_better": not lower, "baseline": baseline, "sparsities": sparsities,
         "recalibrate": None if recalibrate is None else _data.count(recalibrate),
         "units": _trials.units_meta(units),
@@ -298,11 +298,11 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
     progress = Progress(len(todo), verbose)
     for i, (unit, s) in enumerate(todo):
         plan = unit.plan(s)
-        saved = _apply(plan)
+        saved = apply_masks(plan)
         try:
             value = recovery.run(plan, evaluate) if recovery else evaluate()
         finally:
-            _restore(saved)
+            restore_masks(saved)
         drop = (value - reference) if lower else (reference - value)
         row = {"layer": unit.name, "params": unit.params, "sparsity": s,
                "metric": value, "drop": drop}
