@@ -37,8 +37,9 @@ Per seed (``--seeds``):
    the core.
 
 With ``--table``, per-layer LiteRT times of the dense and the pruned
-models of the first seed (``tp.hardware.latency_table(widths=(1.0,))``)
-show which layers keep their cost.
+widths of the first seed (``tp.hardware.latency_table(widths=(1.0,))``)
+show which layers keep their cost (``--merge=a.json,b.json --table``
+computes them from saved results).
 
     python tools/bench_mobilenetv3.py                          # make bench-mobilenetv3
     python tools/bench_mobilenetv3.py --seeds=0 --epochs=2 --finetune_epochs=1   # a quick look
@@ -65,8 +66,8 @@ flags.DEFINE_integer("size", 96, "model input height and width (images are upsam
 flags.DEFINE_integer("val", 500, "training images held out for the sensitivity sweep")
 flags.DEFINE_integer("train", 5000, "training images used (0: all but --val)")
 flags.DEFINE_integer("calib", 128, "training images for BatchNorm re-estimation")
-flags.DEFINE_integer("epochs", 6, "dense training epochs")
-flags.DEFINE_integer("finetune_epochs", 2, "fine-tuning epochs (and the dense model's extra)")
+flags.DEFINE_integer("epochs", 10, "dense training epochs")
+flags.DEFINE_integer("finetune_epochs", 3, "fine-tuning epochs (and the dense model's extra)")
 flags.DEFINE_integer("batch_size", 128, "training batch size")
 flags.DEFINE_float("lr", 2e-3, "peak learning rate of dense training (Adam, cosine decay)")
 flags.DEFINE_float("finetune_lr", 1e-3, "peak learning rate of fine-tuning (cosine decay)")
@@ -92,9 +93,18 @@ def log(msg):
 
 
 def build(size):
+    """MobileNetV3Small, random weights, 10 logits, BatchNorm momentum 0.9 (see below)."""
     import keras
-    return keras.applications.MobileNetV3Small(
+    model = keras.applications.MobileNetV3Small(
         weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None)
+    # Keras builds it with BatchNorm momentum 0.999, made for ImageNet-length
+    # runs: after the few hundred steps here the moving statistics still hold
+    # ~80% of their initial values and the model predicts one class at
+    # inference (test accuracy 0.10 after 6 epochs). 0.9 tracks the batches.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
 
 
 def load(path, val, seed):
@@ -206,11 +216,26 @@ def timing(models):
     return repeats, ratios
 
 
-def layer_table(models):
-    """Per-layer LiteRT ms of each model at its own widths (``latency_table(widths=(1.0,))``)."""
+def layer_table(row):
+    """Per-layer LiteRT ms of the dense and pruned models of ``row``, at their own widths.
+
+    Latency depends on the widths only, so the models are rebuilt with random
+    weights and cut by the row's plans (the widths are checked against the
+    row's), then ``tp.hardware.latency_table(model, widths=(1.0,))`` times
+    each layer alone.
+    """
     import tfprune as tp
+    dense = build(F.size)
+    models = {"dense": dense,
+              "recipe": tp.structure.prune_channels(dense, row["recipe_plan"]),
+              "sensitivity": tp.structure.prune_channels(dense, row["sensitivity_plan"],
+                                                         round_to=row["round_to"])}
+    for arm in ARMS:
+        if widths(models[arm]) != row[arm]["widths"]:
+            raise RuntimeError(f"{arm}: rebuilt widths differ from the benchmark's")
     out = {}
     for name, model in models.items():
+        log(f"latency table: {name}")
         table = tp.hardware.latency_table(model, widths=(1.0,), clock=F.clock, progress=False)
         out[name] = {layer: table.layer_ms(layer) for layer in table.layers}
         out[name]["(whole model)"] = table.measured_ms
@@ -290,10 +315,6 @@ def run_seed(seed, data):
         f"{a} {ratios[a]:.2f}x" for a in ARMS) + f" (load {os.getloadavg()})")
     data["rows"].append(row)
     save(data)
-    if F.table and not data.get("layers"):
-        log(f"seed {seed}: per-layer latency tables")
-        data["layers"] = layer_table({"dense": longer, **{a: models[a] for a in ARMS}})
-        save(data)
     keras.backend.clear_session()
 
 
@@ -338,8 +359,12 @@ def main(argv):
             rows += part["rows"]
             layers = layers or part.get("layers")
         F.epochs, F.finetune_epochs = part["flags"]["epochs"], part["flags"]["finetune_epochs"]
-        F.clock = part["flags"]["clock"]
+        F.clock, F.size = part["flags"]["clock"], part["flags"]["size"]
         print("\n" + markdown(rows))
+        if F.table and not layers:
+            layers = layer_table(rows[0])
+            with open(F.output, "w") as f:
+                json.dump({"merged": F.merge, "rows": rows, "layers": layers}, f, indent=1)
         if layers:
             print("\nper-layer LiteRT ms (first seed's models):\n" + layer_markdown(layers))
         return
@@ -364,6 +389,9 @@ def main(argv):
         data["seconds"] = time.perf_counter() - start
     data["load_at_end"] = os.getloadavg()
     save(data)
+    if F.table:
+        data["layers"] = layer_table(data["rows"][0])
+        save(data)
     print(f"{data['machine']}\n{command}\nload average (1, 5, 15 min) at start "
           f"{data['load_at_start']}, at end {data['load_at_end']}\n")
     print(markdown(data["rows"]))
@@ -377,10 +405,13 @@ def main(argv):
 
 def layer_markdown(layers):
     names = list(layers)
-    rows = ["| layer | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for layer in layers["dense"]:
-        rows.append(f"| {layer} | " + " | ".join(
-            f"{layers[n].get(layer, float('nan')):.4f}" for n in names) + " |")
+    others = [n for n in names if n != "dense"]
+    rows = ["| layer | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(
+        f"dense/{n}" for n in others) + " |", "|---" * (len(names) + len(others) + 1) + "|"]
+    for layer, ms in layers["dense"].items():
+        got = [layers[n].get(layer, float("nan")) for n in others]
+        rows.append(f"| {layer} | {ms:.4f} | " + " | ".join(f"{g:.4f}" for g in got) + " | "
+                    + " | ".join(f"{ms / g:.2f}x" if g > 0 else "-" for g in got) + " |")
     return "\n".join(rows)
 
 
