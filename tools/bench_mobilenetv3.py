@@ -74,6 +74,7 @@ flags.DEFINE_float("finetune_lr", 1e-3, "peak learning rate of fine-tuning (cosi
 flags.DEFINE_float("alpha", 0.7, "distillation weight in fine-tuning")
 flags.DEFINE_float("temperature", 4.0, "distillation temperature")
 flags.DEFINE_float("factor", 2.0, "FLOP reduction")
+flags.DEFINE_list("arms", ["recipe", "sensitivity"], "pruned models: recipe, sensitivity")
 flags.DEFINE_list("sparsities", ["0.25", "0.5", "0.75"], "sparsities of the channel sweep")
 flags.DEFINE_enum("clock", "cpu", ["cpu", "wall"], "clock of tp.export.latency")
 flags.DEFINE_integer("rounds", 12, "latency: interleaved rounds per repeat")
@@ -82,6 +83,8 @@ flags.DEFINE_integer("repeats", 3, "latency: repeats (the ratio is their median)
 flags.DEFINE_boolean("table", False, "per-layer latency tables of the first seed's models")
 flags.DEFINE_string("cache_dir", None, "keep each seed's trained dense weights here and "
                     "reuse them when the flags match (a rerun skips dense training)")
+flags.DEFINE_boolean("retime", False, "with --merge: time the saved widths again (rebuilt, "
+                     "random weights) with both clocks")
 flags.DEFINE_list("merge", [], "only print the table of these JSON outputs (e.g. one per seed)")
 flags.DEFINE_string("output", "/tmp/bench_mobilenetv3.json", "where to write the results")
 
@@ -216,14 +219,8 @@ def timing(models):
     return repeats, ratios
 
 
-def layer_table(row):
-    """Per-layer LiteRT ms of the dense and pruned models of ``row``, at their own widths.
-
-    Latency depends on the widths only, so the models are rebuilt with random
-    weights and cut by the row's plans (the widths are checked against the
-    row's), then ``tp.hardware.latency_table(model, widths=(1.0,))`` times
-    each layer alone.
-    """
+def rebuilt(row):
+    """The dense model and ``row``'s pruned widths, rebuilt with random weights."""
     import tfprune as tp
     dense = build(F.size)
     models = {"dense": dense,
@@ -233,6 +230,34 @@ def layer_table(row):
     for arm in ARMS:
         if widths(models[arm]) != row[arm]["widths"]:
             raise RuntimeError(f"{arm}: rebuilt widths differ from the benchmark's")
+    return models
+
+
+def retime(rows):
+    """Latency ratios dense / pruned of each row's widths, by wall and CPU clock."""
+    out = []
+    for row in rows:
+        models = rebuilt(row)
+        for clock in ("wall", "cpu"):
+            F.clock = clock
+            load = os.getloadavg()[0]
+            _, ratios = timing(models)
+            out.append({"seed": row["seed"], "clock": clock, "load": load, **ratios})
+            print(f"seed {row['seed']} widths, {clock} clock (load {load:.1f}): " + ", ".join(
+                f"dense/{a} {ratios[a]:.2f}x" for a in ARMS), flush=True)
+    return out
+
+
+def layer_table(row):
+    """Per-layer LiteRT ms of the dense and pruned models of ``row``, at their own widths.
+
+    Latency depends on the widths only, so the models are rebuilt with random
+    weights and cut by the row's plans (the widths are checked against the
+    row's), then ``tp.hardware.latency_table(model, widths=(1.0,))`` times
+    each layer alone.
+    """
+    import tfprune as tp
+    models = rebuilt(row)
     out = {}
     for name, model in models.items():
         log(f"latency table: {name}")
@@ -257,7 +282,9 @@ def run_seed(seed, data):
     xv, xt = resized(xv, F.size), resized(xt, F.size)
     calib = resized(xtr[:F.calib], F.size)
     train = (xtr, ytr)
-    row = {"seed": seed, "train_images": len(xtr)}
+    row = {"seed": seed, "train_images": len(xtr), "epochs": F.epochs,
+           "finetune_epochs": F.finetune_epochs}
+    arms = [a for a in ARMS if a in F.arms]
 
     dense = build(F.size)
     cached = cache_path(seed, len(xtr))
@@ -282,12 +309,13 @@ def run_seed(seed, data):
     models["recipe"], plan = prune_recipe(dense, F.factor, calib)
     row["recipe_s"] = time.perf_counter() - start
     row["recipe_plan"] = plan
-    start = time.perf_counter()
-    models["sensitivity"], plan, r, report = prune_sensitivity(
-        dense, F.factor, (xv, yv), calib, [float(s) for s in F.sparsities])
-    row["sensitivity_s"] = time.perf_counter() - start
-    row.update(sensitivity_plan=plan, round_to=r, sweep=report.to_markdown())
-    for arm in ARMS:
+    if "sensitivity" in arms:
+        start = time.perf_counter()
+        models["sensitivity"], plan, r, report = prune_sensitivity(
+            dense, F.factor, (xv, yv), calib, [float(s) for s in F.sparsities])
+        row["sensitivity_s"] = time.perf_counter() - start
+        row.update(sensitivity_plan=plan, round_to=r, sweep=report.to_markdown())
+    for arm in arms:
         c = tp.structure.count(models[arm])
         row[arm] = {"flops": c["flops"], "params": c["params"],
                     "flops_ratio": f0["flops"] / c["flops"], "widths": widths(models[arm]),
@@ -299,20 +327,20 @@ def run_seed(seed, data):
     row["dense_long_s"] = fit(longer, train, F.finetune_epochs, F.finetune_lr)
     row["acc_dense_long"] = accuracy(longer, xt, yt)
     log(f"seed {seed}: dense +{F.finetune_epochs} epochs {row['acc_dense_long']:.4f}")
-    for arm in ARMS:
+    for arm in arms:
         row[arm]["finetune_s"] = fit(models[arm], train, F.finetune_epochs, F.finetune_lr,
                                      teacher=dense)
         row[arm]["acc"] = accuracy(models[arm], xt, yt)
         log(f"seed {seed}: {arm} fine-tuned {row[arm]['acc']:.4f}")
 
     row["load_before_timing"] = os.getloadavg()
-    repeats, ratios = timing({"dense": longer, **{a: models[a] for a in ARMS}})
+    repeats, ratios = timing({"dense": longer, **{a: models[a] for a in arms}})
     row.update(latency_ms=repeats, load_after_timing=os.getloadavg())
-    for arm in ARMS:
+    for arm in arms:
         row[arm]["speedup"] = ratios[arm]
         row[arm]["speedups"] = [r["dense"] / r[arm] for r in repeats]
     log(f"seed {seed}: latency dense/pruned " + ", ".join(
-        f"{a} {ratios[a]:.2f}x" for a in ARMS) + f" (load {os.getloadavg()})")
+        f"{a} {ratios[a]:.2f}x" for a in arms) + f" (load {os.getloadavg()})")
     data["rows"].append(row)
     save(data)
     keras.backend.clear_session()
@@ -327,22 +355,26 @@ def markdown(rows):
     for r in rows:
         ms = {n: sorted(x[n] for x in r["latency_ms"])[len(r["latency_ms"]) // 2]
               for n in r["latency_ms"][0]}
-        lines.append(f"| {r['seed']} | dense ({F.epochs}+{F.finetune_epochs} epochs) | "
+        e, fe = r.get("epochs", F.epochs), r.get("finetune_epochs", F.finetune_epochs)
+        lines.append(f"| {r['seed']} | dense ({e}+{fe} epochs) | "
                      f"{r['flops'] / 1e6:.1f} | {r['params'] / 1e6:.2f}M | 1.00x | "
-                     f"{r['acc_dense']:.4f} (at {F.epochs}) | {r['acc_dense_long']:.4f} | 0 | "
+                     f"{r['acc_dense']:.4f} (at {e}) | {r['acc_dense_long']:.4f} | 0 | "
                      f"{ms['dense']:.3f} | 1.00x |")
-        for arm in ARMS:
+        for arm in [a for a in ARMS if a in r]:
             a = r[arm]
             lines.append(
-                f"| {r['seed']} | {arm} | {a['flops'] / 1e6:.1f} | {a['params'] / 1e6:.2f}M | "
+                f"| {r['seed']} | {arm} (+{fe}) | {a['flops'] / 1e6:.1f} | {a['params'] / 1e6:.2f}M | "
                 f"{a['flops_ratio']:.2f}x | {a['acc_oneshot']:.4f} | {a['acc']:.4f} | "
                 f"{100 * (a['acc'] - r['acc_dense_long']):+.2f} | {ms[arm]:.3f} | "
                 f"{a['speedup']:.2f}x ({', '.join(f'{s:.2f}' for s in a['speedups'])}) |")
     if len(rows) > 1:
         import numpy as np
         for arm in ARMS:
-            gap = np.mean([100 * (r[arm]["acc"] - r["acc_dense_long"]) for r in rows])
-            sp = np.mean([r[arm]["speedup"] for r in rows])
+            have = [r for r in rows if arm in r]
+            if not have:
+                continue
+            gap = np.mean([100 * (r[arm]["acc"] - r["acc_dense_long"]) for r in have])
+            sp = np.mean([r[arm]["speedup"] for r in have])
             lines.append(f"| mean | {arm} | | | | | | {gap:+.2f} | | {sp:.2f}x |")
     return "\n".join(lines)
 
@@ -361,6 +393,8 @@ def main(argv):
         F.epochs, F.finetune_epochs = part["flags"]["epochs"], part["flags"]["finetune_epochs"]
         F.clock, F.size = part["flags"]["clock"], part["flags"]["size"]
         print("\n" + markdown(rows))
+        if F.retime:
+            retime(rows)
         if F.table and not layers:
             layers = layer_table(rows[0])
             with open(F.output, "w") as f:
