@@ -39,10 +39,16 @@ Per seed (``--seeds``):
 With ``--table``, per-layer LiteRT times of the dense and the pruned
 widths of the first seed (``tp.hardware.latency_table(widths=(1.0,))``)
 show which layers keep their cost (``--merge=a.json,b.json --table``
-computes them from saved results).
+computes them from saved results). ``--merge=... --retime`` times the
+saved widths again, rebuilt with random weights (latency depends on the
+widths only), by wall and by CPU clock. MobileNetV3Small's BatchNorm
+momentum is set to 0.9 (see ``build``). ``--cache_dir`` keeps the trained
+dense weights, so a rerun with other pruning or fine-tuning flags (e.g.
+``--arms=recipe --finetune_epochs=8``) starts from the same dense model.
 
-    python tools/bench_mobilenetv3.py                          # make bench-mobilenetv3
+    python tools/bench_mobilenetv3.py --table                  # make bench-mobilenetv3
     python tools/bench_mobilenetv3.py --seeds=0 --epochs=2 --finetune_epochs=1   # a quick look
+    python tools/bench_mobilenetv3.py --merge=s0.json,s1.json --retime
 """
 
 import json
