@@ -436,8 +436,9 @@ def main(argv):
           f"{data['load_at_start']}, at end {data['load_at_end']}\n")
     print(markdown(data["rows"]))
     for r in data["rows"]:
-        print(f"\nseed {r['seed']}: sensitivity plan (round_to={r['round_to']}): "
-              f"{r['sensitivity_plan']}\nrecipe plan: {r['recipe_plan']}")
+        print(f"\nseed {r['seed']}: recipe plan: {r['recipe_plan']}")
+        if "sensitivity_plan" in r:
+            print(f"sensitivity plan (round_to={r['round_to']}): {r['sensitivity_plan']}")
     if data.get("layers"):
         print("\nper-layer LiteRT ms (seed 0 models):")
         print(layer_markdown(data["layers"]))
