@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo browser test test-jax test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-export bench-recipes bench-latency-budget clean
+.PHONY: demo browser test test-jax test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-mobilenetv3 bench-export bench-recipes bench-latency-budget clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,9 @@ bench-structure: $(STAMP)
 
 bench-zoo: $(STAMP)
 	$(PY) tools/bench_zoo.py
+
+bench-mobilenetv3: $(STAMP)
+	$(PY) tools/bench_mobilenetv3.py --table
 
 bench-export: $(STAMP)
 	$(PY) tools/bench_export.py
