@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo browser test test-jax test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-mobilenetv3 bench-export bench-recipes bench-latency-budget clean
+.PHONY: demo browser test test-jax test-fast lint bench bench-compare bench-criteria bench-sensitivity bench-allocation bench-structure bench-zoo bench-mobilenetv3 bench-export bench-recipes bench-latency-budget bench-cifar-latency clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,9 @@ bench-recipes: $(STAMP)
 
 bench-latency-budget: $(STAMP)
 	$(PY) tools/bench_latency_budget.py
+
+bench-cifar-latency: $(STAMP)
+	$(PY) tools/bench_cifar_latency.py --json=out/bench_cifar_latency.json
 
 # Real TFMOT (on tf_keras) lives in a venv of its own, so .venv stays without it.
 COMPARE_VENV  ?= .venv-compare
