@@ -107,11 +107,14 @@ def test_clear_errors(tmp_path):
 
 @pytest.mark.slow
 def test_predicted_latency_of_pruned_cnns_is_within_20_percent():
+    # CPU time of the invoking thread: under pytest -n 2 the other worker preempts a
+    # ~0.1 ms invoke, and wall clock then read 0.108 ms for a plan predicted at 0.084.
     model = cifar_cnn()
-    table = tp.hardware.latency_table(model, widths=(0.25, 0.5, 0.75), progress=False)
+    table = tp.hardware.latency_table(model, widths=(0.25, 0.5, 0.75), progress=False,
+                                      clock="cpu")
     plans = [0.5, {"c1": 0.5, "c2": 0.25}]
     pruned = [tp.structure.prune_channels(model, p) for p in plans]
-    measured = tp.export.latency(pruned)
+    measured = tp.export.latency(pruned, clock="cpu", rounds=16, runs=40)
     for plan, p, seconds in zip(plans, pruned, measured):
         predicted = tp.hardware.predict_latency(table, p)
         assert predicted == pytest.approx(seconds * 1e3, rel=0.2), plan
