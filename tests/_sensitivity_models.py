@@ -31,6 +31,17 @@ def trained_digits_mlp(epochs=15):
     return model, (xt, yt)
 
 
+def digits_mlp_and_splits(epochs=5):
+    """``(model, validation split, training split)`` of :func:`trained_digits_mlp`."""
+    model, val = trained_digits_mlp(epochs=epochs)
+    return model, val, digits_data()[0]
+
+
+def variable_values(model):
+    """Copies of every variable of ``model`` (to check a restore bit for bit)."""
+    return [np.array(v.numpy(), copy=True) for v in model.variables]
+
+
 def tiny_twin(seed=0):
     """``out = big(x) + tiny(x)``: ``tiny`` has the same shape but ~1e-4 weights.
 

@@ -5,18 +5,12 @@ import numpy as np
 import pytest
 
 import tfprune as tp
-from _sensitivity_models import digits_data, trained_digits_mlp
+from _sensitivity_models import digits_mlp_and_splits, variable_values as _values
 
 
 @pytest.fixture(scope="module")
 def mlp():
-    model, val = trained_digits_mlp(epochs=5)
-    (x, y), _ = digits_data()
-    return model, val, (x, y)
-
-
-def _values(model):
-    return [np.array(v.numpy(), copy=True) for v in model.variables]
+    return digits_mlp_and_splits(epochs=5)
 
 
 def _zeros(model):

@@ -5,18 +5,14 @@ import numpy as np
 import pytest
 
 import tfprune as tp
-from _sensitivity_models import digits_data, digits_images, residual_bn_cnn, trained_digits_mlp
+from _sensitivity_models import (digits_images, digits_mlp_and_splits,
+                                 residual_bn_cnn)
+from _sensitivity_models import variable_values as _values
 
 
 @pytest.fixture(scope="module")
 def mlp():
-    model, val = trained_digits_mlp(epochs=5)
-    (x, y), _ = digits_data()
-    return model, val, (x, y)
-
-
-def _values(model):
-    return [np.array(v.numpy(), copy=True) for v in model.variables]
+    return digits_mlp_and_splits(epochs=5)
 
 
 def test_recovery_lowers_high_sparsity_drops_and_restores_the_model(mlp, tmp_path):

@@ -152,10 +152,11 @@ def oneshot(model, data, *, criterion=None, sparsity=None, granularity=None, lay
         for t in step:
             gram, rows = grams[id(t)]
             report.add(_prune(t, gram, rows, settings[id(t)], damp, block_size))
-    if recalibrate and any(True for _ in batchnorms(model)):
+    norms = [bn.name for bn in batchnorms(model)] if recalibrate else []
+    if norms:
         recalibrate_batchnorm(model, samples[0] if len(samples) == 1 else (samples, None),
                               batch_size=batch_size)
-        report.recalibrated = [bn.name for bn in batchnorms(model)]
+        report.recalibrated = norms
     for w in wrappers:
         if isinstance(w.schedule, schedules.OneShot) and any(
                 t.wrapper is w for step in steps for t in step):
