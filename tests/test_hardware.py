@@ -144,3 +144,43 @@ def test_cli_builds_then_reuses_the_table(tmp_path):
     bad = subprocess.run(args[:4] + ["--widths=0.5,2"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert bad.returncode != 0 and "--widths: 2.0 is outside (0, 1]" in bad.stderr
+    # A delegate that fails to load: one line naming it, nothing timed.
+    proc = subprocess.run(args[:2] + ["--delegate=libno_such_delegate.so"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    assert "tfprune-latency: error: delegate library 'libno_such_delegate.so' could not be " \
+        "loaded" in lines[0]
+
+
+def test_delegate_that_fails_to_load_is_refused_before_any_timing(tmp_path):
+    path = tmp_path / "lat.json"
+    with pytest.raises(FileNotFoundError, match="libno_such_delegate.so.*could not be loaded"):
+        tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path,
+                                  delegate="libno_such_delegate.so", **FAST)
+    assert not path.exists()   # nothing was measured, nothing cached
+    with pytest.raises(ValueError, match="clock='cpu' times the calling thread"):
+        tp.hardware.latency_table(_mlp(), clock="cpu", delegate="libno_such_delegate.so")
+
+
+def test_foreign_and_broken_caches(tmp_path):
+    """A cache written for another model answers only for layers of the same op and shape;
+    the whole-model entry is keyed by structure, so it is measured again. A file that is not
+    a latency cache is refused with what to do."""
+    path = tmp_path / "lat.json"
+    tp.hardware.latency_table(_mlp(), widths=(0.5,), cache=path, **FAST)
+    # Another model with the same layers (a ReLU between them): every layer entry answers
+    # (same op, settings and shape), the whole-model entry does not (another structure).
+    other = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="h"),
+                              keras.layers.ReLU(), keras.layers.Dense(4, name="out")])
+    t = tp.hardware.latency_table(other, widths=(0.5,), cache=path, **FAST)
+    assert t.reused == 4 and t.measured == 0 and t.stale == 0
+    whole = [e for e in json.loads(path.read_text())["entries"].values()
+             if e["key"].endswith("|whole-model")]
+    assert len(whole) == 2   # one per model structure, neither answers for the other
+    assert t.measured_ms == pytest.approx(whole[0]["ms"]) or t.measured_ms == pytest.approx(
+        whole[1]["ms"])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON.*delete it"):
+        tp.hardware.latency_table(_mlp(), cache=broken, **FAST)

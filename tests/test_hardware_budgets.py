@@ -138,14 +138,16 @@ def test_other_bad_hardware_budgets(swept):
 @pytest.mark.slow
 def test_latency_budget_is_met_in_measured_litert_latency(swept):
     """The plan, pruned and timed in LiteRT beside the dense model, runs within 10% under
-    the budget (a fraction of the dense model's latency, both timed interleaved).
+    the budget (a fraction of the dense model's latency, both timed interleaved), and an
+    independent re-timing of the pruned model agrees within 10% of the budget.
 
     The table times eighths of each layer: plans keep timed widths, and quarters were too
     coarse for a plan within 10% of 0.5 (0.42 was the widest plan under it). The table's
     overhead term and the one-op timings move with other jobs, so ``allocate_measured``
-    times each plan against the dense model and corrects the budget; the check is on its
-    measurement, then on an independent re-timing (15%: the noise of one timing at a load
-    average of 10). CPU clock of the invoking thread, 1 thread."""
+    times each plan against the dense model and corrects the budget. Fractions are medians
+    of per-round ratios (``latency_fraction``): at a load average of 15 on 2 cores a ratio
+    of medians of one 12x30 timing spread 0.82-1.02 of the budget, the paired ratio by
+    1.5% (s.d.). CPU clock of the invoking thread, 1 thread."""
     model, report = swept
     table = tp.hardware.latency_table(model, widths=tuple(np.arange(1, 8) / 8),
                                       progress=False, clock="cpu")
@@ -156,14 +158,18 @@ def test_latency_budget_is_met_in_measured_litert_latency(swept):
         assert measured["target_fraction"] == pytest.approx(fraction)
         assert 0.9 * fraction <= measured["fraction"] <= fraction, measured
         pruned = tp.structure.prune_channels(model, plan)
-        dense_s, pruned_s = tp.export.latency([model, pruned], rounds=12, runs=30, clock="cpu")
-        assert pruned_s / dense_s == pytest.approx(fraction, rel=0.15), (plan, measured)
+        again, _, _ = tp.hardware.latency_fraction(model, pruned, rounds=24, runs=30,
+                                                   clock="cpu")
+        print(f"budget {fraction}: allocate_measured {measured['fraction'] / fraction:.4f}, "
+              f"re-timed {again / fraction:.4f} of the budget")
+        assert again == pytest.approx(fraction, rel=0.10), (plan, measured, again)
 
 
 @pytest.mark.slow
 def test_allocate_measured_corrects_a_memory_bound_mlp():
     """A wide MLP, where the table's constant overhead over-predicts pruned latency:
-    the measured loop lands the plan within 10% under the budget's fraction of dense."""
+    the measured loop lands the plan within 10% under the budget's fraction of dense, and an
+    independent re-timing is at most 10% over it. CPU clock of the invoking thread."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((256,)),
                               keras.layers.Dense(1024, activation="relu", name="fc1"),
@@ -174,9 +180,10 @@ def test_allocate_measured_corrects_a_memory_bound_mlp():
     data = rng.random((32, 256), dtype=np.float32), rng.integers(0, 10, 32)
     report = tp.sensitivity.sweep(model, data, granularity="channels", verbose=0,
                                   sparsities=[0.25, 0.5, 0.75, 0.875, 0.9375], metric="loss")
-    table = tp.hardware.latency_table(model, widths=(0.125, 0.25, 0.5), progress=False)
+    table = tp.hardware.latency_table(model, widths=(0.125, 0.25, 0.5), progress=False,
+                                      clock="cpu")
     plan = tp.hardware.allocate_measured(report, table, table.measured_ms / 3, iterations=5,
-                                         rounds=10, runs=30, round_to=16)
+                                         rounds=12, runs=30, round_to=16, clock="cpu")
     measured = plan.measured
     assert measured["fraction"] <= measured["target_fraction"]
     # Within 10% under the target, unless the loop bracketed it: a try just over the
@@ -185,7 +192,10 @@ def test_allocate_measured_corrects_a_memory_bound_mlp():
     bracketed = any(t["fraction"] > measured["target_fraction"] for t in measured["tries"])
     assert (measured["fraction"] >= 0.9 * measured["target_fraction"] or bracketed
             or len(measured["tries"]) == 5), measured
-    # an independent timing of the same plan agrees (within timing noise)
+    # an independent timing of the same plan agrees: within 10% of the budget, or under it
     small = tp.structure.prune_channels(model, plan)
-    dense_s, pruned_s = tp.export.latency([model, small], rounds=12, runs=30)
-    assert pruned_s / dense_s <= 1.15 * measured["target_fraction"]
+    again, _, _ = tp.hardware.latency_fraction(model, small, rounds=24, runs=30, clock="cpu")
+    print(f"MLP: allocate_measured {measured['fraction'] / measured['target_fraction']:.4f}, "
+          f"re-timed {again / measured['target_fraction']:.4f} of the budget; tries "
+          f"{[round(t['fraction'], 3) for t in measured['tries']]}")
+    assert again <= 1.10 * measured["target_fraction"], (measured, again)

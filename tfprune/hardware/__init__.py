@@ -5,9 +5,9 @@
 ['litert-cpu', 'litert-cpu-builtin']
 """
 
-from tfprune.hardware.budget import allocate_measured
+from tfprune.hardware.budget import allocate_measured, latency_fraction
 from tfprune.hardware.table import TARGETS, LatencyTable, latency_table, predict_latency
 from tfprune.sensitivity.energy import EnergyModel
 
 __all__ = ["latency_table", "predict_latency", "LatencyTable", "TARGETS", "EnergyModel",
-           "allocate_measured"]
+           "allocate_measured", "latency_fraction"]

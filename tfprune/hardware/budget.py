@@ -22,9 +22,57 @@ kept inside the bracket of budgets already known to land above and below
 
 import math
 
-from tfprune.export import latency
+import numpy as np
 
-__all__ = ["allocate_measured"]
+from tfprune.export import latency, to_tflite
+
+__all__ = ["allocate_measured", "latency_fraction"]
+
+
+def latency_fraction(model, pruned, *, threads=1, rounds=12, runs=30, clock="wall"):
+    """Latency of ``pruned`` as a fraction of ``model``'s, paired round by round.
+
+    Each round times both models back to back (``runs`` invokes each, the
+    order alternating between rounds) and takes the ratio of their medians;
+    the fraction is the median of those per-round ratios. Pairing cancels
+    what changes between rounds (other jobs' load, cache contention), which a
+    ratio of the two models' overall medians keeps: on the 2-core machine of
+    docs/hardware.md at load 15, eight repeats of a 12x30 timing of a CNN
+    pair spread by 1.5% (standard deviation) this way, 4.2% as a ratio of
+    medians.
+
+    Args:
+      model, pruned: Keras models (converted with ``to_tflite(sparse="none")``)
+        or ``.tflite`` bytes.
+      threads, clock: as for :func:`tfprune.export.latency`.
+      rounds, runs: timing rounds, and invokes per model per round.
+
+    Returns:
+      ``(fraction, model_seconds, pruned_seconds)``: the median per-round
+      ratio, and each model's median over rounds of its per-round median.
+
+    Example:
+
+    >>> import keras, tfprune as tp
+    >>> m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256),
+    ...                       keras.layers.Dense(4)])
+    >>> small = tp.structure.prune_channels(m, 0.5)
+    >>> f, dense_s, small_s = tp.hardware.latency_fraction(m, small, rounds=3, runs=5)
+    >>> 0 < f < 2 and dense_s > 0
+    True
+    """
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"latency_fraction: rounds must be a positive int; got {rounds!r}")
+    blobs = [m if isinstance(m, (bytes, bytearray)) else to_tflite(m, sparse="none")
+             for m in (model, pruned)]
+    pairs = []
+    for r in range(rounds):  # one round per call: tp.export.latency keeps no rounds
+        order = blobs if r % 2 == 0 else blobs[::-1]
+        times = latency(order, threads=threads, rounds=1, runs=runs, clock=clock)
+        pairs.append(times if r % 2 == 0 else times[::-1])
+    pairs = np.asarray(pairs)
+    return (float(np.median(pairs[:, 1] / pairs[:, 0])), float(np.median(pairs[:, 0])),
+            float(np.median(pairs[:, 1])))
 
 
 def allocate_measured(report, table, target_latency_ms, *, model=None, iterations=4,
@@ -42,8 +90,8 @@ def allocate_measured(report, table, target_latency_ms, *, model=None, iteration
         ``prune_channels``, two conversions and a timing).
       tolerance: stop once the measured fraction is within ``tolerance``
         (relative) below the target fraction.
-      rounds, runs, clock: interleaved timing of each plan against the dense
-        model (``tfprune.export.latency``, ``table.threads`` threads;
+      rounds, runs, clock: timing of each plan against the dense model
+        (:func:`latency_fraction`: per-round ratios, ``table.threads`` threads;
         ``clock="cpu"`` times the invoking thread's CPU time, which other
         jobs' preemption does not inflate).
       **allocate_kwargs: passed to ``report.allocate`` (``round_to``,
@@ -80,6 +128,7 @@ def allocate_measured(report, table, target_latency_ms, *, model=None, iteration
         raise ValueError("allocate_measured: pass the swept model (model=...): the plans "
                          "are pruned and timed.")
     target = float(target_latency_ms) / float(table.measured_ms)
+    dense_blob = to_tflite(model, sparse="none")
     if target >= 1:  # the dense model already fits: nothing to correct
         iterations = 1
     budget, low, high = float(target_latency_ms), None, None  # low: meets it; high: does not
@@ -100,9 +149,8 @@ def allocate_measured(report, table, target_latency_ms, *, model=None, iteration
             budget = minimum * (1 + 1e-6)
             continue
         small = prune_channels(model, plan)
-        dense_s, pruned_s = latency([model, small], threads=table.threads, rounds=rounds,
-                                    runs=runs, clock=clock)
-        fraction = pruned_s / dense_s
+        fraction, dense_s, pruned_s = latency_fraction(
+            dense_blob, small, threads=table.threads, rounds=rounds, runs=runs, clock=clock)
         tries.append({"table_budget_ms": budget, "predicted_ms": plan.latency_ms,
                       "fraction": fraction})
         plan.measured = {"fraction": fraction, "target_fraction": target,
