@@ -30,6 +30,12 @@ def define_flags():
                "Fractions of each layer's channels to measure (1.0 is always added)."),
         define(flags.DEFINE_string, "cache", None,
                "JSON cache of measurements; reused entries are not timed again."),
+        define(flags.DEFINE_string, "delegate", None,
+               "External delegate library (path or soname, e.g. libedgetpu.so.1); its "
+               "models are timed one at a time (p50)."),
+        define(flags.DEFINE_enum, "clock", "wall", ["wall", "cpu"],
+               "wall (elapsed) or cpu (the invoking thread's CPU time: --threads=1, no "
+               "--delegate; for a machine shared with other jobs)."),
         define(flags.DEFINE_integer, "rounds", 8, "Interleaved timing rounds."),
         define(flags.DEFINE_integer, "runs", 20, "Invokes per model per round."),
         define(flags.DEFINE_string, "json", None, "Write the table as JSON here ('-' for stdout)."),
@@ -61,6 +67,9 @@ def check_flags(argv=()):
     for name in ("threads", "rounds", "runs"):
         if FLAGS[name].value < 1:
             raise UserError(f"--{name} must be 1 or more; got {FLAGS[name].value}.")
+    if FLAGS.clock == "cpu" and (FLAGS.threads != 1 or FLAGS.delegate):
+        raise UserError("--clock=cpu times the invoking thread only: it needs --threads=1 "
+                        "and no --delegate.")
     _inputs.writable(FLAGS.json, "json")
     _inputs.writable(FLAGS.cache, "cache")
 

@@ -29,6 +29,7 @@ def _main(argv):
         table = tp.hardware.latency_table(
             model, target=FLAGS.target, threads=FLAGS.threads, widths=widths(),
             cache=FLAGS.cache, rounds=FLAGS.rounds, runs=FLAGS.runs,
+            delegate=FLAGS.delegate, clock=FLAGS.clock,
             progress=sys.stderr if sys.stderr.isatty() else False)
     print(table)
     print(f"{table.measured} measured, {table.reused} reused from the cache, "
