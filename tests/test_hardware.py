@@ -145,7 +145,7 @@ def test_cli_builds_then_reuses_the_table(tmp_path):
                          env=env, timeout=60)
     assert bad.returncode != 0 and "--widths: 2.0 is outside (0, 1]" in bad.stderr
     # A delegate that fails to load: one line naming it, nothing timed.
-    proc = subprocess.run(args[:2] + ["--delegate=libno_such_delegate.so"], capture_output=True,
+    proc = subprocess.run(args[:4] + ["--delegate=libno_such_delegate.so"], capture_output=True,
                           text=True, env=env, timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
