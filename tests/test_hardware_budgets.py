@@ -146,7 +146,8 @@ def test_latency_budget_is_met_in_measured_litert_latency(swept):
     overhead term and the one-op timings move with other jobs, so ``allocate_measured``
     times each plan against the dense model and corrects the budget. Fractions are medians
     of per-round ratios (``latency_fraction``): at a load average of 15 on 2 cores a ratio
-    of medians of one 12x30 timing spread 0.82-1.02 of the budget, the paired ratio by
+    of medians spread 0.82-1.02 of the budget over four re-timings of one plan (12x30 and
+    24x60), while eight 12x30 paired ratios of a CNN pair spread by
     1.5% (s.d.). CPU clock of the invoking thread, 1 thread."""
     model, report = swept
     table = tp.hardware.latency_table(model, widths=tuple(np.arange(1, 8) / 8),
