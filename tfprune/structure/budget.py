@@ -56,6 +56,8 @@ the FLOPs fit, then to the other groups hardest-cut first. That bounds the
 cost to ``LATENCY_FILL_MAX_GROUPS`` conversions however many rounds the
 fill takes, and still lands on the budget (MobileNetV3Small, 27 groups:
 2.00x fewer FLOPs where the uniform ratio at multiples of 16 gave 2.12x).
+On a large model those conversions take minutes: ``fill=True`` (untimed)
+lands on the budget too.
 Passing ``round_to`` (or ``fill``) gives the former behaviour for what is
 not passed: ``fill=False`` with an explicit ``round_to``.
 """
