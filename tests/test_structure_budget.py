@@ -251,3 +251,46 @@ def test_default_falls_back_to_finer_widths_when_16_cannot_reach_the_factor():
     # multiples of 16 leave h at 16 (2x on its side only); 4.0x needs finer steps
     plan = tp.structure.ratio_for_flops(model, 4.0, fill=False)
     assert _factor(model, plan) >= 4.0
+
+
+
+def test_default_on_many_groups_times_once_and_lands_on_the_budget(monkeypatch):
+    """Above LATENCY_FILL_MAX_GROUPS the recipe times one round of at most that many
+    candidates, then fills by those costs: on the budget, no group can take a step."""
+    from tfprune.structure import budget
+    monkeypatch.setattr(budget, "LATENCY_FILL_MAX_GROUPS", 4)  # 6 groups are "many"
+    model = keras.Sequential([keras.Input((16,))] + [
+        keras.layers.Dense(64, name=f"d{i}") for i in range(6)] + [keras.layers.Dense(2)])
+    timed = []
+
+    def rank(models):  # a stand-in for the LiteRT timing: the widest last layer is dearest
+        timed.append(len(models))
+        return [float(m.layers[-2].units) for m in models]
+
+    monkeypatch.setattr(budget, "_latency_rank", rank)
+    plan = tp.structure.ratio_for_flops(model, 2.0)
+    assert timed == [4], timed   # one round, at most 4 candidates, however many rounds
+    factor = _factor(model, plan)
+    uniform = _factor(model, tp.structure.ratio_for_flops(model, 2.0, round_to=16), 16)
+    assert 2.0 <= factor < uniform, (factor, uniform)
+    counts = tp.structure.widths.Widths(model)
+    keep = {counts.group_of(f"d{i}"): 64 - round(plan.get(f"d{i}", 0) * 64) for i in range(6)}
+    assert all(k % 16 == 0 for k in keep.values()), keep
+    limit = counts.dense["flops"] / 2.0
+    for gid, k in keep.items():   # one more step of any group would break the budget
+        if k + 16 <= 64:
+            assert counts.predict({**keep, gid: k + 16})["flops"] > limit, gid
+
+
+def test_cost_model_keeps_the_depthwise_part_of_a_separable_conv_on_a_whole_input():
+    """NASNet's cells: a SeparableConv2D whose input group stays whole keeps its
+    depthwise multiply-adds; the cost model agrees with the rebuilt model's count,
+    so ratio_for_flops bisects without rebuilding the model per step."""
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(32, 3, padding="same", name="sep")(inp)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c")(x)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    w = tp.structure.widths.Widths(model)
+    keep = w.widths({"sep": 0.5, "c": 0.25})
+    real, predicted = w.real(keep), w.predict(keep)
+    assert all(abs(predicted[k] - real[k]) < 0.5 for k in real), (predicted, real)

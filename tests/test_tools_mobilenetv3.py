@@ -33,6 +33,8 @@ f0 = tp.structure.count(dense)["flops"]
 r = tp.structure.hardware_round_to(dense)
 recipe, plan = tool.prune_recipe(dense, 2.0, x[:16])
 assert plan and all(0 < v < 1 for v in plan.values()), plan
+# 27 groups (more than LATENCY_FILL_MAX_GROUPS): the recipe still fills to the budget
+assert 2.0 <= f0 / tp.structure.count(recipe)["flops"] < 2.06
 small, alloc, step, report = tool.prune_sensitivity(dense, 2.0, (x, y), x[:16], [0.5, 0.75])
 assert step == r > 1, (step, r)
 assert report.meta["granularity"] == "channels" and alloc

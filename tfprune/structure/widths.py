@@ -63,6 +63,19 @@ def least(fits, hi, tol):
     return hi
 
 
+def _touched_share(layer, kernels, weights):
+    """The share of ``layer``'s multiply-adds run by its ``kernels`` that groups index.
+
+    A layer's multiply-adds are its kernels' entries times the positions they
+    slide over: a SeparableConv2D whose input group stays whole keeps its
+    depthwise part however much its output group is cut.
+    """
+    touched = sum(float(np.prod(weights[k][0])) for k in kernels)
+    every = sum(float(np.prod(v.shape)) for key, v in weights_by_key(layer).items()
+                if str(key).endswith("kernel")) if layer is not None else touched
+    return touched / every if every > touched > 0 else 1.0
+
+
 class Widths:
     """The cost model and the real counts of ``model`` at given group widths.
 
@@ -97,11 +110,12 @@ class Widths:
         for c in self.graph.calls:
             flops[c.path] = flops.get(c.path, 0) + count_lib.layer_flops(
                 c.layer, c.in_shapes, c.out_shapes)
-        self._flops = {}  # layer -> (multiply-adds, its touched kernels)
+        self._flops = {}  # layer -> (multiply-adds of its touched kernels, those kernels)
         for path, f in flops.items():
             kernels = [k for k in weights if k[0] == path and str(k[1]).endswith("kernel")]
             if f and kernels:
-                self._flops[path] = (float(f), kernels)
+                self._flops[path] = (float(f) * _touched_share(layers.get(path), kernels,
+                                                               weights), kernels)
         self._index()
 
     def _index(self):
