@@ -88,6 +88,26 @@ def test_refine_meets_each_budget_and_returns_the_best_measured_plan(mlp, tmp_pa
     assert small.reports[0].meta["recover"]["steps"] == 3
 
 
+def test_select_steps_ranks_the_candidates_by_a_longer_recovery(mlp):
+    model, val, train = mlp
+    rep = tp.sensitivity.sweep(model, val, sparsities=[0.5, 0.9, 0.95], verbose=0)
+    recover = dict(recover_data=train, recover_lr=1e-3, recover_batch_size=64)
+    plan = tp.sensitivity.refine(rep, model, val, target_sparsity=0.9, rounds=1, verbose=0,
+                                 recover_steps=1, select_steps=8, **recover)
+    candidates = [h for h in plan.history if "selected" in h]
+    assert candidates and all(isinstance(h["plan"], tp.sensitivity.allocation.Plan)
+                              for h in candidates)
+    # the choice is the candidate with the best metric after 8 recovery steps
+    best = max(candidates, key=lambda h: h["selected"])
+    assert plan.measured == best["selected"] and dict(plan) == dict(best["plan"])
+    assert plan.measured == pytest.approx(tp.sensitivity.measure(
+        model, val, dict(plan), recover_steps=8, **recover), abs=1e-6)
+    with pytest.raises(ValueError, match="select_steps.*recover_data"):
+        tp.sensitivity.refine(rep, model, val, target_sparsity=0.9, select_steps=8)
+    with pytest.raises(ValueError, match="select_steps"):
+        tp.sensitivity.refine(rep, model, val, target_sparsity=0.9, select_steps=0, **recover)
+
+
 def test_refine_rejects_bad_arguments_before_any_trial(mlp):
     model, val, _ = mlp
     rep = tp.sensitivity.sweep(model, val, sparsities=[0.5], layers=["out"], verbose=0)
