@@ -82,7 +82,7 @@ def test_batchnorm_statistics_are_restored_too():
         np.testing.assert_array_equal(b, v.numpy())
     import warnings
     with warnings.catch_warnings():   # re-estimated after the steps: nothing to warn about
-        warnings.simplefilter("error")
+        warnings.filterwarnings("error", message=".*BatchNormalization")
         tp.sensitivity.sweep(model, (x, y), recalibrate=x, layers=[rep.layers[0]], **kw)
 
 

@@ -29,6 +29,14 @@ the plan's predicted accuracy drop vs the drop measured on the same
 validation images before fine-tuning, and test accuracy after a fixed
 fine-tuning budget, against uniform pruning at the same realised budget.
 
+``--table steps``: validation accuracy of the uniform and hand plans after
+``--steps`` recovery steps, with and without ``--recalibrate`` (BatchNorm
+statistics re-estimated after the steps), to see how much recovery a
+jointly pruned model needs to leave chance. ``--recalibrate N`` passes N
+training images as ``recalibrate=`` to every sweep, ``refine`` and
+``measure``; ``--select_steps`` is ``refine``'s; ``--cache DIR`` reuses
+dense models across runs.
+
     python tools/bench_allocation.py                       # both tables (see BENCHMARKS.md for times)
     python tools/bench_allocation.py --table compare --datasets mnist --seeds 0
 """
@@ -67,7 +75,7 @@ flags.DEFINE_integer("select_steps", 0, "refine's select_steps: recovery steps o
                      "measurement ranking its candidates (0: the trials' own); also the "
                      "recovery of the per-arm proxy column")
 flags.DEFINE_integer("refine_rounds", 2, "rounds of the interaction-aware refine")
-flags.DEFINE_list("refine_max_change", ["0"], "refine's trust region, max_change (0: none); "
+flags.DEFINE_list("refine_max_change", ["0.1"], "refine's trust region, max_change (0: none); "
                   "several values give one arm each (same dense model and sweeps)")
 flags.DEFINE_list("arms", ["uniform", "expert", "auto one-shot", "auto recovery",
                            "auto interaction"], "arms of the comparison")
