@@ -65,7 +65,7 @@ def test_refine_meets_each_budget_and_returns_the_best_measured_plan(mlp, tmp_pa
     model, val, train = mlp
     rep = tp.sensitivity.sweep(model, val, sparsities=[0.5, 0.8, 0.9, 0.95], verbose=0)
     plan = tp.sensitivity.refine(rep, model, val, target_sparsity=0.85, rounds=2, verbose=0,
-                                 output=tmp_path / "r.jsonl")
+                                 max_change=None, output=tmp_path / "r.jsonl")
     assert 0.85 <= plan.sparsity < 0.86
     assert plan.history[0]["plan"] == rep.allocate(target_sparsity=0.85)
     assert plan.measured == max(h["measured"] for h in plan.history)
@@ -83,9 +83,30 @@ def test_refine_meets_each_budget_and_returns_the_best_measured_plan(mlp, tmp_pa
     # a parameter budget, with recovery-aware trials
     total = sum(u["params"] for u in rep.meta["units"].values())
     small = tp.sensitivity.refine(rep, model, val, target_params=0.2 * total, rounds=1,
-                                  verbose=0, recover_steps=3, recover_data=train)
+                                  verbose=0, max_change=None, recover_steps=3, recover_data=train)
     assert small.params <= 0.2 * total
     assert small.reports[0].meta["recover"]["steps"] == 3
+
+
+def test_select_steps_ranks_the_candidates_by_a_longer_recovery(mlp):
+    model, val, train = mlp
+    rep = tp.sensitivity.sweep(model, val, sparsities=[0.5, 0.9, 0.95], verbose=0)
+    recover = dict(recover_data=train, recover_lr=1e-3, recover_batch_size=64)
+    plan = tp.sensitivity.refine(rep, model, val, target_sparsity=0.9, rounds=1, verbose=0,
+                                 recover_steps=1, select_steps=8, **recover)
+    assert plan.reports[0].meta["window"] == 0.1                 # the default trust region
+    candidates = [h for h in plan.history if "selected" in h]
+    assert candidates and all(isinstance(h["plan"], tp.sensitivity.allocation.Plan)
+                              for h in candidates)
+    # the choice is the candidate with the best metric after 8 recovery steps
+    best = max(candidates, key=lambda h: h["selected"])
+    assert plan.measured == best["selected"] and dict(plan) == dict(best["plan"])
+    assert plan.measured == pytest.approx(tp.sensitivity.measure(
+        model, val, dict(plan), recover_steps=8, **recover), abs=1e-6)
+    with pytest.raises(ValueError, match="select_steps.*recover_data"):
+        tp.sensitivity.refine(rep, model, val, target_sparsity=0.9, select_steps=8)
+    with pytest.raises(ValueError, match="select_steps"):
+        tp.sensitivity.refine(rep, model, val, target_sparsity=0.9, select_steps=0, **recover)
 
 
 def test_refine_rejects_bad_arguments_before_any_trial(mlp):
@@ -135,7 +156,8 @@ def test_refine_sees_an_interaction_the_independent_sweep_misses():
     independent = rep.allocate(target_sparsity=0.6)
     # alone, each twin is free: the independent plan prunes both and keeps c dense
     assert dict(independent) == {"a": 0.9, "b": 0.9, "c": 0.0}
-    plan = tp.sensitivity.refine(rep, model, data, target_sparsity=0.6, rounds=2, **kw)
+    plan = tp.sensitivity.refine(rep, model, data, target_sparsity=0.6, rounds=2,
+                                 max_change=None, **kw)
     assert plan.sparsity >= 0.6 - 1e-9
     assert min(plan["a"], plan["b"]) < 0.9            # one twin carries the signal
     measured = {h["round"]: h["measured"] for h in plan.history}
@@ -152,7 +174,7 @@ def test_refine_a_channel_sweep_meets_a_flops_budget_after_the_surgery():
     rep = tp.sensitivity.sweep(model, data, **kw)
     dense = tp.structure.count(model)["flops"]
     plan = tp.sensitivity.refine(rep, model, data, target_flops=0.5 * dense, rounds=1,
-                                 recalibrate=data[0], **kw)
+                                 max_change=None, recalibrate=data[0], **kw)
     assert len(plan.reports[0].meta["base_plan"]) == len(rep.layers)   # one entry per group
     assert plan.measured == min(h["measured"] for h in plan.history)   # loss: lower wins
     real = tp.structure.count(tp.structure.prune_channels(model, dict(plan), data=data[0]))
@@ -178,7 +200,8 @@ def test_max_change_is_a_trust_region_and_sweeps_only_inside_it():
 
 def test_a_start_dict_the_budget_allocates_back_to_is_returned_as_a_plan():
     model, data, _ = twins_and_third()
-    kw = dict(metric=lambda y_true, y_pred: 1.0, sparsities=[0.3, 0.6, 0.9], verbose=0)
+    kw = dict(metric=lambda y_true, y_pred: 1.0, sparsities=[0.3, 0.6, 0.9], verbose=0,
+              max_change=None)
     # flat curves: the knapsack's plan depends on the grid only, so it is a fixed point
     first = tp.sensitivity.refine({"a": 0.5}, model, data, target_sparsity=0.6, rounds=1, **kw)
     again = tp.sensitivity.refine(dict(first), model, data, target_sparsity=0.6, rounds=2, **kw)

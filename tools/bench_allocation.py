@@ -29,6 +29,14 @@ the plan's predicted accuracy drop vs the drop measured on the same
 validation images before fine-tuning, and test accuracy after a fixed
 fine-tuning budget, against uniform pruning at the same realised budget.
 
+``--table steps``: validation accuracy of the uniform and hand plans after
+``--steps`` recovery steps, with and without ``--recalibrate`` (BatchNorm
+statistics re-estimated after the steps), to see how much recovery a
+jointly pruned model needs to leave chance. ``--recalibrate N`` passes N
+training images as ``recalibrate=`` to every sweep, ``refine`` and
+``measure``; ``--select_steps`` is ``refine``'s; ``--cache DIR`` reuses
+dense models across runs.
+
     python tools/bench_allocation.py                       # both tables (see BENCHMARKS.md for times)
     python tools/bench_allocation.py --table compare --datasets mnist --seeds 0
 """
@@ -48,7 +56,10 @@ import numpy as np  # noqa: E402
 import tfprune as tp  # noqa: E402
 from _common import machine_line, resnet  # noqa: E402
 
-flags.DEFINE_enum("table", "all", ["all", "compare", "budgets"], "which table(s) to produce")
+flags.DEFINE_enum("table", "all", ["all", "compare", "budgets", "steps"],
+                  "which table(s) to produce (steps: not in all)")
+flags.DEFINE_list("steps", ["10", "50", "100", "200", "400"], "--table steps: recovery steps "
+                  "tried")
 flags.DEFINE_list("datasets", ["mnist", "cifar10_small"], "data sets of the comparison")
 flags.DEFINE_list("seeds", ["0", "1"], "seeds of the comparison (dense training and fine-tuning)")
 flags.DEFINE_string("data", None, "cifar10_small.npz (default: tfprune.datasets' search)")
@@ -60,8 +71,14 @@ flags.DEFINE_list("sparsities", ["0.3", "0.5", "0.7", "0.8", "0.9", "0.95", "0.9
 flags.DEFINE_integer("recover_steps", 30, "fine-tuning steps (batch 64) per recovery-aware "
                      "trial, MNIST")
 flags.DEFINE_integer("cifar_recover_steps", 10, "the same for the CIFAR ResNet (batch 32)")
+flags.DEFINE_integer("select_steps", 0, "refine's select_steps: recovery steps of the "
+                     "measurement ranking its candidates (0: the trials' own); also the "
+                     "recovery of the per-arm proxy column")
 flags.DEFINE_integer("refine_rounds", 2, "rounds of the interaction-aware refine")
-flags.DEFINE_float("refine_max_change", 0.0, "refine's trust region, max_change (0: none)")
+flags.DEFINE_list("refine_max_change", ["0.1"], "refine's trust region, max_change (0: none); "
+                  "several values give one arm each (same dense model and sweeps)")
+flags.DEFINE_list("arms", ["uniform", "expert", "auto one-shot", "auto recovery",
+                           "auto interaction"], "arms of the comparison")
 flags.DEFINE_integer("mnist_epochs", 5, "dense training epochs, MNIST models (Adam 3e-3)")
 flags.DEFINE_integer("cifar_epochs", 5, "dense training epochs, CIFAR ResNet (Adam 1e-3)")
 flags.DEFINE_integer("cifar_train", 5000, "CIFAR training images used (of 9,000)")
@@ -70,6 +87,13 @@ flags.DEFINE_integer("cifar_finetune", 2, "fine-tuning epochs after pruning, CIF
 flags.DEFINE_float("finetune_lr", 1e-3, "fine-tuning learning rate (Adam)")
 flags.DEFINE_integer("val", 500, "validation images held out of training for the sweeps")
 flags.DEFINE_string("output", None, "write the results as JSON here")
+flags.DEFINE_list("proxy_arms", ["uniform", "expert", "auto one-shot", "auto recovery",
+                                 "auto interaction", "auto interaction, max_change 0.1"],
+                  "arms whose plan is also measured as refine measures its candidates")
+flags.DEFINE_integer("recalibrate", 0, "BatchNorm statistics re-estimated on this many "
+                     "training images in every sweep trial / refine / measure (0: not)")
+flags.DEFINE_string("cache", None, "directory: dense weights saved there and reused by runs "
+                    "with the same data set, seed and training flags")
 F = flags.FLAGS
 L = keras.layers
 KERNELS = (L.Conv2D, L.Dense)
@@ -132,8 +156,17 @@ def finetune_epochs(name):
 def train_dense(name, train, seed):
     keras.utils.set_random_seed(seed)
     model = compile_(build(name), 1e-3 if cifar(name) else 3e-3)
+    epochs = F.cifar_epochs if cifar(name) else F.mnist_epochs
+    path = F.cache and os.path.join(F.cache, f"{name}_s{seed}_e{epochs}_n{len(train[0])}"
+                                    ".weights.h5")
+    if path and os.path.exists(path):
+        model.load_weights(path)
+        return model
     model.fit(*train, batch_size=32, verbose=0, shuffle=True,
-              epochs=F.cifar_epochs if cifar(name) else F.mnist_epochs)
+              epochs=epochs)
+    if path:
+        os.makedirs(F.cache, exist_ok=True)
+        model.save_weights(path)
     return model
 
 
@@ -179,48 +212,75 @@ def compare(name, seed, rows):
             "dense_val": acc(dense, val)}
     sp = [float(s) for s in F.sparsities]
     t = time.perf_counter()
-    oneshot = tp.sensitivity.sweep(dense, val, sparsities=sp, verbose=0)
+    calib = {"recalibrate": train[0][:F.recalibrate]} if F.recalibrate else {}
+    oneshot = tp.sensitivity.sweep(dense, val, sparsities=sp, verbose=0, **calib) if (
+        "auto one-shot" in F.arms or F.table == "all") else None
     t_one = time.perf_counter() - t
     t = time.perf_counter()
     recovery = tp.sensitivity.sweep(dense, val, sparsities=sp, verbose=0,
                                     recover_data=train, recover_lr=F.finetune_lr,
                                     recover_steps=F.cifar_recover_steps if cifar(name)
                                     else F.recover_steps,
-                                    recover_batch_size=32 if cifar(name) else 64)
+                                    recover_batch_size=32 if cifar(name) else 64, **calib)
     t_rec = time.perf_counter() - t
     target = F.cifar_target if cifar(name) else F.target
-    t = time.perf_counter()
-    refined = tp.sensitivity.refine(recovery, dense, val, target_sparsity=target,
-                                    rounds=F.refine_rounds, verbose=0,
-                                    max_change=F.refine_max_change or None,
-                                    recover_data=train, recover_lr=F.finetune_lr,
-                                    recover_steps=F.cifar_recover_steps if cifar(name)
-                                    else F.recover_steps,
-                                    recover_batch_size=32 if cifar(name) else 64)
-    t_int = time.perf_counter() - t
-    history = [{"round": h["round"], "measured": h["measured"],
-                "plan": {k: float(v) for k, v in h["plan"].items()}} for h in refined.history]
-    plans = {"uniform": None, "expert": expert_plan(dense, target),
-             "auto one-shot": oneshot.allocate(target_sparsity=target),
-             "auto recovery": recovery.allocate(target_sparsity=target),
-             "auto interaction": refined}
     recover = dict(recover_data=train, recover_lr=F.finetune_lr,
                    recover_steps=F.cifar_recover_steps if cifar(name) else F.recover_steps,
-                   recover_batch_size=32 if cifar(name) else 64)
+                   recover_batch_size=32 if cifar(name) else 64, **calib)
+    plans = {"uniform": None, "expert": expert_plan(dense, target),
+             "auto one-shot": oneshot and oneshot.allocate(target_sparsity=target),
+             "auto recovery": recovery.allocate(target_sparsity=target)}
+    timing, histories = {"auto one-shot": t_one, "auto recovery": t_rec}, {}
+    for mc in (float(v) for v in F.refine_max_change) if "auto interaction" in F.arms else ():
+        arm = "auto interaction" + (f", max_change {mc:g}" if mc else "")
+        t = time.perf_counter()
+        plans[arm] = tp.sensitivity.refine(recovery, dense, val, target_sparsity=target,
+                                           rounds=F.refine_rounds, verbose=0,
+                                           max_change=mc or None,
+                                           select_steps=F.select_steps or None, **recover)
+        timing[arm] = time.perf_counter() - t
+        histories[arm] = [{"round": h["round"], "measured": h["measured"],
+                           "selected": h.get("selected"),
+                           "plan": {k: float(v) for k, v in h["plan"].items()}}
+                          for h in plans[arm].history]
+    plans = {a: p for a, p in plans.items() if a.split(",")[0] in F.arms}
     for arm, plan in plans.items():
         res = prune_unstructured(name, dense, plan, target, train, val, test, seed)
         # what refine ranks plans by: validation accuracy after the recovery steps, all pruned
-        proxy = tp.sensitivity.measure(dense, val, plan or {k: target for k in kernels(dense)},
-                                       **recover)
+        proxy = None if arm not in F.proxy_arms else tp.sensitivity.measure(
+            dense, val, plan or {k: target for k in kernels(dense)},
+                                       **{**recover, "recover_steps": F.select_steps
+                                          or recover["recover_steps"]})
         rows.append({**base, "arm": arm, "target": target, **res, "proxy": proxy,
                      "plan": None if plan is None else {k: float(v) for k, v in plan.items()},
                      "predicted": None if plan is None or arm == "expert" else plan.predicted_drop,
-                     "sweep_s": {"auto one-shot": t_one, "auto recovery": t_rec,
-                                 "auto interaction": t_int}.get(arm),
-                     **({"refine_history": history} if arm == "auto interaction" else {})})
+                     "sweep_s": timing.get(arm),
+                     **({"refine_history": histories[arm]} if arm in histories else {})})
         print(json.dumps(rows[-1]), flush=True)
     rows[-1]["total_s"] = time.perf_counter() - t0
     return dense, (train, val, test), oneshot
+
+
+# -- how many recovery steps leave chance ----------------------------------------------
+
+def steps_table(name, seed, rows):
+    """Validation accuracy of the uniform and hand plans after k recovery steps."""
+    train, val, test = load(name)
+    dense = train_dense(name, train, seed)
+    target = F.cifar_target if cifar(name) else F.target
+    plans = {"uniform": {k: target for k in kernels(dense)},
+             "expert": expert_plan(dense, target)}
+    calibs = [0, F.recalibrate] if F.recalibrate else [0]
+    for k, arm, n in ((int(s), a, n) for s in F.steps for a in plans for n in calibs):
+        t = time.perf_counter()
+        value = tp.sensitivity.measure(dense, val, plans[arm], recover_data=train,
+                                       recover_steps=k, recover_lr=F.finetune_lr,
+                                       recover_batch_size=32 if cifar(name) else 64,
+                                       recalibrate=train[0][:n] if n else None)
+        rows.append({"dataset": name, "seed": seed, "arm": arm, "steps": k,
+                     "recalibrate": n, "val": value, "dense_val": acc(dense, val),
+                     "s": time.perf_counter() - t})
+        print(json.dumps(rows[-1]), flush=True)
 
 
 # -- the budget table ---------------------------------------------------------------
@@ -288,21 +348,23 @@ def budgets(name, dense, data, oneshot, seed, rows):
 
 def print_compare(rows):
     print("\n### Uniform vs hand plan vs allocation (test accuracy after fine-tuning)\n")
-    arm_names = ("uniform", "expert", "auto one-shot", "auto recovery", "auto interaction")
+    arm_names = list(dict.fromkeys(r["arm"] for r in rows))
     print("| data set | sparsity | seed | dense | " + " | ".join(arm_names) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(arm_names))
     for key in sorted({(r["dataset"], r["seed"]) for r in rows}):
         arms = {r["arm"]: r for r in rows if (r["dataset"], r["seed"]) == key}
-        cells = " | ".join(f"{arms[a]['test_after']:.3f}" for a in arm_names)
-        print(f"| {key[0]} | {arms['uniform']['target']} | {key[1]} "
-              f"| {arms['uniform']['dense_test']:.3f} | {cells} |")
+        cells = " | ".join(f"{arms[a]['test_after']:.3f}" if a in arms else "" for a in arm_names)
+        first = next(iter(arms.values()))
+        print(f"| {key[0]} | {first['target']} | {key[1]} "
+              f"| {first['dense_test']:.3f} | {cells} |")
     print("\nPlans (per-layer sparsity):")
     for r in rows:
         if r["plan"]:
             plan = ", ".join(f"{k} {v:.2f}" for k, v in r["plan"].items())
             print(f"- {r['dataset']} seed {r['seed']} {r['arm']}: {plan} "
                   f"(realised {r['realised']:.3f}, val before fine-tuning "
-                  f"{r['val_before']:.3f}, after the recovery steps {r['proxy']:.3f})")
+                  f"{r['val_before']:.3f}, after the recovery steps "
+                  f"{'-' if r['proxy'] is None else format(r['proxy'], '.3f')})")
         for h in r.get("refine_history", []):
             plan = ", ".join(f"{v:.2f}" for v in h["plan"].values())
             print(f"  - refine round {h['round']}: measured {h['measured']:.3f} ({plan})")
@@ -324,6 +386,15 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     start = time.time()
     compare_rows, budget_rows, swept = [], [], {}
+    if F.table == "steps":
+        for name in F.datasets:
+            for seed in (int(s) for s in F.seeds):
+                steps_table(name, seed, compare_rows)
+        if F.output:
+            with open(F.output, "w") as f:
+                json.dump({"steps": compare_rows, "argv": sys.argv}, f, indent=1)
+        print(f"\n{machine_line()}; tfprune {tp.__version__}; total {time.time() - start:.0f} s")
+        return
     for name in F.datasets if F.table != "budgets" else []:
         for seed in (int(s) for s in F.seeds):
             try:

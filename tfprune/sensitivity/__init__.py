@@ -14,7 +14,8 @@
 """
 
 from tfprune.sensitivity.allocation import allocate, predicted_drop
-from tfprune.sensitivity.interaction import conditional_sweep, measure, refine
+from tfprune.sensitivity.interaction import conditional_sweep, measure
+from tfprune.sensitivity.refining import refine
 from tfprune.sensitivity.estimation import agreement, estimate, spearman
 from tfprune.sensitivity.report import SensitivityReport, load, merge
 from tfprune.sensitivity.sweeping import DEFAULT_SPARSITIES, sweep

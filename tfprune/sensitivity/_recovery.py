@@ -32,12 +32,40 @@ comparable and a resumed sweep repeats them.
 True
 """
 
+import warnings
+
 import keras
 import numpy as np
 
 from tfprune import _autodiff, _data
+from tfprune.batchnorm import batchnorms
 
-__all__ = ["Recovery"]
+__all__ = ["Recovery", "warn_stale_batchnorm"]
+
+
+def warn_stale_batchnorm(model, steps, recalibrate, owner):
+    """Warns if ``steps`` training steps leave BatchNorm statistics mostly unpruned.
+
+    Evaluation uses the moving statistics, which ``k`` steps move only
+    ``1 - momentum**k`` of the way to the pruned network's: after a short
+    recovery they still describe the dense network, and a jointly pruned
+    model can score at chance for that reason alone. Warns (once per call)
+    when that fraction is below 0.9 and ``recalibrate`` is not given.
+    """
+    if recalibrate is not None:
+        return
+    layers = list(batchnorms(model))
+    if not layers:
+        return
+    momentum = max(float(bn.momentum) for bn in layers)
+    moved = 1.0 - momentum ** int(steps)
+    if moved < 0.9:
+        warnings.warn(
+            f"{owner}: model '{model.name}' has {len(layers)} BatchNormalization layer(s) "
+            f"(momentum {momentum:g}); {steps} recovery steps move their moving statistics "
+            f"only {moved:.0%} of the way to the pruned network's, so trials are evaluated "
+            "with mostly dense-network statistics. Pass `recalibrate=` (a few hundred "
+            "training inputs) to re-estimate them after the recovery steps.", stacklevel=3)
 
 
 class Recovery:

@@ -227,7 +227,11 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
             fine-tuning, which ranks units the way a pruned-then-fine-tuned
             model sees them (one-shot curves overstate early layers and
             understate large late ones at high sparsity). 0 (default):
-            one-shot trials.
+            one-shot trials. On a BatchNorm network give ``recalibrate``
+            too (re-estimated after the steps): a few steps barely move the
+            moving statistics (``1 - momentum**k``; 10% after 10 steps at
+            0.99), so without it the trials are evaluated with the dense
+            network's statistics (a warning says so).
         recover_data: ``(x, y)`` training samples (or a batched dataset) for
             ``recover_steps``; use training data, not ``data``.
 
@@ -259,6 +263,7 @@ def sweep(model, data, *, sparsities=DEFAULT_SPARSITIES, criterion="magnitude",
                              f" and recover_data={'None' if recover_data is None else '...'}.")
         recovery = _recovery.Recovery(model, recover_data, recover_steps, recover_batch_size,
                                       recover_lr, owner)
+        _recovery.warn_stale_batchnorm(model, recover_steps, recalibrate, owner)
 
     if recalibrate is not None:
         evaluate = recalibrating(model, evaluate, recalibrate)
