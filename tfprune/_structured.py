@@ -11,7 +11,7 @@ import numpy as np
 
 from tfprune._grouping import GRANULARITIES, Granularity, describe, from_matrix, input_axis, to_matrix
 from tfprune._inbuffer import (REDUCERS, block_expand_over, block_scores_over, broadcast_expand,
-                               group_reduce, n_of_m_over, usable_out)
+                               group_reduce, head_reduce, n_of_m_over, usable_out)
 
 __all__ = ["Block", "NofM", "Channels", "Filters", "Heads", "parse_shorthand"]
 
@@ -313,24 +313,27 @@ class Heads(Granularity):
 
     def groups(self, scores, weight, out=None):
         out = usable_out(out, scores)
-        scores = np.asarray(scores, np.float64)
+        scores = np.asarray(scores)
+        shape = scores.shape
         axis = weight.head_axis % scores.ndim
-        reduce = _REDUCERS[self.reduce]
         if weight.kv_heads is None:
-            return _axis_groups(scores, axis, reduce, out)
+            unit_scores = head_reduce(self.reduce, scores, axis)
+            del scores  # the expansion may overwrite them (out)
+            return unit_scores, lambda keep: _broadcast_expand(keep, shape, (axis,), out)
         g = int(weight.kv_heads)
-        heads = scores.shape[axis]
+        r = shape[axis] // g
         if weight.key.split("/")[-2:-1] in (["key"], ["value"]):  # dense (see above)
-            return np.zeros(0), lambda keep: np.ones(scores.shape, np.float32)
-        # Query / output kernels: heads i = kv * r + j, as (G, r, rest).
-        r = heads // g
-        grid = np.moveaxis(scores, axis, 0).reshape(g, r, -1)
-        unit_scores = _group_reduce(reduce, grid, (0, 2) if self.gqa == "query" else (1, 2))
+            return np.zeros(0), lambda keep: _broadcast_expand(np.ones(shape[axis]), shape,
+                                                               (axis,), out)
+        # Query / output kernels: heads i = kv * r + j. Reduced per unit in
+        # float64 as it goes (no float64 copy of the scores).
+        unit_scores = head_reduce(self.reduce, scores, axis, gqa=g, by=self.gqa)
+        del scores
 
         def expand(keep):
             keep = np.asarray(keep, np.float32)
             per_head = np.tile(keep, g) if self.gqa == "query" else np.repeat(keep, r)
-            return _broadcast_expand(per_head, scores.shape, (axis,), out)
+            return _broadcast_expand(per_head, shape, (axis,), out)
 
         return unit_scores, expand
 
