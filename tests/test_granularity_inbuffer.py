@@ -128,3 +128,27 @@ def test_keep_top_writes_over_strided_scores_in_their_layout():
     got = granularity.keep_top(scores, 0.4, out=scores)
     assert got is scores and set(np.unique(base)) <= {0.0, 1.0}
     np.testing.assert_array_equal(got, expected)
+
+
+def test_n_of_m_over_transposed_conv_kernels_is_the_fresh_buffer_mask(monkeypatch):
+    # Conv2DTranspose kernels are (h, w, out, in): the output axis is not last. N:M
+    # groups of m inputs stay within one (h, w) slab when in % m == 0 and are then
+    # written over the scores slab by slab; otherwise fresh buffers (same masks).
+    monkeypatch.setattr(_inbuffer, "SLICE", 40)
+    rng = np.random.default_rng(4)
+    for shape in ((3, 3, 5, 8), (2, 2, 6, 4), (2, 3, 4, 2)):
+        info = PrunableWeight(_Var(shape), "kernel", (-2,))
+        for g in (tp.NofM(2, 4), tp.NofM(1, 2)):
+            try:
+                g.check(info)
+            except ValueError:
+                continue
+            for kind in ("ties", "wide", "zeros"):
+                scores = _scores(kind, shape, rng).astype(np.float32)
+                for sparsity in (0.25, 0.5):
+                    expected = g.mask(scores.copy(), sparsity, info)
+                    buffer = scores.copy()
+                    got = g.mask(buffer, sparsity, info, out=buffer)
+                    np.testing.assert_array_equal(got, expected)
+                    dropped = round(sparsity * g.m) > 0    # else: all ones, fresh
+                    assert np.shares_memory(got, buffer) == (dropped and shape[-1] % g.m == 0)

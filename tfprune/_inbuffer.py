@@ -27,7 +27,10 @@ def group_reduce(reduce, values, axis, nan=None):
 
     No full-size float64 copy of float scores (a 1e7-weight kernel's scores
     would take 80 MB next to its 40 MB): sums and means accumulate in
-    float64 as they go, which gives the float64 path's results. Only scores
+    float64 as they go. That equals summing a float64 copy while each
+    reduced run is shorter than NumPy's cast buffer (8192 entries); longer
+    runs are summed pairwise in buffer-sized pieces, which can differ in the
+    last bits (:func:`head_reduce` replays the copy's order exactly). Only scores
     holding NaN (pruned last by ``keep_top``) take the NaN-ignoring
     reducers, which copy. ``nan``: whether the scores hold NaN, when the
     caller reduces them a slice at a time (None: look).
@@ -163,7 +166,7 @@ def n_of_m_over(scores, out, weight_out_axes, n_drop, m):
     """
     mem, out_mem = columns(scores, weight_out_axes), columns(out, weight_out_axes)
     if mem is None or out_mem is None:
-        return None
+        return _n_of_m_slabs(scores, out, weight_out_axes, n_drop, m)
     n_in, n_out = mem.shape
     step = m * max(1, _input_step(m, n_out) // m // 4)  # the sort: int64 indices, 2x the slice
     for i0 in range(0, n_in, step):
@@ -173,6 +176,37 @@ def n_of_m_over(scores, out, weight_out_axes, n_drop, m):
         keep = np.ones(groups.shape, np.float32)
         np.put_along_axis(keep, idx, 0.0, axis=-1)
         out_mem[i0:i1] = keep.reshape(n_out, -1).T
+    return out
+
+
+def slabs(array, out_axes):
+    """``array`` (C-contiguous) as ``(A, out, B)``: its output axes consecutive, with axes
+    before (``A``) and after (``B``) them; None otherwise. A transposed convolution's
+    ``(h, w, out, in)`` kernel is ``(h*w, out, in)``; input ``a * B + b`` of TFLite's
+    ``(out, in)`` view is ``[a, :, b]``."""
+    ndim = array.ndim
+    out = sorted(int(a) % ndim for a in out_axes) if ndim else []
+    if not out or out != list(range(out[0], out[-1] + 1)) or not array.flags.c_contiguous:
+        return None
+    shape = array.shape
+    return array.reshape(int(np.prod(shape[:out[0]])), int(np.prod(shape[out[0]:out[-1] + 1])),
+                         int(np.prod(shape[out[-1] + 1:])))
+
+
+def _n_of_m_slabs(scores, out, weight_out_axes, n_drop, m):
+    """N:M over ``(A, out, B)`` slabs (transposed convolutions), when groups stay in a slab."""
+    mem, out_mem = slabs(scores, weight_out_axes), slabs(out, weight_out_axes)
+    if mem is None or out_mem is None or mem.shape[2] % m:
+        return None
+    n_a, n_out, n_b = mem.shape
+    step = max(1, SLICE // 4 // max(1, n_b))           # rows of outputs per slice
+    for a in range(n_a):
+        for o0 in range(0, n_out, step):
+            groups = mem[a, o0:o0 + step].reshape(-1, n_b // m, m)
+            idx = np.argsort(groups, axis=-1, kind="stable")[..., :n_drop]   # read, then write
+            keep = np.ones(groups.shape, np.float32)
+            np.put_along_axis(keep, idx, 0.0, axis=-1)
+            out_mem[a, o0:o0 + step] = keep.reshape(-1, n_b)
     return out
 
 
