@@ -9,7 +9,8 @@ the scores' buffer); ``granularity`` imports it, never the reverse.
 
 import numpy as np
 
-from tfprune._grouping import GRANULARITIES, Granularity, describe, from_matrix, input_axis, to_matrix
+from tfprune._grouping import (GRANULARITIES, Granularity, describe, from_matrix, input_axis,
+                               matrix_perm, to_matrix)
 from tfprune._inbuffer import (REDUCERS, block_expand_over, block_scores_over, broadcast_expand,
                                group_reduce, head_reduce, n_of_m_over, usable_out)
 
@@ -20,6 +21,12 @@ register = GRANULARITIES.register
 _REDUCERS = REDUCERS
 _group_reduce = group_reduce
 _broadcast_expand = broadcast_expand
+
+
+def _matrix_shape(weight):
+    """``(out, in)`` of the weight's TFLite view, from its shape alone (no array)."""
+    _, n_out = matrix_perm(tuple(weight.shape), weight.out_axes)
+    return n_out, int(np.prod(weight.shape)) // max(1, n_out)
 
 
 def _reducer(reduce, owner):
@@ -71,7 +78,7 @@ class Block(Granularity):
         self.reduce = reduce
 
     def check(self, weight, layer_name=""):
-        n_out, n_in = to_matrix(np.zeros(weight.shape, np.int8), weight.out_axes).shape
+        n_out, n_in = _matrix_shape(weight)
         if self.rows > n_out or self.cols > n_in:
             raise ValueError(
                 f"Block({self.rows}, {self.cols}) is larger than {describe(weight, layer_name)}, "
@@ -151,7 +158,7 @@ class NofM(Granularity):
             raise ValueError(f"NofM: need 0 < n < m (keep n of every m); got n={n}, m={m}.")
 
     def check(self, weight, layer_name=""):
-        n_in = to_matrix(np.zeros(weight.shape, np.int8), weight.out_axes).shape[1]
+        n_in = _matrix_shape(weight)[1]
         if n_in % self.m:
             raise ValueError(
                 f"NofM({self.n}, {self.m}) needs the input dimension to be a multiple of "
