@@ -185,8 +185,9 @@ def keep_top(scores, sparsity, min_keep=1, sizes=None, out=None, min_keep_each=0
     Memory: without ``sizes`` (or with equal sizes) the only full-size
     allocation is the float32 result (no sort, no index array, no float64
     copy of float scores, no copy of non-contiguous scores); pass
-    ``out=scores`` (a float32 array you own) to write the mask over the
-    scores instead, or any float32 array of their shape.
+    ``out=scores`` (a float array you own, any layout) to write the mask
+    over the scores instead (as 0/1 of their dtype), or any float32 C array
+    of their shape.
 
     >>> keep_top(np.array([3., 1., 2., 4.]), 0.5).tolist()
     [1.0, 0.0, 0.0, 1.0]
@@ -225,9 +226,7 @@ def keep_top(scores, sparsity, min_keep=1, sizes=None, out=None, min_keep_each=0
     dtype = np.result_type(*parts) if parts else np.dtype(np.float64)
     if k is None:
         k = max(0, min(int(round(float(sparsity) * n)), n - min_keep))
-    masks = [o if o is not None and o.dtype == np.float32 and o.shape == p.shape
-             and o.flags.c_contiguous else np.empty(p.shape, np.float32)
-             for p, o in zip(parts, outs)]
+    masks = [o if _writable(o, p) else np.empty(p.shape, np.float32) for p, o in zip(parts, outs)]
     if not k:
         for m in masks:
             m[...] = 1.0
@@ -244,18 +243,33 @@ def keep_top(scores, sparsity, min_keep=1, sizes=None, out=None, min_keep_each=0
     extra = k - _count(parts, below)
     floors = _floors(parts, below, ties, extra, min_keep_each)
     for p, m in zip(parts, masks):
-        flat_mask = m.reshape(-1)
+        flat_mask = m.reshape(-1) if m.flags.c_contiguous or m.ndim < 2 else None
+        row = int(np.prod(m.shape[1:])) if m.ndim else 1
         for a, part in _chunks(p):
             keep = ~below(part)
             if extra > 0:
                 tied = np.flatnonzero(ties(part))[:extra]
                 keep[tied] = False
                 extra -= tied.size
-            flat_mask[a:a + part.size] = keep
+            if flat_mask is not None:
+                flat_mask[a:a + part.size] = keep
+            else:  # the scores' own strided layout (out=scores): whole rows, as read
+                m[a // row:(a + part.size) // row] = keep.reshape((-1,) + m.shape[1:])
     for m, floor in zip(masks, floors):
         if floor is not None:
             np.maximum(m, floor, out=m)
     return masks[0] if single else masks
+
+
+def _writable(out, scores):
+    """Whether the mask may go to ``out``: a float32 C array of the scores' shape, or the
+    (writable, float) scores array itself in any layout (the mask then replaces them)."""
+    if out is None or out.shape != scores.shape or not out.flags.writeable:
+        return False
+    if out.dtype == np.float32 and out.flags.c_contiguous:
+        return True
+    return out.dtype == scores.dtype and out.strides == scores.strides \
+        and out.__array_interface__["data"][0] == scores.__array_interface__["data"][0]
 
 
 def _floors(parts, below, ties, extra, min_keep):

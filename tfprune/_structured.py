@@ -9,9 +9,10 @@ the scores' buffer); ``granularity`` imports it, never the reverse.
 
 import numpy as np
 
-from tfprune._grouping import GRANULARITIES, Granularity, describe, from_matrix, input_axis, to_matrix
+from tfprune._grouping import (GRANULARITIES, Granularity, describe, from_matrix, input_axis,
+                               matrix_perm, to_matrix)
 from tfprune._inbuffer import (REDUCERS, block_expand_over, block_scores_over, broadcast_expand,
-                               group_reduce, n_of_m_over, usable_out)
+                               group_reduce, head_reduce, n_of_m_over, usable_out)
 
 __all__ = ["Block", "NofM", "Channels", "Filters", "Heads", "parse_shorthand"]
 
@@ -20,6 +21,12 @@ register = GRANULARITIES.register
 _REDUCERS = REDUCERS
 _group_reduce = group_reduce
 _broadcast_expand = broadcast_expand
+
+
+def _matrix_shape(weight):
+    """``(out, in)`` of the weight's TFLite view, from its shape alone (no array)."""
+    _, n_out = matrix_perm(tuple(weight.shape), weight.out_axes)
+    return n_out, int(np.prod(weight.shape)) // max(1, n_out)
 
 
 def _reducer(reduce, owner):
@@ -71,7 +78,7 @@ class Block(Granularity):
         self.reduce = reduce
 
     def check(self, weight, layer_name=""):
-        n_out, n_in = to_matrix(np.zeros(weight.shape, np.int8), weight.out_axes).shape
+        n_out, n_in = _matrix_shape(weight)
         if self.rows > n_out or self.cols > n_in:
             raise ValueError(
                 f"Block({self.rows}, {self.cols}) is larger than {describe(weight, layer_name)}, "
@@ -151,7 +158,7 @@ class NofM(Granularity):
             raise ValueError(f"NofM: need 0 < n < m (keep n of every m); got n={n}, m={m}.")
 
     def check(self, weight, layer_name=""):
-        n_in = to_matrix(np.zeros(weight.shape, np.int8), weight.out_axes).shape[1]
+        n_in = _matrix_shape(weight)[1]
         if n_in % self.m:
             raise ValueError(
                 f"NofM({self.n}, {self.m}) needs the input dimension to be a multiple of "
@@ -313,24 +320,27 @@ class Heads(Granularity):
 
     def groups(self, scores, weight, out=None):
         out = usable_out(out, scores)
-        scores = np.asarray(scores, np.float64)
+        scores = np.asarray(scores)
+        shape = scores.shape
         axis = weight.head_axis % scores.ndim
-        reduce = _REDUCERS[self.reduce]
         if weight.kv_heads is None:
-            return _axis_groups(scores, axis, reduce, out)
+            unit_scores = head_reduce(self.reduce, scores, axis)
+            del scores  # the expansion may overwrite them (out)
+            return unit_scores, lambda keep: _broadcast_expand(keep, shape, (axis,), out)
         g = int(weight.kv_heads)
-        heads = scores.shape[axis]
+        r = shape[axis] // g
         if weight.key.split("/")[-2:-1] in (["key"], ["value"]):  # dense (see above)
-            return np.zeros(0), lambda keep: np.ones(scores.shape, np.float32)
-        # Query / output kernels: heads i = kv * r + j, as (G, r, rest).
-        r = heads // g
-        grid = np.moveaxis(scores, axis, 0).reshape(g, r, -1)
-        unit_scores = _group_reduce(reduce, grid, (0, 2) if self.gqa == "query" else (1, 2))
+            return np.zeros(0), lambda keep: _broadcast_expand(np.ones(shape[axis]), shape,
+                                                               (axis,), out)
+        # Query / output kernels: heads i = kv * r + j. Reduced per unit in
+        # float64 as it goes (no float64 copy of the scores).
+        unit_scores = head_reduce(self.reduce, scores, axis, gqa=g, by=self.gqa)
+        del scores
 
         def expand(keep):
             keep = np.asarray(keep, np.float32)
             per_head = np.tile(keep, g) if self.gqa == "query" else np.repeat(keep, r)
-            return _broadcast_expand(per_head, scores.shape, (axis,), out)
+            return _broadcast_expand(per_head, shape, (axis,), out)
 
         return unit_scores, expand
 

@@ -25,8 +25,11 @@ for the unstructured, channels, 1x4 block and 2:4 cases.
 
 Models: ``embedding`` is one ``Embedding(n / 128, 128)``; ``dense`` is one
 square ``Dense(d)`` on ``d`` inputs with ``d * d ~ n`` (``d`` a multiple of 4,
-so 1x4 blocks and 2:4 groups tile it). Granularities: ``unstructured``,
-``channels`` (output units), ``block`` (1x4), ``nm`` (2:4). Scope ``global``
+so 1x4 blocks and 2:4 groups tile it); ``attention`` is one
+``MultiHeadAttention(8, d / 8)`` on ``d`` features (4 kernels, ``~4 d^2``
+parameters). Granularities: ``unstructured``, ``channels`` (output units),
+``block`` (1x4), ``nm`` (2:4), ``heads`` (attention only), or any shorthand
+(``1x2``, ``2x1``, ``1x16``). Scope ``global``
 computes the masks as ``PruningCallback`` does for ``scope="global"`` (one
 threshold over every pruned weight; here the model's one layer). Linux only.
 """
@@ -63,6 +66,10 @@ def build(kind, size):
         rows = max(1, int(round(size / 128)))
         model = keras.Sequential([keras.Input((4,), dtype="int32"),
                                   keras.layers.Embedding(rows, 128)])
+    elif kind == "attention":  # 4 kernels (d, 8, d / 8): ~4 d^2 parameters
+        d = max(8, 8 * int(round((size / 4) ** 0.5 / 8)))
+        x = keras.Input((4, d))
+        model = keras.Model(x, keras.layers.MultiHeadAttention(8, d // 8)(x, x))
     else:
         d = max(4, 4 * int(round(size ** 0.5 / 4)))
         model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(d, use_bias=False)])
@@ -81,8 +88,9 @@ def _trim():
 
 def granularity(name):
     import tfprune as tp
-    return {"unstructured": tp.Unstructured(), "channels": tp.Channels(),
-            "block": tp.Block(1, 4), "nm": tp.NofM(2, 4)}[name]
+    named = {"unstructured": tp.Unstructured(), "channels": tp.Channels(),
+             "block": tp.Block(1, 4), "nm": tp.NofM(2, 4), "heads": tp.Heads()}
+    return named[name] if name in named else tp.granularity.get(name)   # "1x2", "2x1", ...
 
 
 def _update(pruned, scope):
@@ -99,7 +107,23 @@ def _update(pruned, scope):
     return wrappers
 
 
-def worker(kind, size, gran="unstructured", scope="layer", repeats=1):
+def _gather(pruned, criterion):
+    """Data criteria: one training batch (learning rate 0) fills their statistics."""
+    import keras
+    import numpy as np
+
+    import tfprune as tp
+    if not (tp.criteria.get(criterion).needs_gradients
+            or tp.criteria.get(criterion).needs_activations):
+        return False
+    pruned.compile(keras.optimizers.SGD(0.0), "mse")
+    x = np.ones((2,) + tuple(pruned.input_shape[1:]), "float32")
+    y = np.zeros((2,) + tuple(pruned.output_shape[1:]), "float32")
+    pruned.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    return True
+
+
+def worker(kind, size, gran="unstructured", scope="layer", repeats=1, criterion="magnitude"):
     import keras
     import numpy as np
 
@@ -107,11 +131,12 @@ def worker(kind, size, gran="unstructured", scope="layer", repeats=1):
 
     def prune(model):
         return tp.prune(model, schedule=tp.OneShot(0.5, step=0), granularity=granularity(gran),
-                        scope=scope)
+                        scope=scope, criterion=criterion)
 
     # Warm-up: one small prune + update first, so imports, kernels and caches
     # that any first call pays once are not counted against the weights.
     warm = prune(build(kind, 10**6))
+    _gather(warm, criterion)
     _update(warm, scope)
     del warm
     model = build(kind, size)
@@ -124,6 +149,11 @@ def worker(kind, size, gran="unstructured", scope="layer", repeats=1):
     _reset_peak()
     pruned = prune(model)
     after_prune_peak = _status_kb("VmHWM")
+    update_base = None
+    if _gather(pruned, criterion):  # statistics (accumulators) exist: the update alone
+        _trim()
+        update_base = _status_kb("VmRSS")
+        _reset_peak()
     start = time.perf_counter()
     wrappers = _update(pruned, scope)
     times = [time.perf_counter() - start]
@@ -140,15 +170,22 @@ def worker(kind, size, gran="unstructured", scope="layer", repeats=1):
     print(json.dumps({
         "kind": kind, "granularity": gran, "scope": scope, "params": weight_bytes // 4, "weight_mb": weight_bytes / 2**20,
         "prune_x": (after_prune_peak - base) / weight_bytes,
-        "total_x": (peak - base) / weight_bytes, "update_s": update_s, "kept": kept}))
+        "total_x": (peak - base) / weight_bytes, "update_s": update_s, "kept": kept,
+        "criterion": criterion,
+        # data criteria: what the prune and a training batch left (the pruned copy, masks,
+        # accumulators) and the peak the first mask update adds over that
+        "state_x": None if update_base is None else (update_base - base) / weight_bytes,
+        "update_x": None if update_base is None else (peak - update_base) / weight_bytes}))
 
 
-def run(kind, size, tree=None, gran="unstructured", scope="layer", repeats=1):
+def run(kind, size, tree=None, gran="unstructured", scope="layer", repeats=1,
+        criterion="magnitude"):
     env = dict(os.environ)
     if tree:
         env["PYTHONPATH"] = tree
     out = subprocess.run([sys.executable, __file__, "--worker", kind, "--size", str(size),
-                          "--granularity", gran, "--scope", scope, "--repeats", str(repeats)],
+                          "--granularity", gran, "--scope", scope, "--repeats", str(repeats),
+                          "--criterion", criterion],
                          capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -170,9 +207,14 @@ def main():
     p.add_argument("--size", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--granularity", default="unstructured", help=argparse.SUPPRESS)
     p.add_argument("--scope", default="layer", help=argparse.SUPPRESS)
+    p.add_argument("--criterion", default="magnitude",
+                   help="data criteria (taylor, fisher, snip, movement, mean_activation) "
+                        "first train one batch (learning rate 0) to fill their statistics; "
+                        "the update's own peak is then reported over what that left")
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, int(args.size), args.granularity, args.scope, args.repeats)
+        return worker(args.worker, int(args.size), args.granularity, args.scope, args.repeats,
+                      args.criterion)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -193,11 +235,14 @@ def main():
                     if gran == "nm" and scope == "global":
                         continue  # N:M fixes the count per group: no global ranking
                     for label, tree in trees:  # one process each, alternating
-                        r = run(kind, size, tree, gran, scope, args.repeats)
+                        r = run(kind, size, tree, gran, scope, args.repeats, args.criterion)
                         col = f" {label} |" if args.compare else ""
                         print(f"| {kind} | {gran} | {scope} | {r['params']:.2e} | "
                               f"{r['weight_mb']:.1f} |{col} {r['prune_x']:.2f} | "
-                              f"{r['total_x']:.2f} | {r['update_s']:.3f} |", flush=True)
+                              f"{r['total_x']:.2f} | {r['update_s']:.3f} |"
+                              + ("" if r["update_x"] is None else
+                                 f" {args.criterion}: state {r['state_x']:.2f}, update alone"
+                                 f" {r['update_x']:.2f} |"), flush=True)
     print("load average at the end {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
 if __name__ == "__main__":
