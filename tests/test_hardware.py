@@ -132,15 +132,16 @@ def test_cli_builds_then_reuses_the_table(tmp_path):
     _mlp().save(path)
     args = [sys.executable, "-m", "tfprune_cli.latency", f"--model={path}", "--widths=0.5",
             f"--cache={tmp_path / 'lat.json'}", "--rounds=2", "--runs=3",
-            f"--json={tmp_path / 'table.json'}"]
+            f"--json={tmp_path / 'table.json'}", "--sparsities=0.9"]
     env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
-    for reused in (0, 4):
+    for reused in (0, 8):  # 4 dense, and both layers in random and 1x4 at 0.9
         proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "whole model" in proc.stdout
-        assert f"{4 - reused} measured, {reused} reused" in proc.stderr
+        assert "whole model" in proc.stdout and "1x4 kernel: 0.9 sparse" in proc.stdout
+        assert f"{8 - reused} measured, {reused} reused" in proc.stderr
     table = json.loads((tmp_path / "table.json").read_text())
     assert table["layers"]["h"]["cout"] == [16, 32] and table["target"] == "litert-cpu"
+    assert sorted(table["layers"]["out"]["sparse"]) == ["1x4", "random"]
     bad = subprocess.run(args[:4] + ["--widths=0.5,2"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert bad.returncode != 0 and "--widths: 2.0 is outside (0, 1]" in bad.stderr

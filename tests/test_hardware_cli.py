@@ -15,6 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["--model={t}/missing.keras"], "no such file"),
     (["--model={m}", "--widths=0.5,x"], "--widths: 'x' is not a number"),
     (["--model={m}", "--threads=0"], "--threads must be 1 or more"),
+    (["--model={m}", "--sparsities=0.5,x"], "--sparsities: 'x' is not a number"),
+    (["--model={m}", "--sparsities=1"], "--sparsities: 1.0 is outside (0, 1)"),
     (["--model={m}", "--rounds=0"], "--rounds must be 1 or more"),
     (["--model={m}", "--target=litert-gpu"], "litert-cpu"),
     (["--model={m}", "--clock=cpu", "--threads=2"], "--clock=cpu times the invoking thread"),

@@ -4,6 +4,7 @@ Example:
 
     tfprune-latency --model model.keras --cache latency.json --widths=0.25,0.5,0.75 \\
         --threads=1 --json=table.json
+    tfprune-latency --model model.keras --cache latency.json --sparsities=0.5,0.9
 """
 
 from absl import flags
@@ -28,6 +29,9 @@ def define_flags():
         define(flags.DEFINE_integer, "threads", 1, "Interpreter threads."),
         define(flags.DEFINE_list, "widths", ["0.25", "0.5", "0.75", "1.0"],
                "Fractions of each layer's channels to measure (1.0 is always added)."),
+        define(flags.DEFINE_list, "sparsities", [],
+               "Kernel sparsities in (0, 1) at which Dense layers are also timed in each "
+               "sparse encoding the exporter offers (random, 1x4), e.g. 0.5,0.75,0.9."),
         define(flags.DEFINE_string, "cache", None,
                "JSON cache of measurements; reused entries are not timed again."),
         define(flags.DEFINE_string, "delegate", None,
@@ -57,6 +61,21 @@ def widths():
     return out
 
 
+def sparsities():
+    """The --sparsities values as floats (checked)."""
+    out = []
+    for text in FLAGS.sparsities:
+        try:
+            s = float(text)
+        except ValueError:
+            raise UserError(f"--sparsities: {text!r} is not a number; pass fractions like "
+                            "0.5,0.9.") from None
+        if not 0 < s < 1:
+            raise UserError(f"--sparsities: {s} is outside (0, 1).")
+        out.append(s)
+    return out
+
+
 def check_flags(argv=()):
     """Everything that can be checked before TensorFlow loads."""
     if len(argv) > 1:
@@ -64,6 +83,7 @@ def check_flags(argv=()):
                         "(e.g. --model=m.keras).")
     _inputs.existing_file(FLAGS.model, "model", "a .keras file (--model=model.keras)")
     widths()
+    sparsities()
     for name in ("threads", "rounds", "runs"):
         if FLAGS[name].value < 1:
             raise UserError(f"--{name} must be 1 or more; got {FLAGS[name].value}.")

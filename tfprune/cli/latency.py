@@ -4,6 +4,7 @@ Example:
 
     tfprune-latency --model model.keras --cache latency.json --widths=0.25,0.5,0.75 \\
         --threads=1 --json=table.json
+    tfprune-latency --model model.keras --cache latency.json --sparsities=0.5,0.9
 """
 
 import sys
@@ -11,7 +12,7 @@ import sys
 from absl import flags
 
 from tfprune.cli import _flags, _inputs, write_json
-from tfprune_cli.latency import PROG, check_flags, define_flags, widths
+from tfprune_cli.latency import PROG, check_flags, define_flags, sparsities, widths
 
 FLAGS = flags.FLAGS
 
@@ -28,6 +29,7 @@ def _main(argv):
     with _flags.quiet_stderr():  # LiteRT announces its delegate natively
         table = tp.hardware.latency_table(
             model, target=FLAGS.target, threads=FLAGS.threads, widths=widths(),
+            sparsities=sparsities(),
             cache=FLAGS.cache, rounds=FLAGS.rounds, runs=FLAGS.runs,
             delegate=FLAGS.delegate, clock=FLAGS.clock,
             progress=sys.stderr if sys.stderr.isatty() else False)

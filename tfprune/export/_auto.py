@@ -34,7 +34,7 @@ KERNEL_ENCODINGS = {fb.schema.TensorType.FLOAT32: ("random", "1x4"),
                     fb.schema.TensorType.INT8: ("random", "1x16")}
 
 
-def _weights(data, model, tensor):
+def constant_weights(data, model, tensor):
     raw = fb.buffer_data(model, data, tensor.buffer)
     dtype = fb.NUMPY_TYPES.get(tensor.type)
     if not raw or dtype is None or tensor.sparsity is not None:
@@ -59,7 +59,7 @@ def compose(dense_bytes, choice):
             model.operatorCodes.append(code)
             sparse_codes[op.opcodeIndex] = len(model.operatorCodes) - 1
         tensor = graph.tensors[int(op.inputs[1])]
-        weights = _weights(data, model, tensor)
+        weights = constant_weights(data, model, tensor)
         sparsity, values = _encode.encode(weights, ENCODINGS[encoding])
         tensor.sparsity = sparsity
         buf = fb.schema.BufferT()
@@ -76,10 +76,10 @@ def _plan(data, model, row, min_zeros):
     """The encodings of an FC row worth timing; fills ``row["not_measured"]`` for the rest."""
     tensor = model.subgraphs[0].tensors[row["weight"]]
     dtype = fb.TYPE_NAMES.get(tensor.type, str(tensor.type))
-    weights = _weights(data, model, tensor) if row["via"] is None else None
+    weights = constant_weights(data, model, tensor) if row["via"] is None else None
     row.update(shape=[int(d) for d in tensor.shape], dtype=dtype)
     names = KERNEL_ENCODINGS.get(tensor.type, ("random", "1x4"))
-    source = _weights(data, model, tensor)
+    source = constant_weights(data, model, tensor)
     if source is not None:
         row["zeros"] = float(np.mean(source == 0))
     if weights is None or tensor.type not in KERNEL_ENCODINGS or weights.ndim != 2:
@@ -103,17 +103,17 @@ def _plan(data, model, row, min_zeros):
     return plan
 
 
-def _outputs(data):
+def run_outputs(data):
     interp = _timing.interpreter(data)
     _timing.random_inputs(interp)
     interp.invoke()
     return [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]
 
 
-def _same_outputs(data, reference):
+def same_outputs(data, reference):
     """None when ``data`` runs and matches ``reference`` outputs, else why not."""
     try:
-        got = _outputs(data)
+        got = run_outputs(data)
     except Exception as e:  # noqa: BLE001 - the reason is recorded, not raised
         return f"failed to run ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
     if not all(_batch.close(g, r) for g, r in zip(got, reference)):
@@ -161,7 +161,7 @@ def choose(dense_bytes, layers=(), threads=1, rounds=12, margin=0.97, min_zeros=
     for row in _layers.weight_ops(model, layers):
         tensor = graph.tensors[row["weight"]]
         if row["type"] != "FULLY_CONNECTED":
-            weights = _weights(data, model, tensor)
+            weights = constant_weights(data, model, tensor)
             if weights is not None and np.mean(weights == 0) >= min_zeros:
                 other.append({"layer": row["layer"], "op": row["op"], "type": row["type"],
                               "tensor": tensor.name.decode(), "zeros": float(np.mean(weights == 0)),
@@ -185,9 +185,9 @@ def choose(dense_bytes, layers=(), threads=1, rounds=12, margin=0.97, min_zeros=
             return dense_bytes
         fb.add_metadata(model, rows + other)
         return fb.pack(model)
-    reference = _outputs(dense_bytes)
+    reference = run_outputs(dense_bytes)
     failed = {key: why for key, v in variants.items()
-              if (why := _same_outputs(v, reference)) is not None}
+              if (why := same_outputs(v, reference)) is not None}
     times = _timing.interleaved({"dense": dense_bytes, **{k: v for k, v in variants.items()
                                                           if k not in failed}},
                                 threads=threads, rounds=rounds)
@@ -226,7 +226,7 @@ def _check(dense_bytes, keep, rows, reference, threads, rounds):
     """The whole-model row: the assembled model timed against dense (reverts rows if slower)."""
     check = {"layer": "(whole model)", "decision": "dense"}
     final = fb.pack(compose(dense_bytes, keep))
-    why = _same_outputs(final, reference)
+    why = same_outputs(final, reference)
     times = _timing.interleaved({"final": final, "dense": dense_bytes},
                                 threads=threads, rounds=rounds)
     ratio = times.ratio("final", "dense")

@@ -42,15 +42,21 @@ class Op:
         return {k: v for k, v in cfg.items() if k not in _IGNORED and not k.endswith(
             ("_initializer", "_regularizer", "_constraint"))}
 
-    def key(self, cin, cout):
-        """What the latency depends on: op, settings, input shape, channels, encoding."""
+    def key(self, cin, cout, encoding="dense", sparsity=None):
+        """What the latency depends on: op, settings, input shape, channels, encoding.
+
+        A sparse encoding adds the kernel's sparsity to the key; the dense key
+        is unchanged by it (caches written before sparse entries stay valid).
+        """
         cfg = self.config()
         if self.field:
             cfg.pop(self.field, None)
         shape = list(self.in_shape[:-1]) + [cin]
-        return json.dumps({"op": type(self.layer).__name__, "config": cfg, "input": shape,
-                           "out": cout if self.field else None, "encoding": "dense"},
-                          sort_keys=True, default=str)
+        key = {"op": type(self.layer).__name__, "config": cfg, "input": shape,
+               "out": cout if self.field else None, "encoding": encoding}
+        if encoding != "dense":
+            key["sparsity"] = round(float(sparsity), 6)
+        return json.dumps(key, sort_keys=True, default=str)
 
     def model(self, cin, cout):
         """A one-layer Keras model with ``cin`` inputs and ``cout`` outputs (random weights)."""

@@ -40,6 +40,7 @@ from tfprune._checks import did_you_mean
 from tfprune.export import latency, benchmark, load_delegate, to_tflite
 from tfprune.hardware import _cache
 from tfprune.hardware import _ops
+from tfprune.hardware import _sparse
 
 __all__ = ["LatencyTable", "latency_table", "predict_latency", "TARGETS"]
 
@@ -57,14 +58,18 @@ class LatencyTable:
       overhead_ms: :math:`T_0` (see the module docstring).
       target, threads, versions: where and with what the table was measured.
       skipped: ``{layer: why}`` for weighted layers not in the table.
+      sparse_skipped: with ``sparsities``, ``{layer: {encoding or "all": why}}``
+        for the sparse encodings a layer in the table does not get.
       reused, measured, stale: cache entries used / newly timed / found stale.
     """
 
-    def __init__(self, layers, measured_ms, target, threads, versions, skipped=None):
+    def __init__(self, layers, measured_ms, target, threads, versions, skipped=None,
+                 sparse_skipped=None):
         self.layers = layers
         self.measured_ms = measured_ms
         self.target, self.threads, self.versions = target, threads, versions
         self.skipped = skipped or {}
+        self.sparse_skipped = sparse_skipped or {}
         self.overhead_ms = measured_ms - sum(self.layer_ms(n) for n in layers)
         self.reused = self.measured = self.stale = 0
 
@@ -80,10 +85,50 @@ class LatencyTable:
         per_cin = [_ops.interp(cout, row["cout"], ms) for ms in row["ms"]]
         return _ops.interp(cin, row["cin"], per_cin)
 
+    def sparse_ms(self, name, sparsity, encoding):
+        """Measured latency (ms) of layer ``name`` at full width with a sparse kernel.
+
+        The one-op model of the layer with ``sparsity`` of its kernel zeroed
+        (unstructured for ``"random"``, in 1x4 blocks for ``"1x4"``) and stored
+        in ``encoding``, timed interleaved with the dense one-op model
+        (``layer_ms(name)``). It is for choosing a layer's encoding at a
+        sparsity (compare it with ``layer_ms(name)``); ``predict_latency``
+        does not use it. Only measured sparsities are answered (no
+        interpolation).
+
+        Args:
+          name: a layer path in :attr:`layers`.
+          sparsity: one of the ``sparsities`` the table was built with.
+          encoding: ``"random"`` or ``"1x4"`` (see ``tfprune.export.fc_encodings``).
+
+        Example:
+
+        >>> import keras, tfprune as tp
+        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="h")])
+        >>> t = tp.hardware.latency_table(m, widths=(1.0,), sparsities=(0.8,), rounds=2, runs=3)
+        >>> t.sparse_ms("h", 0.8, "1x4") > 0, sorted(t.layers["h"]["sparse"])
+        (True, ['1x4', 'random'])
+        """
+        self.layer_ms(name)  # a clear KeyError for an unknown layer
+        row = self.layers[name].get("sparse")
+        if row is None:
+            raise ValueError(f"sparse_ms: the table has no sparse entries; build it with "
+                             f"latency_table(..., sparsities=[{sparsity!r}])")
+        if encoding not in row:
+            why = self.sparse_skipped.get(name, {})
+            why = why.get(encoding) or why.get("all") or f"it has {sorted(row)}"
+            raise ValueError(f"sparse_ms: layer {name!r} has no {encoding!r} entries: {why}")
+        key = round(float(sparsity), 6)
+        if key not in row[encoding]:
+            raise ValueError(f"sparse_ms: layer {name!r} was measured at sparsities "
+                             f"{sorted(row[encoding])}, not {sparsity!r}")
+        return row[encoding][key]
+
     def as_dict(self):
         return {"target": self.target, "threads": self.threads, "versions": self.versions,
                 "measured_ms": self.measured_ms, "overhead_ms": self.overhead_ms,
-                "layers": self.layers, "skipped": self.skipped}
+                "layers": self.layers, "skipped": self.skipped,
+                "sparse_skipped": self.sparse_skipped}
 
     def __str__(self):
         lines = [f"LiteRT latency table ({self.target}, {self.threads} thread(s)): whole model "
@@ -91,6 +136,11 @@ class LatencyTable:
         for name, row in self.layers.items():
             lines.append(f"  {name:<24} {row['op']:<16} in {row['cin']} out {row['cout']}  "
                          f"full {self.layer_ms(name):.4f} ms")
+            for enc, by_s in row.get("sparse", {}).items():
+                lines.append(f"    {enc} kernel: " + ", ".join(
+                    f"{s:g} sparse {ms:.4f} ms" for s, ms in sorted(by_s.items())))
+            for enc, why in self.sparse_skipped.get(name, {}).items():
+                lines.append(f"    no {enc if enc != 'all' else 'sparse'} entries: {why}")
         return "\n".join(lines)
 
 
@@ -132,7 +182,8 @@ def _time(blobs, threads, resolver, delegate, rounds, runs, clock):
 
 
 def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0.75, 1.0),
-                  delegate=None, cache=None, rounds=8, runs=20, progress=None, clock="wall"):
+                  sparsities=(), delegate=None, cache=None, rounds=8, runs=20, progress=None,
+                  clock="wall"):
     """Measures the LiteRT latency of each prunable layer of ``model`` at a grid of widths.
 
     Args:
@@ -144,6 +195,13 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
         added). Input channels that are a model input and output channels
         that are a model output are not varied (pruning never changes them);
         a DepthwiseConv2D's outputs follow its inputs.
+      sparsities: fractions in (0, 1) of kernel weights zeroed. For each, every
+        layer whose kernel the exporter can encode sparsely (``Dense``: LiteRT's
+        FULLY_CONNECTED kernels) is also timed at full width in each encoding
+        ``tfprune.export.fc_encodings`` offers (float32: random, 1x4 blocks),
+        interleaved with its dense one-op model: see
+        :meth:`LatencyTable.sparse_ms`. Layers without one are listed in
+        ``sparse_skipped``. Default none.
       delegate: optional external delegate (path or loaded); its models are
         then timed one by one (p50), not interleaved.
       cache: optional JSON path. Entries found there for the same op, shape,
@@ -171,6 +229,7 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
     ([16, 32], [16, 32])
     """
     grid = _check(widths, threads, target)
+    sparsities = _sparse.check(sparsities)
     if clock not in ("wall", "cpu"):
         raise ValueError(f"latency_table: clock={clock!r}: expected 'wall' or 'cpu'")
     if clock == "cpu" and threads != 1:
@@ -197,20 +256,45 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
         for ci in cins:
             for co in couts:
                 jobs[op.key(ci, co)] = (op, ci, co)
+    sparse_jobs, sparse_skipped = {}, {}  # key -> (op, encoding, sparsity); name -> why not
+    for op in ops if sparsities else ():
+        encodings, why = _sparse.offered(op)
+        if why:
+            sparse_skipped[op.name] = why
+        for enc in encodings:
+            for s in sparsities:
+                sparse_jobs[op.key(op.cin, op.cout, enc, s)] = (op, enc, s)
     whole = _cache.digest(_ops.model_key(model)) + "|whole-model"
     missing = [k for k in jobs if store.get(k) is None]
+    sparse_missing = [k for k in sparse_jobs if store.get(k) is None]
+    for key in sparse_missing:  # timed with the layer's dense one-op model, side by side
+        op = sparse_jobs[key][0]
+        full = op.key(*[c[-1] for c in op.grid(grid)])
+        if full not in missing:
+            missing.append(full)
     measure_whole = store.get(whole) is None or bool(missing)
-    blobs = []
-    for i, key in enumerate(missing, 1):
-        op, ci, co = jobs[key]
-        _progress(stream, i, len(missing) + 1, f"converting {op.name} in={ci} out={co}")
-        blobs.append(to_tflite(op.model(ci, co), sparse="none"))
+    blobs, timed = [], []
+    total = len(missing) + len(sparse_missing) + 1
+    for i, key in enumerate(missing + sparse_missing, 1):
+        if key in jobs:
+            op, ci, co = jobs[key]
+            _progress(stream, i, total, f"converting {op.name} in={ci} out={co}")
+            blobs.append(to_tflite(op.model(ci, co), sparse="none"))
+        else:
+            op, enc, s = sparse_jobs[key]
+            _progress(stream, i, total, f"converting {op.name} {enc} at sparsity {s}")
+            try:
+                blobs.append(_sparse.blob(op, enc, s))
+            except ValueError as e:
+                sparse_skipped.setdefault(op.name, {})[enc] = str(e)
+                continue
+        timed.append(key)
     if measure_whole:
         # Timed with the missing layers, under the same load, so T0 is consistent.
-        _progress(stream, len(missing) + 1, len(missing) + 1, f"timing {len(blobs) + 1} models")
+        _progress(stream, total, total, f"timing {len(blobs) + 1} models")
         blobs.append(to_tflite(model, sparse="none"))
         times = _time(blobs, threads, TARGETS[target], delegate, rounds, runs, clock)
-        for key, ms in zip(missing + [whole], times):
+        for key, ms in zip(timed + [whole], times):
             store.put(key, ms)
         store.save()
     layers = {}
@@ -219,8 +303,16 @@ def latency_table(model, *, target="litert-cpu", threads=1, widths=(0.25, 0.5, 0
         layers[op.name] = {"op": type(op.layer).__name__, "input": list(op.in_shape),
                            "cin": cins, "cout": couts, "follows_input": op.field is None,
                            "ms": [[store.get(op.key(ci, co)) for co in couts] for ci in cins]}
-    table = LatencyTable(layers, store.get(whole), target, threads, store.versions, skipped)
-    table.measured, table.reused = len(missing), len(jobs) - len(missing)
+        if sparsities:
+            layers[op.name]["sparse"] = {}
+    for key, (op, enc, s) in sparse_jobs.items():
+        ms = store.get(key)
+        if ms is not None:
+            layers[op.name]["sparse"].setdefault(enc, {})[s] = ms
+    table = LatencyTable(layers, store.get(whole), target, threads, store.versions, skipped,
+                         sparse_skipped)
+    table.measured = len(timed)
+    table.reused = len(jobs) + len(sparse_jobs) - len(missing) - len(sparse_missing)
     table.stale = store.stale
     return table
 
