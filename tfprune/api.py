@@ -90,8 +90,48 @@ def _validate_names(model, sparsity, skip):
     return per_layer, skipped
 
 
-def _clone_layer(layer):
+# Leaf layers whose every weight comes from ``*_initializer`` attributes read at build.
+_ZERO_INIT_TYPES = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding,
+                    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                    keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
+                    keras.layers.SeparableConv2D, keras.layers.BatchNormalization)
+
+
+def _zero_initialisers(layer):
+    """Zeros initialisers on a clone whose weights are copied over right after.
+
+    Keras' random initialisers hold about two kernels of temporaries while
+    drawing one (measured: building a 4e6-weight Dense peaks at 3x its
+    kernel, with zeros at 1x), and ``prune`` would draw values it then
+    overwrites. Returns ``[(attribute, original)]`` for :func:`_restore`, so
+    the clone's ``get_config`` names the original initialisers again.
+    """
+    if type(layer) not in _ZERO_INIT_TYPES:  # exact types: subclasses may build differently
+        return []
+    saved = [(name, value) for name, value in vars(layer).items()
+             if name.endswith("initializer")
+             and isinstance(value, keras.initializers.Initializer)]
+    for name, _ in saved:
+        setattr(layer, name, keras.initializers.Zeros())
+    return saved
+
+
+def _restore(layer, saved):
+    for name, value in saved:
+        setattr(layer, name, value)
+
+
+def _clone_layer(layer, initialisers=None):
+    """A fresh copy of ``layer`` from its config, built as it is.
+
+    With a list ``initialisers`` the copy is built with zeros initialisers
+    (its weights are copied over next) and ``(copy, originals)`` is appended
+    for :func:`_restore`.
+    """
     new = layer.__class__.from_config(layer.get_config())
+    if initialisers is not None:
+        initialisers.append((new, _zero_initialisers(new)))
     if getattr(layer, "built", False) and not new.built:  # keras-hub layers build in __init__
         build_config = layer.get_build_config()
         if build_config:
@@ -182,10 +222,10 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
         raise ValueError("tfprune.prune: scope='global' decides each layer's sparsity "
                          "itself; it cannot be combined with per-layer `sparsity`.")
 
-    pairs = []
+    pairs, initialisers = [], []
 
     def clone_fn(layer):
-        new = _clone_layer(layer)
+        new = _clone_layer(layer, initialisers)
         pairs.append((layer, new))
         if id(layer) in skipped or not prunable.is_prunable(layer):
             return new
@@ -198,6 +238,8 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
                             granularity=granularity, scope=scope)
 
     pruned = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    for new, saved in initialisers:
+        _restore(new, saved)
     _copy_weights(pairs)
     if not find_wrappers(pruned):
         warnings.warn(f"tfprune.prune: model '{model.name}' has no prunable layer.")

@@ -170,7 +170,7 @@ class PruningCallback(keras.callbacks.Callback):
             masks = _global.global_masks(joint, joint[0].schedule(step))
             for w in joint:
                 w.pruning_step.assign(due[w])
-                w.apply_masks(masks[w])
+                w.apply_masks(masks.pop(w))  # popped: its buffers go once assigned
         for w, step in due.items():
             if w not in joint:
                 w.update_masks(step=step)

@@ -98,8 +98,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self._masks = []
         self._driven = False  # set by PruningCallback.set_model
         self._stats = {}      # weight key -> statistics for data-dependent criteria
-        # (info index, variable): other layers' per-unit vectors masked with the
-        # units. Held in a plain object: Keras must not track them as our state.
+        # (info index, variable) of other layers' per-unit vectors; untracked by Keras.
         self._links = types.SimpleNamespace(followers=[])
         call_params = inspect.signature(layer.call).parameters
         self._pass_training = "training" in call_params
@@ -130,8 +129,7 @@ class PruneWrapper(keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             if isinstance(self.layer, prunable.ATTENTION):
-                # Self-attention by default; for cross-attention build the
-                # layer (or call it once) before wrapping it.
+                # Self-attention by default; cross-attention: build the layer first.
                 self.layer.build(input_shape, input_shape)
             else:
                 self.layer.build(input_shape)
@@ -311,9 +309,11 @@ class PruneWrapper(keras.layers.Wrapper):
         return out
 
     def apply_masks(self, masks):
-        """Assigns ``masks`` and zeroes the weights they prune."""
+        """Assigns ``masks`` (a list is emptied then, freeing it) and zeroes what they prune."""
         for mask_var, m in zip(self._masks, masks):
             assign_mask(mask_var, m)
+        if isinstance(masks, list):
+            masks[:], m = [], None  # peak memory: the buffers go before the weights are zeroed
         self._zero_pruned()
 
     def _zero_pruned(self):

@@ -180,7 +180,9 @@ def worker(kind, size, gran="unstructured", scope="layer", repeats=1, criterion=
 
 def run(kind, size, tree=None, gran="unstructured", scope="layer", repeats=1,
         criterion="magnitude"):
-    env = dict(os.environ)
+    # A fixed glibc mmap threshold: freed weight-sized blocks leave the resident
+    # set, so the peak counts what is held (tests/test_memory.py says why).
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     if tree:
         env["PYTHONPATH"] = tree
     out = subprocess.run([sys.executable, __file__, "--worker", kind, "--size", str(size),
