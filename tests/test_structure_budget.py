@@ -254,22 +254,17 @@ def test_default_falls_back_to_finer_widths_when_16_cannot_reach_the_factor():
 
 
 
-def test_default_on_many_groups_times_once_and_lands_on_the_budget(monkeypatch):
-    """Above LATENCY_FILL_MAX_GROUPS the recipe times one round of at most that many
-    candidates, then fills by those costs: on the budget, no group can take a step."""
+def test_default_on_many_groups_fills_untimed_and_lands_on_the_budget(monkeypatch):
+    """Above LATENCY_FILL_MAX_GROUPS the recipe fills without timing (fill=True): on
+    the budget, below the uniform ratio's overshoot, and no group can take a step."""
     from tfprune.structure import budget
     monkeypatch.setattr(budget, "LATENCY_FILL_MAX_GROUPS", 4)  # 6 groups are "many"
     model = keras.Sequential([keras.Input((16,))] + [
         keras.layers.Dense(64, name=f"d{i}") for i in range(6)] + [keras.layers.Dense(2)])
     timed = []
-
-    def rank(models):  # a stand-in for the LiteRT timing: the widest last layer is dearest
-        timed.append(len(models))
-        return [float(m.layers[-2].units) for m in models]
-
-    monkeypatch.setattr(budget, "_latency_rank", rank)
+    monkeypatch.setattr(budget, "_latency_rank", lambda models: timed.append(len(models)))
     plan = tp.structure.ratio_for_flops(model, 2.0)
-    assert timed == [4], timed   # one round, at most 4 candidates, however many rounds
+    assert timed == [], timed   # no conversion, no timing
     factor = _factor(model, plan)
     uniform = _factor(model, tp.structure.ratio_for_flops(model, 2.0, round_to=16), 16)
     assert 2.0 <= factor < uniform, (factor, uniform)

@@ -18,9 +18,9 @@ Per seed (``--seeds``):
 2. ``recipe``: ``prune_channels(dense, ratio_for_flops(dense, --factor),
    data=calib)``, the library's default widths (multiples of
    ``hardware_round_to``; MobileNetV3Small has more than
-   ``LATENCY_FILL_MAX_GROUPS`` prunable groups, so the recipe's latency
-   fill times one round of candidates and reuses those timings: 2.00x
-   where the uniform ratio at those widths, the default before, gave 2.12x);
+   ``LATENCY_FILL_MAX_GROUPS`` prunable groups, so the recipe fills untimed,
+   hardest-cut group first: 2.00x where the uniform ratio at those widths,
+   the default before, gave 2.12x);
 3. ``sensitivity``: a channel sensitivity sweep of the dense model on
    ``--val`` held-out training images (BatchNorm re-estimated per trial),
    ``allocate(target_flops=flops / --factor, round_to=hardware_round_to)``

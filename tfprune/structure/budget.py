@@ -46,20 +46,17 @@ slack back with ``fill="latency"``: the recipe docs/BENCHMARKS.md measured
 at 1.8x lower LiteRT latency for 2x fewer FLOPs on a small ResNet, where
 the old defaults (``round_to=1``, no fill) ran 1.25x faster on a held-out
 CNN. The result is then a per-group plan of exact widths, so a plain
-``prune_channels(model, plan)`` (``round_to=1``) cuts to them. Each round
-of the timed fill converts and times one candidate per group, so above
-:data:`LATENCY_FILL_MAX_GROUPS` prunable groups the recipe times once: the
-first round's steps of at most that many groups (the hardest-cut first)
-are timed side by side, each of those groups keeps the latency its step
-measured then, and the fill gives channels to the cheapest of them while
-the FLOPs fit, then to the other groups hardest-cut first. That bounds the
-cost to ``LATENCY_FILL_MAX_GROUPS`` conversions however many rounds the
-fill takes, and still lands on the budget (MobileNetV3Small, 27 groups:
-2.00x fewer FLOPs where the uniform ratio at multiples of 16 gave 2.12x).
-On a large model those conversions take minutes: ``fill=True`` (untimed)
-lands on the budget too.
-Passing ``round_to`` (or ``fill``) gives the former behaviour for what is
-not passed: ``fill=False`` with an explicit ``round_to``.
+``prune_channels(model, plan)`` (``round_to=1``) cuts to them. Each round of
+the timed fill converts and times one candidate per group, so models with
+more than :data:`LATENCY_FILL_MAX_GROUPS` prunable groups fill untimed
+(``fill=True``: the hardest-cut group first), which lands on the budget too.
+On MobileNetV3Small (27 groups, 96x96) that gave 2.00x fewer FLOPs where the
+uniform ratio at multiples of 16 stopped at 2.12x, and LiteRT latency within
+1% of a fill that timed 21 candidates once (2.19x vs 2.20x lower than dense,
+median of 3 interleaved runs), planned in 90 s instead of 534 s (load 5-7;
+docs/structure.md). Passing ``round_to`` (or ``fill``) gives the
+former behaviour for what is not passed: ``fill=False`` with an explicit
+``round_to``.
 """
 
 import numbers
@@ -71,8 +68,8 @@ from tfprune.structure.widths import Widths, least
 
 __all__ = ["ratio_for_flops", "hardware_round_to"]
 
-# Default fill="latency" converts and times one candidate per group and round; above
-# this many prunable groups it times the first round only, at most this many candidates.
+# Default fill="latency" converts and times one candidate per group and round;
+# above this many prunable groups the default fills untimed (fill=True).
 LATENCY_FILL_MAX_GROUPS = 24
 
 
@@ -108,9 +105,8 @@ def ratio_for_flops(model, factor, *, round_to=None, plan=None, fill=None):
     With neither ``round_to`` nor ``fill`` given this is the hardware-friendly
     recipe (see the module docstring): ``round_to=hardware_round_to(model)``
     (falling back to 8, 4, 1 should that not reach ``factor``) and
-    ``fill="latency"`` (timed in its first round only, for at most
-    ``LATENCY_FILL_MAX_GROUPS`` groups, on models with more groups than
-    that), returning exact per-group widths for ``prune_channels``.
+    ``fill="latency"`` (``fill=True`` above ``LATENCY_FILL_MAX_GROUPS``
+    groups), returning exact per-group widths for ``prune_channels``.
 
     Args:
         model: a Functional or Sequential model (as for ``prune_channels``).
@@ -176,15 +172,13 @@ def ratio_for_flops(model, factor, *, round_to=None, plan=None, fill=None):
     if round_to is not None:
         return _ratio(model, counts, factor, round_to, plan, False if fill is None else fill)
     recipe = fill is None
-    once = None
     if recipe:
-        fill = "latency"
-        if len(counts.graph.prunable_groups) > LATENCY_FILL_MAX_GROUPS:
-            once = LATENCY_FILL_MAX_GROUPS
+        many = len(counts.graph.prunable_groups) > LATENCY_FILL_MAX_GROUPS
+        fill = True if many else "latency"
     steps = [r for r in (16, 8, 4, 1) if r <= hardware_round_to(model)] if recipe else [1]
     for i, r in enumerate(steps):
         try:
-            result = _ratio(model, counts, factor, r, plan, fill, once)
+            result = _ratio(model, counts, factor, r, plan, fill)
         except _Unreachable:
             if i == len(steps) - 1:
                 raise
@@ -196,7 +190,7 @@ class _Unreachable(ValueError):
     """``factor`` is out of reach at this ``round_to`` (the default tries a finer one)."""
 
 
-def _ratio(model, counts, factor, round_to, plan, fill, once=None):
+def _ratio(model, counts, factor, round_to, plan, fill):
     g = counts.graph
     if plan is None:
         shape, top = None, 1.0
@@ -256,9 +250,9 @@ def _ratio(model, counts, factor, round_to, plan, fill, once=None):
     else:
         rank = lambda models: [float(fill(m)) for m in models]  # noqa: E731
     cost = predicted if exact else flops_of
-    keep = _fill(g, widths(t), cost, counts.build, limit, round_to, rank, once)
+    keep = _fill(g, widths(t), cost, counts.build, limit, round_to, rank)
     if exact and flops_of(keep) > limit:  # the cost model erred away from t: count for real
-        keep = _fill(g, widths(t), flops_of, counts.build, limit, round_to, rank, once)
+        keep = _fill(g, widths(t), flops_of, counts.build, limit, round_to, rank)
     names = producer_names(g)
     # A group kept whole is left out: a ratio of 0 with round_to could still round it.
     return {names[gid]: (g.groups[gid].size - k) / g.groups[gid].size
@@ -282,17 +276,13 @@ def _latency_rank(models):
         raise RuntimeError(f"ratio_for_flops(fill='latency'): {e}") from None
 
 
-def _fill(g, keep, flops, build, limit, step, rank, once=None):
+def _fill(g, keep, flops, build, limit, step, rank):
     """Adds ``step`` channels to one group at a time while the FLOPs fit.
 
     The group is the hardest-cut one (``rank`` None) or the one whose step
-    ``rank([models])`` rates cheapest. With ``once=k`` only the first round
-    is ranked, and only its ``k`` first steps in the hardest-cut order: each
-    of those groups keeps the cost its step measured then (an additive model
-    of the cost), the groups not measured follow in the hardest-cut order.
+    ``rank([models])`` rates cheapest.
     """
     keep = dict(keep)
-    measured = None  # once: {gid: cost of its step, ranked in the first round}
     while True:
         steps = []
         for gid, k in keep.items():
@@ -305,14 +295,7 @@ def _fill(g, keep, flops, build, limit, step, rank, once=None):
                 steps.append(((k / size, f), gid, trial))
         if not steps:
             break
-        if rank is not None and once is not None:
-            if measured is None:
-                first = sorted(steps, key=lambda s: s[0])[:once]
-                costs = rank([build(trial) for _, _, trial in first]) if len(first) > 1 else [0.0]
-                measured = {gid: c for c, (_, gid, _) in zip(costs, first)}
-            steps = [((measured.get(gid, np.inf),) + key, gid, trial)
-                     for key, gid, trial in steps]
-        elif rank is not None and len(steps) > 1:
+        if rank is not None and len(steps) > 1:
             costs = rank([build(trial) for _, _, trial in steps])
             steps = [((c,) + key, gid, trial) for c, (key, gid, trial) in zip(costs, steps)]
         keep = min(steps, key=lambda s: s[0])[2]
