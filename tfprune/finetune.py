@@ -99,10 +99,11 @@ def freeze_masks(model, layers=None):
     for w in wrappers:
         masks = [(keras.ops.convert_to_numpy(info.variable) != 0).astype("float32")
                  for info in w.prunable_weights]
-        w.apply_masks(masks)
-        w.pruning_step.assign(0)            # "pruned": strip() does not warn
         total = sum(m.size for m in masks)
-        w.schedule = FrozenMasks(min(float(1 - sum(m.sum() for m in masks) / total), 0.999999))
+        kept = sum(m.sum() for m in masks)
+        w.apply_masks(masks)                # (empties the list: the buffers are freed)
+        w.pruning_step.assign(0)            # "pruned": strip() does not warn
+        w.schedule = FrozenMasks(min(float(1 - kept / total), 0.999999))
         # The masks are fixed by design; no PruningCallback is needed.
         w._driven = True
     return frozen
