@@ -46,34 +46,29 @@ def define_flags():
     ]
 
 
+def _fractions(flag, values, closed_top, example):
+    """``values`` of ``--flag`` as floats in (0, 1] (``closed_top``) or (0, 1), or a UserError."""
+    out = []
+    for text in values:
+        try:
+            v = float(text)
+        except ValueError:
+            raise UserError(f"--{flag}: {text!r} is not a number; pass fractions like "
+                            f"{example}.") from None
+        if not (0 < v <= 1 if closed_top else 0 < v < 1):
+            raise UserError(f"--{flag}: {v} is outside (0, {'1]' if closed_top else '1)'}.")
+        out.append(v)
+    return out
+
+
 def widths():
     """The --widths values as floats (checked)."""
-    out = []
-    for text in FLAGS.widths:
-        try:
-            w = float(text)
-        except ValueError:
-            raise UserError(f"--widths: {text!r} is not a number; pass fractions like "
-                            "0.25,0.5,0.75.") from None
-        if not 0 < w <= 1:
-            raise UserError(f"--widths: {w} is outside (0, 1].")
-        out.append(w)
-    return out
+    return _fractions("widths", FLAGS.widths, True, "0.25,0.5,0.75")
 
 
 def sparsities():
     """The --sparsities values as floats (checked)."""
-    out = []
-    for text in FLAGS.sparsities:
-        try:
-            s = float(text)
-        except ValueError:
-            raise UserError(f"--sparsities: {text!r} is not a number; pass fractions like "
-                            "0.5,0.9.") from None
-        if not 0 < s < 1:
-            raise UserError(f"--sparsities: {s} is outside (0, 1).")
-        out.append(s)
-    return out
+    return _fractions("sparsities", FLAGS.sparsities, False, "0.5,0.9")
 
 
 def check_flags(argv=()):
