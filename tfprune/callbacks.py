@@ -55,7 +55,15 @@ class PruningCallback(keras.callbacks.Callback):
             current weights right before every mask update. Statistics the
             wrappers accumulated inside ``fit`` since the last update take
             precedence; ``score_data`` matters for updates with none yet
-            (e.g. a schedule that prunes at step 0).
+            (e.g. a schedule that prunes at step 0). The calibration
+            criteria (``"wanda"``, ``"sparsegpt"``) need it for every update:
+            each of their mask updates is a :func:`tfprune.oneshot` call on
+            ``score_data`` at the schedule's current target, on the model as
+            trained so far (SparseGPT also updates the kept weights).
+            BatchNorm statistics are left to training (``recalibrate=False``).
+            Without ``score_data`` they must have been calibrated before
+            ``fit`` (``tfprune.oneshot(pruned, data)``), or ``fit`` refuses to
+            start.
         score_batches: at most this many batches of ``score_data`` per update.
 
     Example:
@@ -131,8 +139,49 @@ class PruningCallback(keras.callbacks.Callback):
                 k = min(k, steps - batch)  # the epoch's last, shorter execution
         return self._planned + 1, step + k
 
+    def _uncalibrated(self):
+        """Wrappers with a calibration criterion, no statistics and an update due in this fit.
+
+        Checked before the first batch: the update may be due thousands of
+        steps in, and failing there would lose that training.
+        """
+        params = self.params or {}
+        horizon = (params.get("steps") or 0) * (params.get("epochs") or 0) or 1
+        steps = range(self._step + 1, self._step + 1 + min(horizon, 10**6))
+        return [w.name for w in self._wrappers
+                if getattr(w.criterion, "needs_calibration", False) and not w._stats
+                and any(w.schedule.should_update(s) for s in steps)]
+
+    def _calibrate(self, due):
+        """Prunes the due calibration-criterion wrappers with ``tfprune.oneshot``.
+
+        Returns the wrappers it handled. One call per target sparsity: ``oneshot``
+        takes one sparsity for all the layers it is given.
+        """
+        from tfprune.calibration import oneshot  # same layer; imported late (heavier)
+
+        handled = [w for w in due if getattr(w.criterion, "needs_calibration", False)]
+        by_target = {}
+        for w in handled:
+            by_target.setdefault(float(w.schedule(due[w])), []).append(w)
+        for target, group in by_target.items():
+            for w in group:
+                w.pruning_step.assign(due[w])
+            oneshot(self.model, self.score_data, layers=[w.name for w in group],
+                    sparsity=target, recalibrate=False)
+        return handled
+
     def on_train_begin(self, logs=None):
         self._ensure_ready()
+        if self.score_data is None:
+            waiting = self._uncalibrated()
+            if waiting:
+                raise ValueError(
+                    f"PruningCallback: layers {waiting} use a calibration criterion "
+                    "('wanda' or 'sparsegpt') and have a mask update due in this fit, but "
+                    "there are no calibration inputs. Pass PruningCallback(score_data=x) "
+                    "(each update then runs tfprune.oneshot on it), or call "
+                    "tfprune.oneshot(pruned, x) before fit.")
         self._count = (self._step, self._iterations())
         # Fail before the first batch, not at the first mask update.
         # Wrappers accumulate statistics during fit (tfprune.accumulate), so only
@@ -164,6 +213,9 @@ class PruningCallback(keras.callbacks.Callback):
         if due and self.score_data is not None and any(w.needs_data for w in due):
             scoring.score(self.model, self.score_data, criterion=None,
                           batches=self.score_batches)
+        if due and self.score_data is not None:
+            for w in self._calibrate(due):
+                del due[w]
         joint = [w for w in due if getattr(w, "scope", "layer") == "global"]
         if joint:
             step = max(due[w] for w in joint)
