@@ -39,6 +39,11 @@ flags.DEFINE_list("sens_sparsities", ["0.25", "0.5", "0.75"], "sensitivity spars
 flags.DEFINE_float("flops_target", 2.0, "structural cut: x fewer multiply-adds")
 flags.DEFINE_integer("finetune_steps", 200, "fine-tuning steps after the structural cut")
 flags.DEFINE_integer("latency_rounds", 8, "interleaved LiteRT latency rounds")
+flags.DEFINE_bool("latency_only", False,
+                  "only the structural cut's LiteRT latency, on the untrained model (float "
+                  "kernels run the same code whatever their values), timed on --clock")
+flags.DEFINE_enum("clock", "wall", ["wall", "cpu"], "latency clock (cpu: this process's "
+                  "CPU time, less sensitive to other jobs)")
 F = flags.FLAGS
 F.set_default("blocks", 4)
 F.set_default("d_model", 256)
@@ -95,11 +100,33 @@ def cut_to_flops(model, target):
     return small, float(ffn), dense / tp.structure.count(small)["flops"]
 
 
+def latency_only():
+    """Dense vs cut LiteRT latency of the untrained model, ``--latency_rounds`` rounds."""
+    import platform
+    import tensorflow as tf
+    model = bo.build_lm()
+    small, ffn_frac, ratio = cut_to_flops(model, F.flops_target)
+    blobs = [tp.export.to_tflite(m) for m in (model, small)]
+    lat = tp.export.latency(blobs, threads=1, rounds=F.latency_rounds, runs=10,
+                            clock=F.clock)
+    print(f"Command: python tools/bench_transformer.py --latency_only --blocks {F.blocks} "
+          f"--d_model {F.d_model} --heads {F.heads} --seq {F.seq} --latency_rounds "
+          f"{F.latency_rounds} --clock {F.clock}")
+    print(f"{platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; tensorflow {tf.__version__}, keras {keras.__version__}")
+    print(f"cut: heads 0.5, ffn {ffn_frac:.3f}: {ratio:.2f}x fewer multiply-adds; "
+          f".tflite {len(blobs[0]):,} -> {len(blobs[1]):,} bytes")
+    print(f"LiteRT 1 thread ({F.clock} clock): dense {lat[0] * 1e3:.2f} ms, cut "
+          f"{lat[1] * 1e3:.2f} ms, speedup {lat[0] / lat[1]:.2f}x")
+
+
 def main(argv):
     del argv
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
     keras.utils.set_random_seed(0)
+    if F.latency_only:
+        return latency_only()
     rng = np.random.default_rng(0)
     root, n_files, text, held = bo.corpus()
     x_eval, y_eval = bo.windows(held, F.eval_windows, F.seq, np.random.default_rng(1))
