@@ -1,7 +1,7 @@
 """The chief of ``tfprune-prune --processes=N``: starts N workers and restarts them when one dies.
 
 It imports neither TensorFlow nor Keras: it only spawns and watches. Each
-worker is ``python -m tfprune.cli._processes`` with the command's flags, its
+worker runs ``tfprune.cli._processes`` with the command's flags, its
 process id and the coordinator address (127.0.0.1 and a free port), on the
 JAX backend with one CPU device; together they fine-tune data-parallel and
 process 0 checkpoints into the work folder.
@@ -28,9 +28,16 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 BAD_INPUT = 3  # a worker's exit status for input it refuses
-WORKER = "tfprune.cli._processes"
+# A worker's command: ``import tfprune`` (TensorFlow, Keras) with its C++ log lines kept
+# off the terminal, then the worker module (tfprune.cli._processes).
+WORKER = ("from tfprune_cli._flags import quiet_logs, quiet_stderr\n"
+          "quiet_logs()\n"
+          "with quiet_stderr():\n"
+          "    from tfprune.cli import _processes\n"
+          "_processes.run()")
 RECORD = "processes.json"
 POLL = 0.1  # seconds between looks at the workers
+GRACE = 10  # seconds the others may take to exit after one refused its input
 
 
 def free_port():
@@ -112,7 +119,7 @@ def _start(n, attempt, argv, work_dir, logs):
     port = free_port()
     env, procs = worker_env(), []
     for i in range(n):
-        cmd = [sys.executable, "-m", WORKER, *argv, f"--process_id={i}",
+        cmd = [sys.executable, "-c", WORKER, *argv, f"--process_id={i}",
                f"--coordinator=127.0.0.1:{port}", f"--attempt={attempt}"]
         if i == 0:
             procs.append(subprocess.Popen(cmd, env=env))
@@ -137,6 +144,12 @@ def _watch(procs):
             return (deaths or failed)[0]
         if all(c == 0 for c in codes):
             return None
+        time.sleep(POLL)
+
+
+def _wait(procs, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and any(p.poll() is None for p in procs):
         time.sleep(POLL)
 
 
@@ -171,6 +184,8 @@ def supervise(prog, n, max_restarts, work_dir, names):
             _write_record(work_dir, record)
             failed = _watch(procs)
             code = None if failed is None else procs[failed].returncode
+            if code == BAD_INPUT:  # the others most likely refuse the same input: let them
+                _wait(procs, GRACE)
             _stop(procs)
             entry["exit_codes"] = [p.returncode for p in procs]
             if failed is None:
@@ -182,9 +197,10 @@ def supervise(prog, n, max_restarts, work_dir, names):
             if code == BAD_INPUT:
                 record["status"] = "bad input"
                 _write_record(work_dir, record)
-                if failed:  # process 0 prints its own error; the others log it
-                    print(f"{prog}: error: process {failed}: {_log_tail(logs[failed])}",
-                          file=sys.stderr, flush=True)
+                if procs[0].returncode != BAD_INPUT:  # process 0 prints its own error
+                    tail = _log_tail(logs[failed]).removeprefix(f"{prog}: error: ")
+                    print(f"{prog}: error: process {failed}: {tail}", file=sys.stderr,
+                          flush=True)
                 return BAD_INPUT
             where = checkpoint_text(work_dir)
             if attempt == max_restarts:
