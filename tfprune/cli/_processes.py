@@ -51,7 +51,7 @@ def define_flags():
 
 
 class Processes:
-    """This process's part in the data-parallel run (what ``prune._main`` asks of it)."""
+    """This process's part in the data-parallel run (what ``prune_and_fine_tune`` asks)."""
 
     def __init__(self, index, count, attempt):
         self.index, self.count = index, count
@@ -115,7 +115,8 @@ def main(argv):
         with _flags.quiet_stderr():  # TensorFlow's and the collectives' C++ log lines
             _join()
             _flags.import_tfprune()
-        prune._main(argv, procs=Processes(FLAGS.process_id, FLAGS.processes, FLAGS.attempt))
+        procs = Processes(FLAGS.process_id, FLAGS.processes, FLAGS.attempt)
+        prune.prune_and_fine_tune(argv, procs=procs)
     except (UserError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
         if (_flags.verbosity() or 0) >= 1:
             traceback.print_exc()

@@ -18,7 +18,7 @@ from tfprune_cli import prune as spec
 from tfprune_cli.prune import PROG, check_flags, default_paths, define_flags
 
 FLAGS = flags.FLAGS
-__all__ = ["PROG", "define_flags", "check_flags", "main", "run"]
+__all__ = ["PROG", "define_flags", "check_flags", "main", "prune_and_fine_tune", "run"]
 
 
 def load_training_data():
@@ -226,11 +226,14 @@ def _save_model(model, path):
 
 def main(argv):
     """Runs the app; bad input exits with one line (``tfprune-prune: error: ...``)."""
-    return _flags.guard(PROG, _main, argv)
+    return _flags.guard(PROG, prune_and_fine_tune, argv)
 
 
-def _main(argv, procs=None):
-    """``procs``: this process's part in a data-parallel run (``tfprune.cli._processes``)."""
+def prune_and_fine_tune(argv, procs=None):
+    """The run, once the flags are parsed; without ``guard`` (errors propagate).
+
+    ``procs``: this process's part in a data-parallel run (``tfprune.cli._processes``).
+    """
     plan = check_flags(argv)
     if procs is None and (status := spec.run_processes()) is not None:
         return status  # --processes > 1: this process is the chief
