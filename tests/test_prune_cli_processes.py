@@ -190,3 +190,12 @@ def test_bad_labels_exit_3_without_restart(tiny, tmp_path):
     assert record["status"] == "bad input" and len(record["attempts"]) == 1
     assert "restart" not in proc.stderr
     print(f"bad input: {proc.seconds:.1f} s")
+
+
+def test_chief_imports_no_tensorflow_keras_or_jax():
+    code = ("import sys; from tfprune_cli import prune, _supervise; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'tfprune') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
