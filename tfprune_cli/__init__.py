@@ -24,6 +24,9 @@ def launch(tool, argv=None):
 
     def main(args):
         spec.check_flags(args)  # bad input stops here, before TensorFlow loads
+        status = getattr(spec, "run_processes", lambda: None)()  # a chief of processes
+        if status is not None:
+            return status
         _flags.import_tfprune()
         return importlib.import_module(f"tfprune.cli.{tool}").main(args)
 

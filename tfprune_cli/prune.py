@@ -115,6 +115,13 @@ def define_flags():
         define(flags.DEFINE_string, "loss", "auto",
                "A Keras loss name; auto: the model's compiled loss, else sparse categorical "
                "crossentropy (from logits unless the last layer has a softmax)."),
+        define(flags.DEFINE_integer, "processes", 1,
+               "Fine-tune data-parallel in this many local processes (JAX backend, one CPU "
+               "each, jax.distributed on 127.0.0.1): a chief starts them, and restarts all of "
+               "them from the last checkpoint when one dies. 1: this process alone."),
+        define(flags.DEFINE_integer, "max_restarts", 3,
+               "With --processes > 1: restarts of the processes after a death before the "
+               "chief gives up."),
         define(flags.DEFINE_integer, "seed", 0,
                "Random seed (shuffling, initializers); each epoch reseeds, so a resumed "
                "run repeats the uninterrupted one."),
@@ -222,7 +229,41 @@ def check_flags(argv=()):
         _inputs.writable(FLAGS.latency_cache, "latency_cache")
     if FLAGS.allocate and FLAGS.plan:
         raise UserError("pass --plan or --allocate, not both.")
+    check_processes()
     return read_plan(FLAGS.plan) if FLAGS.plan else None
+
+
+def check_processes():
+    """The checks of ``--processes`` and ``--max_restarts`` (no TensorFlow, no JAX import)."""
+    n = FLAGS.processes
+    if n < 1:
+        raise UserError(f"--processes must be 1 or more; got {n}.")
+    if FLAGS.max_restarts < 0:
+        raise UserError(f"--max_restarts must be 0 or more; got {FLAGS.max_restarts}.")
+    if n == 1:
+        return
+    for name in ("export", "allocate"):
+        if FLAGS[name].value:
+            raise UserError(f"--{name} with --processes={n} is not supported yet; run it "
+                            "in one process (--processes=1), or export the pruned model "
+                            "afterwards with tfprune-export.")
+    import importlib.util
+    if importlib.util.find_spec("jax") is None:
+        raise UserError(f"--processes={n} needs the JAX backend (pip install jax); JAX is "
+                        "not installed.")
+    if FLAGS.batch_size % n:
+        raise UserError(f"--batch_size={FLAGS.batch_size} is the global batch and must be "
+                        f"a multiple of --processes={n} (each process feeds an equal part).")
+
+
+def run_processes():
+    """With ``--processes`` > 1: runs the chief (it never loads TensorFlow); returns its
+    exit status, else None."""
+    if FLAGS.processes <= 1:
+        return None
+    from tfprune_cli import _supervise
+    return _supervise.supervise(PROG, FLAGS.processes, FLAGS.max_restarts,
+                                default_paths()[1], define_flags())
 
 
 def run(argv=None):

@@ -24,10 +24,14 @@ STATE = "state.json"
 
 
 class WorkDir:
-    """The checkpoints of one run; ``settings`` must match to resume."""
+    """The checkpoints of one run; ``settings`` must match to resume.
 
-    def __init__(self, path, settings):
-        self.path, self.settings = path, settings
+    With ``write=False`` (every process but the first of a data-parallel run)
+    the state is read and kept up to date in memory, but no file is written.
+    """
+
+    def __init__(self, path, settings, write=True):
+        self.path, self.settings, self.write = path, settings, write
         os.makedirs(path, exist_ok=True)
         self.state = {"settings": settings, "epoch": 0, "checkpoint": None, "extra": {},
                       "history": []}
@@ -58,6 +62,8 @@ class WorkDir:
         return self.state["extra"]
 
     def _save_state(self):
+        if not self.write:
+            return
         text = json.dumps(self.state, indent=1).encode()
         atomic_write(os.path.join(self.path, STATE), text)
 
@@ -75,11 +81,16 @@ class WorkDir:
         """Checkpoints ``model`` (and its optimizer) as having finished ``epoch`` epochs."""
         import keras
         import numpy as np
+        # Every process reads the values (with jax.distributed a read may be collective).
         arrays = {f"m{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
         arrays.update({f"o{i}": keras.ops.convert_to_numpy(v)
                        for i, v in enumerate(model.optimizer.variables)})
         arrays["paths"] = np.array([v.path for v in model.variables])  # to name a mismatch
         name = f"epoch-{epoch}.npz"
+        if not self.write:
+            self.state.update(epoch=epoch, checkpoint=name,
+                              history=self.state["history"][:epoch - 1] + [logs])
+            return
         atomic_write(os.path.join(self.path, name), writer=lambda f: np.savez(f, **arrays))
         old = self.state["checkpoint"]
         self.state.update(epoch=epoch, checkpoint=name,
@@ -116,10 +127,13 @@ class WorkDir:
             v.assign(arrays[f"o{i}"])
 
 
-def fine_tune(model, x, y, work, *, epochs, batch_size, seed, callbacks, mask_sparsity):
+def fine_tune(model, x, y, work, *, epochs, batch_size, seed, callbacks, mask_sparsity,
+              shard=None):
     """Trains ``model`` from ``work.epoch`` to ``epochs``, checkpointing every epoch.
 
-    The logs of every epoch are in ``work.history``.
+    The logs of every epoch are in ``work.history``. ``shard`` (data-parallel
+    processes) maps an epoch's shuffled sample order to this process's part of
+    it; ``batch_size`` is then the per-process batch.
     """
     import keras
     import numpy as np
@@ -132,6 +146,8 @@ def fine_tune(model, x, y, work, *, epochs, batch_size, seed, callbacks, mask_sp
         start = time.monotonic()
         keras.utils.set_random_seed(seed + epoch)
         order = np.random.default_rng(seed + epoch).permutation(len(x))
+        if shard is not None:
+            order = shard(order)
         hist = model.fit(x[order], y[order], batch_size=batch_size, epochs=epoch + 1,
                          initial_epoch=epoch, shuffle=False, verbose=0, callbacks=callbacks)
         logs = {k: float(v[-1]) for k, v in hist.history.items()}

@@ -18,7 +18,7 @@ from tfprune_cli import prune as spec
 from tfprune_cli.prune import PROG, check_flags, default_paths, define_flags
 
 FLAGS = flags.FLAGS
-__all__ = ["PROG", "define_flags", "check_flags", "main", "run"]
+__all__ = ["PROG", "define_flags", "check_flags", "main", "prune_and_fine_tune", "run"]
 
 
 def load_training_data():
@@ -110,7 +110,7 @@ def make_schedule(tp, steps):
                               FLAGS.begin_step, end, frequency=frequency)
 
 
-def _settings(plan):
+def _settings(plan, procs=None):
     """What must match for a work folder to be resumed (``plan``: the --plan file's)."""
     with open(FLAGS.model, "rb") as f:
         model_hash = hashlib.sha256(f.read()).hexdigest()[:16]
@@ -122,6 +122,8 @@ def _settings(plan):
              "epochs", "batch_size", "learning_rate", "loss", "seed")
     settings = {n: FLAGS[n].value for n in names}
     settings.update(model_sha256=model_hash, plan_content=plan)
+    if procs is not None:  # other batches than one process's: no resuming across counts
+        settings["processes"] = procs.count
     return settings
 
 
@@ -224,11 +226,18 @@ def _save_model(model, path):
 
 def main(argv):
     """Runs the app; bad input exits with one line (``tfprune-prune: error: ...``)."""
-    return _flags.guard(PROG, _main, argv)
+    return _flags.guard(PROG, prune_and_fine_tune, argv)
 
 
-def _main(argv):
+def prune_and_fine_tune(argv, procs=None):
+    """The run, once the flags are parsed; without ``guard`` (errors propagate).
+
+    ``procs``: this process's part in a data-parallel run (``tfprune.cli._processes``).
+    """
     plan = check_flags(argv)
+    if procs is None and (status := spec.run_processes()) is not None:
+        return status  # --processes > 1: this process is the chief
+    writer = procs is None or procs.writer
     summary_path, work_path = default_paths()
     tp = _flags.import_tfprune()
     import keras
@@ -241,7 +250,9 @@ def _main(argv):
         yt = _check_labels(model, loss, yt)
     x_eval, y_eval = (xt, yt) if xt is not None else (x, y)
     model.compile(loss=loss, metrics=["accuracy"])
-    work = _resume.WorkDir(work_path, _settings(plan))
+    work = _resume.WorkDir(work_path, _settings(plan, procs), write=writer)
+    if procs is not None:
+        procs.barrier("state")  # every process read the state before any process writes
     if "before" not in work.extra:
         work.remember(before=model.evaluate(x_eval, y_eval, batch_size=256, verbose=0,
                                             return_dict=True))
@@ -249,20 +260,29 @@ def _main(argv):
         plan, realised = allocate_plan(tp, model, x_eval, y_eval)
         work.remember(plan=plan, allocation=realised)
     plan = work.extra.get("plan", plan)
-    steps = FLAGS.epochs * math.ceil(len(x) / FLAGS.batch_size)
+    if procs is None:
+        steps = FLAGS.epochs * math.ceil(len(x) / FLAGS.batch_size)
+    else:  # whole global batches only: every process runs the same number of steps
+        steps = FLAGS.epochs * procs.steps_per_epoch(len(x))
     schedule = make_schedule(tp, steps)
     keras.utils.set_random_seed(FLAGS.seed)
     pruned, callback = wrap(tp, model, schedule, plan)
     pruned.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate), loss=loss,
                    metrics=["accuracy"])
     resumed = work.epoch
-    _resume.fine_tune(pruned, x, y, work, epochs=FLAGS.epochs,
-                                batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                                callbacks=[callback], mask_sparsity=mask_sparsity)
+    _resume.fine_tune(pruned, x, y, work, epochs=FLAGS.epochs, seed=FLAGS.seed,
+                      batch_size=FLAGS.batch_size if procs is None else procs.batch_size,
+                      shard=procs and procs.shard, mask_sparsity=mask_sparsity,
+                      callbacks=[callback, *(procs.callbacks if procs else ())])
     after = pruned.evaluate(x_eval, y_eval, batch_size=256, verbose=0, return_dict=True)
     plain = tp.strip(pruned, shrink=FLAGS.shrink)
     final = plain if (FLAGS.strip or FLAGS.shrink) else pruned
-    _save_model(final, FLAGS.output)
+    if writer:
+        _save_model(final, FLAGS.output)
+    else:  # the same steps as the writer's (reading values may be collective), no output
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            _save_model(final, os.path.join(tmp, "unused.keras"))
     if FLAGS.export:
         with _flags.quiet_stderr():
             tp.export.to_tflite(plain, sparse="auto", output=FLAGS.export)
@@ -294,6 +314,10 @@ def _main(argv):
                             for v in m.weights)
     summary["before"]["params_nonzero"] = nonzero(model)
     summary["after"]["params_nonzero"] = nonzero(final)
+    if procs is not None:
+        summary["processes"] = procs.count
+    if not writer:
+        return
     write_json(summary, summary_path)
     print(f"pruned {FLAGS.model} -> {FLAGS.output}: {_outcome(summary)}; "
           f"summary in {summary_path}")
