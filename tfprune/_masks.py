@@ -10,7 +10,8 @@ import keras
 import numpy as np
 
 __all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores",
-           "note_step_masks", "mask_value", "step_dtype"]
+           "note_step_masks", "mask_value", "step_dtype", "assign_mask", "multiply_in_place",
+           "zero_in_place", "writable_view"]
 
 
 def _stateless_scope():
@@ -170,8 +171,27 @@ def read_scores(variable, criterion, stats):
     return criterion.score(np.asarray(variable), stats), False
 
 
-def _row_step(value):
-    return max(1, SLICE // max(1, int(np.prod(value.shape[1:]))))
+def _write_rows(variable, rows):
+    """Writes ``variable`` by row slices in place (TensorFlow, large); False if it cannot.
+
+    ``rows(r0, r1)`` gives the NumPy value of rows ``r0:r1``. Strided slice
+    assignment writes into the variable's buffer; TensorFlow first copies a
+    buffer another tensor shares (copy on write: a pruned clone shares its
+    weights with the model it was cloned from), never the slices' readers'.
+    """
+    handle = getattr(getattr(variable, "value", None), "handle", None)
+    shape = tuple(variable.shape)
+    if keras.backend.backend() != "tensorflow" or not shape or int(np.prod(shape)) <= SLICE \
+            or handle is None:
+        return False
+    import tensorflow as tf  # the backend in use
+
+    step = max(1, SLICE // max(1, int(np.prod(shape[1:]))))
+    for r in range(0, shape[0], step):
+        part = rows(r, min(shape[0], r + step))
+        tf.raw_ops.ResourceStridedSliceAssign(
+            ref=handle, begin=[r], end=[r + part.shape[0]], strides=[1], value=part)
+    return True
 
 
 def assign_mask(variable, mask):
@@ -183,19 +203,65 @@ def assign_mask(variable, mask):
     variable between the slices, so TensorFlow never copies it on write.
     """
     mask = np.asarray(mask)
-    handle = getattr(getattr(variable, "value", None), "handle", None)
-    if keras.backend.backend() != "tensorflow" or mask.ndim == 0 or mask.size <= SLICE \
-            or handle is None:
+    dtype = str(variable.dtype)
+    if mask.ndim == 0 or not _write_rows(variable, lambda a, b: mask[a:b].astype(dtype, copy=False)):
         variable.assign(mask)
-        return
-    import tensorflow as tf  # the backend in use
 
-    mask = mask.astype(variable.dtype, copy=False)
-    step = _row_step(mask)
-    for r in range(0, mask.shape[0], step):
-        part = mask[r:r + step]
-        tf.raw_ops.ResourceStridedSliceAssign(
-            ref=handle, begin=[r], end=[r + part.shape[0]], strides=[1], value=part)
+
+def multiply_in_place(variable, mask):
+    """``variable *= mask`` by row slices (TensorFlow, large); False if the caller must do it.
+
+    Each slice is read to NumPy (its tensor freed before the write, so the
+    write needs no copy) and written back multiplied: no full-size temporary.
+    """
+    mask = np.asarray(mask)
+    if mask.shape != tuple(variable.shape):
+        return False
+    dtype = str(variable.dtype)
+
+    def rows(a, b):
+        part = np.array(keras.ops.convert_to_numpy(variable.value[a:b]))
+        return (part * mask[a:b]).astype(dtype, copy=False)
+
+    return _write_rows(variable, rows)
+
+
+def zero_in_place(variable):
+    """``variable[...] = 0`` by row slices (TensorFlow, large), else one ``assign``."""
+    shape, dtype = tuple(variable.shape), str(variable.dtype)
+    if not _write_rows(variable, lambda a, b: np.zeros((b - a,) + shape[1:], dtype)):
+        variable.assign(keras.ops.zeros(shape, dtype))
+
+
+def writable_view(variable):
+    """A float32 C-contiguous NumPy array over ``variable``'s own buffer, or None.
+
+    Writes to it land in the variable, with no copy and behind TensorFlow's
+    back: only for buffers no other tensor shares, i.e. the statistics
+    accumulators after a training step (``assign_add`` copied any shared
+    buffer on its first write). Never for weights: a pruned clone shares its
+    weights' buffers with the model it was cloned from until its first write.
+    None on other backends (JAX arrays are immutable), for distributed
+    variables (one buffer per replica) and wherever the private call below is
+    missing: callers then use a fresh buffer.
+    """
+    value = getattr(variable, "value", None)
+    if keras.backend.backend() != "tensorflow" or type(value).__name__ != "ResourceVariable" \
+            or str(variable.dtype) != "float32":
+        return None
+    try:
+        # TensorFlow-private: EagerTensor._numpy() is the tensor's own buffer
+        # (the public .numpy() copies it), and an eager read of a resource
+        # variable aliases the variable's buffer. Two reads at one address
+        # confirm that this version still does both.
+        first, second = value.value()._numpy(), value.value()._numpy()
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return None
+    if not isinstance(first, np.ndarray) or not first.size or not first.flags.writeable \
+            or not first.flags.c_contiguous or first.dtype != np.float32 \
+            or first.__array_interface__["data"][0] != second.__array_interface__["data"][0]:
+        return None
+    return first
 
 
 #: Store key of a pruned layer's settings in weight files (``save_weights``, ``.keras``).
