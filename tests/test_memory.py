@@ -112,20 +112,26 @@ def test_heads_mask_adds_no_full_size_copy(kv_heads):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
-@pytest.mark.parametrize("criterion,bound", [("taylor", 5.0), ("snip", 7.0)])
-def test_data_criteria_first_mask_update_stays_within_its_documented_bound(criterion, bound):
+@pytest.mark.parametrize("criterion,scope,bound", [
+    ("taylor", "layer", 3.0), ("snip", "layer", 3.0), ("fisher", "layer", 3.0),
+    ("mean_activation", "layer", 3.0), ("apoz", "layer", 3.0), ("taylor", "global", 3.0),
+    # Movement's running sum is never reset (Sanh et al.: summed over the whole
+    # fine-tuning), so it is state and cannot be scored over: its scores take one
+    # more weight-sized buffer, 4x in all.
+    ("movement", "layer", 4.0)])
+def test_data_criteria_prune_and_first_mask_update_stay_within_3x_weights(criterion, scope, bound):
     # Data criteria keep a weight-sized float32 accumulator per statistic (state,
-    # like the masks) and score from float64 copies of it (and of the weight):
-    # their first mask update adds 5x (taylor, movement, mean_activation) or 7x
-    # (snip, fisher) the weights over that state, not the 1x of data-free
-    # criteria. This pins the bound docs/BENCHMARKS.md states.
+    # like the masks). Their scores are written over the statistic's own buffer
+    # (taylor, snip, fisher: reset after the update anyway) or into one fresh
+    # float32 buffer (activation statistics, one value per unit): the pruned copy,
+    # the masks and one scoring buffer, as for data-free criteria. The float64
+    # path they replaced measured 6.2x-9.2x here.
     env = _worker_env()
     out = subprocess.run([sys.executable, TOOL, "--worker", "dense", "--size", "4000000",
-                          "--criterion", criterion],
+                          "--criterion", criterion, "--scope", scope],
                          capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["kept"] == pytest.approx(0.5, abs=1e-3)
-    assert (result["update_x"] - bound) * result["weight_mb"] <= 2.0, result
-    # the pruned copy, the masks and one accumulator (plus what one training batch left)
-    assert result["state_x"] <= 3.5, result
+    assert result["params"] == 2000 ** 2
+    assert result["kept"] == pytest.approx(0.5, abs=1e-3)   # the update really pruned half
+    assert (result["total_x"] - bound) * result["weight_mb"] <= 2.0, result
