@@ -179,11 +179,12 @@ def _write_rows(variable, rows):
     buffer another tensor shares (copy on write: a pruned clone shares its
     weights with the model it was cloned from), never the slices' readers'.
     """
-    handle = getattr(getattr(variable, "value", None), "handle", None)
-    shape = tuple(variable.shape)
+    value, shape = getattr(variable, "value", None), tuple(variable.shape)
+    # Plain resource variables only: a distributed one has a buffer per replica.
     if keras.backend.backend() != "tensorflow" or not shape or int(np.prod(shape)) <= SLICE \
-            or handle is None:
+            or type(value).__name__ != "ResourceVariable":
         return False
+    handle = value.handle
     import tensorflow as tf  # the backend in use
 
     step = max(1, SLICE // max(1, int(np.prod(shape[1:]))))
