@@ -117,8 +117,7 @@ def apply(wrapper, masks):
     if not isinstance(masks, list):
         masks = list(masks)
     later = []
-    for k, (info, mask_var) in enumerate(zip(wrapper.prunable_weights, wrapper.masks)):
-        m = masks[k]
+    for k, (info, mask_var, m) in enumerate(zip(wrapper.prunable_weights, wrapper.masks, masks)):
         assign_mask(mask_var, m)
         if not multiply_in_place(info.variable, m):
             later.append((info.variable, mask_var))

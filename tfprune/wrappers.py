@@ -330,7 +330,8 @@ class PruneWrapper(keras.layers.Wrapper):
             sparsity = self.schedule(self.step if step is None else step)
         if step is not None:
             self.pruning_step.assign(step)
-        if type(self).compute_masks is PruneWrapper.compute_masks:   # reset in apply_masks
+        if type(self).compute_masks is PruneWrapper.compute_masks and \
+                type(self).apply_masks is PruneWrapper.apply_masks:   # which resets the stats
             masks = self.compute_masks(sparsity, consume_stats=True)
         else:
             masks = self.compute_masks(sparsity)   # a subclass's own (compat)
