@@ -112,20 +112,19 @@ def test_heads_mask_adds_no_full_size_copy(kv_heads):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
-@pytest.mark.parametrize("criterion,scope,bound", [
-    ("taylor", "layer", 3.0), ("snip", "layer", 3.0), ("fisher", "layer", 3.0),
-    ("mean_activation", "layer", 3.0), ("apoz", "layer", 3.0), ("taylor", "global", 3.0),
-    # Movement's running sum is never reset (Sanh et al.: summed over the whole
-    # fine-tuning), so it is state and cannot be scored over: its scores take one
-    # more weight-sized buffer, 4x in all.
-    ("movement", "layer", 4.0)])
-def test_data_criteria_prune_and_first_mask_update_stay_within_3x_weights(criterion, scope, bound):
-    # Data criteria keep a weight-sized float32 accumulator per statistic (state,
-    # like the masks). Their scores are written over the statistic's own buffer
-    # (taylor, snip, fisher: reset after the update anyway) or into one fresh
-    # float32 buffer (activation statistics, one value per unit): the pruned copy,
-    # the masks and one scoring buffer, as for data-free criteria. The float64
-    # path they replaced measured 6.2x-9.2x here.
+@pytest.mark.parametrize("criterion,scope", [
+    ("taylor", "layer"), ("snip", "layer"), ("fisher", "layer"), ("movement", "layer"),
+    ("mean_activation", "layer"), ("apoz", "layer"), ("taylor", "global")])
+def test_data_criteria_prune_and_first_mask_update_stay_within_3x_weights(criterion, scope):
+    # Gradient criteria keep a weight-sized float32 accumulator (state, like the
+    # masks); their scores are written over it (taylor, snip, fisher: reset after
+    # the update anyway) or over one float32 copy of it (movement: its running sum
+    # is never reset), activation criteria into one fresh float32 buffer. Each is
+    # freed before the weights are zeroed (the pruned copy then gets its own
+    # buffer), so the update adds one weight-sized buffer at a time over the state:
+    # 3x in all (the float64 path measured 6.2x-9.2x here). Allowance: the 2 MB of
+    # bookkeeping above plus what a model's first training batch leaves (its
+    # compiled step: measured 2.7 MB at 4e6 and at 1e7 parameters, so not per weight).
     env = _worker_env()
     out = subprocess.run([sys.executable, TOOL, "--worker", "dense", "--size", "4000000",
                           "--criterion", criterion, "--scope", scope],
@@ -134,4 +133,5 @@ def test_data_criteria_prune_and_first_mask_update_stay_within_3x_weights(criter
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["params"] == 2000 ** 2
     assert result["kept"] == pytest.approx(0.5, abs=1e-3)   # the update really pruned half
-    assert (result["total_x"] - bound) * result["weight_mb"] <= 2.0, result
+    assert (result["total_x"] - 3.0) * result["weight_mb"] <= 2.0 + 3.0, result
+    assert (result["update_x"] - 1.0) * result["weight_mb"] <= 2.0 + 3.0, result

@@ -174,9 +174,9 @@ def test_configs_are_unchanged(criterion):
 
 
 @pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
-def test_weights_zeroed_in_place_leave_the_model_they_were_cloned_from_intact(criterion):
+def test_zeroed_weights_leave_the_model_they_were_cloned_from_intact(criterion):
     # A pruned clone shares its weights' buffers with the original model until
-    # written: the row-wise writes go through TensorFlow, which copies them first.
+    # written: the weights are zeroed through TensorFlow (never a NumPy view).
     model = keras.Sequential([keras.Input((300,)), keras.layers.Dense(300, name="d")])
     original = keras.ops.convert_to_numpy(model.get_layer("d").kernel).copy()
     p = tp.prune(model, schedule=tp.OneShot(0.5, step=0), criterion=criterion)
@@ -190,3 +190,19 @@ def test_weights_zeroed_in_place_leave_the_model_they_were_cloned_from_intact(cr
     assert mask.mean() == pytest.approx(0.5)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("d").kernel), original)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(w.layer.kernel), original * mask)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow buffers")
+def test_updates_leave_weights_and_statistics_out_of_copy_on_read_mode():
+    # A strided assignment would put a variable in copy-on-read mode for good
+    # (every training step would copy the weight, and the next update could no
+    # longer score over the statistic's buffer): reads must still alias.
+    w = _wrapper("taylor")
+    stat = w._accumulators.grads[0]["wg_abs_sum"]
+    for update in range(2):
+        _fill(w, np.random.default_rng(update), ties=False)
+        assert _masks.writable_view(stat) is not None
+        w.update_masks(sparsity=0.5)
+        assert not keras.ops.convert_to_numpy(stat).any()         # reset
+        assert _masks.writable_view(stat) is not None
+        assert _masks.writable_view(w.layer.kernel) is not None   # reads alias: no copy

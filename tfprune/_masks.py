@@ -10,8 +10,8 @@ import keras
 import numpy as np
 
 __all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores",
-           "note_step_masks", "mask_value", "step_dtype", "assign_mask", "multiply_in_place",
-           "zero_in_place", "writable_view"]
+           "note_step_masks", "mask_value", "step_dtype", "assign_mask", "zero_in_place",
+           "writable_view"]
 
 
 def _stateless_scope():
@@ -175,9 +175,9 @@ def _write_rows(variable, rows):
     """Writes ``variable`` by row slices in place (TensorFlow, large); False if it cannot.
 
     ``rows(r0, r1)`` gives the NumPy value of rows ``r0:r1``. Strided slice
-    assignment writes into the variable's buffer; TensorFlow first copies a
-    buffer another tensor shares (copy on write: a pruned clone shares its
-    weights with the model it was cloned from), never the slices' readers'.
+    assignment writes into the variable's buffer (TensorFlow first copies a
+    buffer another tensor shares), but leaves the variable in copy-on-read
+    mode: each later read copies it.
     """
     value, shape = getattr(variable, "value", None), tuple(variable.shape)
     # Plain resource variables only: a distributed one has a buffer per replica.
@@ -209,29 +209,18 @@ def assign_mask(variable, mask):
         variable.assign(mask)
 
 
-def multiply_in_place(variable, mask):
-    """``variable *= mask`` by row slices (TensorFlow, large); False if the caller must do it.
-
-    Each slice is read to NumPy (its tensor freed before the write, so the
-    write needs no copy) and written back multiplied: no full-size temporary.
-    """
-    mask = np.asarray(mask)
-    if mask.shape != tuple(variable.shape):
-        return False
-    dtype = str(variable.dtype)
-
-    def rows(a, b):
-        part = np.array(keras.ops.convert_to_numpy(variable.value[a:b]))
-        return (part * mask[a:b]).astype(dtype, copy=False)
-
-    return _write_rows(variable, rows)
-
-
 def zero_in_place(variable):
-    """``variable[...] = 0`` by row slices (TensorFlow, large), else one ``assign``."""
-    shape, dtype = tuple(variable.shape), str(variable.dtype)
-    if not _write_rows(variable, lambda a, b: np.zeros((b - a,) + shape[1:], dtype)):
-        variable.assign(keras.ops.zeros(shape, dtype))
+    """``variable[...] = 0`` over its own buffer when it has one to itself, else one ``assign``.
+
+    For the statistics accumulators (see :func:`writable_view`). Not by row
+    slices: a strided assignment puts a TensorFlow variable in copy-on-read
+    mode for good, so every later read (each training step) would copy it.
+    """
+    view = writable_view(variable)
+    if view is not None:
+        view[...] = 0.0
+    else:
+        variable.assign(keras.ops.zeros(tuple(variable.shape), str(variable.dtype)))
 
 
 def writable_view(variable):

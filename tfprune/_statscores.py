@@ -27,7 +27,7 @@ import numpy as np
 from tfprune import accumulate
 from tfprune._grouping import writes_over
 from tfprune._inbuffer import broadcast_expand
-from tfprune._masks import SLICE, assign_mask, multiply_in_place, read_scores, writable_view
+from tfprune._masks import SLICE, assign_mask, read_scores, writable_view
 
 __all__ = ["stat_scores", "weight_scores", "compute", "apply"]
 
@@ -107,21 +107,21 @@ def compute(wrapper, sparsity, consume=False):
 
 
 def apply(wrapper, masks):
-    """Assigns ``masks`` and zeroes what they prune, weight by weight.
+    """Assigns ``masks`` to the mask variables, frees them, then zeroes what they prune.
 
-    Each NumPy mask is dropped (from ``masks`` too, if a list) once its
-    weight is zeroed in place (TensorFlow, large weights); weights that
-    cannot be are zeroed afterwards from their mask variables, once no
-    NumPy mask is left.
+    Each NumPy mask (often the scores' buffer, or a statistic's) is dropped,
+    from ``masks`` too if a list, once assigned; the weights are zeroed
+    afterwards from the mask variables (one weight-sized temporary each).
+    Not in place: a pruned clone shares its weights' buffers with the model
+    it was cloned from until their first write (so no NumPy view), and
+    row-wise strided writes would leave the weights in TensorFlow's
+    copy-on-read mode (every training step would copy them).
     """
     if not isinstance(masks, list):
         masks = list(masks)
-    later = []
-    for k, (info, mask_var, m) in enumerate(zip(wrapper.prunable_weights, wrapper.masks, masks)):
+    for k, (mask_var, m) in enumerate(zip(wrapper.masks, masks)):
         assign_mask(mask_var, m)
-        if not multiply_in_place(info.variable, m):
-            later.append((info.variable, mask_var))
         masks[k] = m = None
     masks[:] = []
-    for variable, mask_var in later:
-        variable.assign(variable * keras.ops.cast(mask_var, variable.dtype))
+    for info, mask_var in zip(wrapper.prunable_weights, wrapper.masks):
+        info.variable.assign(info.variable * keras.ops.cast(mask_var, info.variable.dtype))

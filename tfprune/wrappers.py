@@ -304,7 +304,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def apply_masks(self, masks):
         """Assigns ``masks`` (a list is emptied then, freeing it) and zeroes what they prune."""
-        _statscores.apply(self, masks)   # each NumPy mask freed once its weight is zeroed
+        _statscores.apply(self, masks)   # the NumPy masks freed before the weights are zeroed
         self._zero_pruned()
 
     def _zero_pruned(self):
