@@ -112,20 +112,26 @@ def test_heads_mask_adds_no_full_size_copy(kv_heads):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
-@pytest.mark.parametrize("criterion,bound", [("taylor", 5.0), ("snip", 7.0)])
-def test_data_criteria_first_mask_update_stays_within_its_documented_bound(criterion, bound):
-    # Data criteria keep a weight-sized float32 accumulator per statistic (state,
-    # like the masks) and score from float64 copies of it (and of the weight):
-    # their first mask update adds 5x (taylor, movement, mean_activation) or 7x
-    # (snip, fisher) the weights over that state, not the 1x of data-free
-    # criteria. This pins the bound docs/BENCHMARKS.md states.
+@pytest.mark.parametrize("criterion,scope", [
+    ("taylor", "layer"), ("snip", "layer"), ("fisher", "layer"), ("movement", "layer"),
+    ("mean_activation", "layer"), ("apoz", "layer"), ("taylor", "global")])
+def test_data_criteria_prune_and_first_mask_update_stay_within_3x_weights(criterion, scope):
+    # Gradient criteria keep a weight-sized float32 accumulator (state, like the
+    # masks); their scores are written over it (taylor, snip, fisher: reset after
+    # the update anyway) or over one float32 copy of it (movement: its running sum
+    # is never reset), activation criteria into one fresh float32 buffer. Each is
+    # freed before the weights are zeroed (the pruned copy then gets its own
+    # buffer), so the update adds one weight-sized buffer at a time over the state:
+    # 3x in all (the float64 path measured 6.2x-9.2x here). Allowance: the 2 MB of
+    # bookkeeping above plus what a model's first training batch leaves (its
+    # compiled step: measured 2.7 MB at 4e6 and at 1e7 parameters, so not per weight).
     env = _worker_env()
     out = subprocess.run([sys.executable, TOOL, "--worker", "dense", "--size", "4000000",
-                          "--criterion", criterion],
+                          "--criterion", criterion, "--scope", scope],
                          capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["kept"] == pytest.approx(0.5, abs=1e-3)
-    assert (result["update_x"] - bound) * result["weight_mb"] <= 2.0, result
-    # the pruned copy, the masks and one accumulator (plus what one training batch left)
-    assert result["state_x"] <= 3.5, result
+    assert result["params"] == 2000 ** 2
+    assert result["kept"] == pytest.approx(0.5, abs=1e-3)   # the update really pruned half
+    assert (result["total_x"] - 3.0) * result["weight_mb"] <= 2.0 + 3.0, result
+    assert (result["update_x"] - 1.0) * result["weight_mb"] <= 2.0 + 3.0, result

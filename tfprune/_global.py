@@ -22,13 +22,13 @@ left with fewer than ``min_keep`` groups gets its best ones back.
 
 import numpy as np
 
-from tfprune._masks import read_scores
+from tfprune._statscores import weight_scores
 from tfprune.granularity import keep_top, over
 
 __all__ = ["global_masks"]
 
 
-def global_masks(wrappers, sparsity, min_keep=1):
+def global_masks(wrappers, sparsity, min_keep=1, consume_stats=False):
     """Masks for ``wrappers`` pruning ``sparsity`` of all their weights together.
 
     Group scores are compared per weight: granularities that sum scores over
@@ -44,8 +44,9 @@ def global_masks(wrappers, sparsity, min_keep=1):
     entries = []
     for w in wrappers:
         for i, info in enumerate(w.prunable_weights):
-            # scored slice by slice when elementwise: no full copy of the weight
-            scores, owned = read_scores(info.variable, w.criterion, w.collect_stats(i))
+            # scored slice by slice when elementwise: no full copy of the weight; data
+            # criteria over their statistics (consume_stats: reset by apply_masks next)
+            scores, owned = weight_scores(w, i, consume_stats)
             buffer = scores if owned and scores.dtype == np.float32 else None
             try:
                 group_scores, expand = w.granularity.groups(

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 
 __all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores",
-           "note_step_masks", "mask_value", "step_dtype"]
+           "note_step_masks", "mask_value", "step_dtype", "assign_mask", "zero_in_place",
+           "writable_view"]
 
 
 def _stateless_scope():
@@ -170,8 +171,28 @@ def read_scores(variable, criterion, stats):
     return criterion.score(np.asarray(variable), stats), False
 
 
-def _row_step(value):
-    return max(1, SLICE // max(1, int(np.prod(value.shape[1:]))))
+def _write_rows(variable, rows):
+    """Writes ``variable`` by row slices in place (TensorFlow, large); False if it cannot.
+
+    ``rows(r0, r1)`` gives the NumPy value of rows ``r0:r1``. Strided slice
+    assignment writes into the variable's buffer (TensorFlow first copies a
+    buffer another tensor shares), but leaves the variable in copy-on-read
+    mode: each later read copies it.
+    """
+    value, shape = getattr(variable, "value", None), tuple(variable.shape)
+    # Plain resource variables only: a distributed one has a buffer per replica.
+    if keras.backend.backend() != "tensorflow" or not shape or int(np.prod(shape)) <= SLICE \
+            or type(value).__name__ != "ResourceVariable":
+        return False
+    handle = value.handle
+    import tensorflow as tf  # the backend in use
+
+    step = max(1, SLICE // max(1, int(np.prod(shape[1:]))))
+    for r in range(0, shape[0], step):
+        part = rows(r, min(shape[0], r + step))
+        tf.raw_ops.ResourceStridedSliceAssign(
+            ref=handle, begin=[r], end=[r + part.shape[0]], strides=[1], value=part)
+    return True
 
 
 def assign_mask(variable, mask):
@@ -183,19 +204,54 @@ def assign_mask(variable, mask):
     variable between the slices, so TensorFlow never copies it on write.
     """
     mask = np.asarray(mask)
-    handle = getattr(getattr(variable, "value", None), "handle", None)
-    if keras.backend.backend() != "tensorflow" or mask.ndim == 0 or mask.size <= SLICE \
-            or handle is None:
+    dtype = str(variable.dtype)
+    if mask.ndim == 0 or not _write_rows(variable, lambda a, b: mask[a:b].astype(dtype, copy=False)):
         variable.assign(mask)
-        return
-    import tensorflow as tf  # the backend in use
 
-    mask = mask.astype(variable.dtype, copy=False)
-    step = _row_step(mask)
-    for r in range(0, mask.shape[0], step):
-        part = mask[r:r + step]
-        tf.raw_ops.ResourceStridedSliceAssign(
-            ref=handle, begin=[r], end=[r + part.shape[0]], strides=[1], value=part)
+
+def zero_in_place(variable):
+    """``variable[...] = 0`` over its own buffer when it has one to itself, else one ``assign``.
+
+    For the statistics accumulators (see :func:`writable_view`). Not by row
+    slices: a strided assignment puts a TensorFlow variable in copy-on-read
+    mode for good, so every later read (each training step) would copy it.
+    """
+    view = writable_view(variable)
+    if view is not None:
+        view[...] = 0.0
+    else:
+        variable.assign(keras.ops.zeros(tuple(variable.shape), str(variable.dtype)))
+
+
+def writable_view(variable):
+    """A float32 C-contiguous NumPy array over ``variable``'s own buffer, or None.
+
+    Writes to it land in the variable, with no copy and behind TensorFlow's
+    back: only for buffers no other tensor shares, i.e. the statistics
+    accumulators after a training step (``assign_add`` copied any shared
+    buffer on its first write). Never for weights: a pruned clone shares its
+    weights' buffers with the model it was cloned from until its first write.
+    None on other backends (JAX arrays are immutable), for distributed
+    variables (one buffer per replica) and wherever the private call below is
+    missing: callers then use a fresh buffer.
+    """
+    value = getattr(variable, "value", None)
+    if keras.backend.backend() != "tensorflow" or type(value).__name__ != "ResourceVariable" \
+            or str(variable.dtype) != "float32":
+        return None
+    try:
+        # TensorFlow-private: EagerTensor._numpy() is the tensor's own buffer
+        # (the public .numpy() copies it), and an eager read of a resource
+        # variable aliases the variable's buffer. Two reads at one address
+        # confirm that this version still does both.
+        first, second = value.value()._numpy(), value.value()._numpy()
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return None
+    if not isinstance(first, np.ndarray) or not first.size or not first.flags.writeable \
+            or not first.flags.c_contiguous or first.dtype != np.float32 \
+            or first.__array_interface__["data"][0] != second.__array_interface__["data"][0]:
+        return None
+    return first
 
 
 #: Store key of a pruned layer's settings in weight files (``save_weights``, ``.keras``).

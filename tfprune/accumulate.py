@@ -61,8 +61,9 @@ import numpy as np
 
 from tfprune import _replicas
 from tfprune import granularity as granularity_lib
+from tfprune._masks import zero_in_place
 
-__all__ = ["GRADIENT_KEYS", "gradient_keys", "resets", "broadcast_units"]
+__all__ = ["GRADIENT_KEYS", "gradient_keys", "resets", "broadcast_units", "unit_stats"]
 
 #: Every gradient statistic the tap can accumulate.
 GRADIENT_KEYS = ("wg_sum", "wg_abs_sum", "grad_sum", "grad_sq_sum")
@@ -300,12 +301,18 @@ def read(wrapper, state, index):
     stats = {k: np.asarray(keras.ops.convert_to_numpy(v), np.float64)
              for k, v in state.grads[index].items()}
     stats["batches"] = batches
-    if state.acts is not None:
-        n = max(float(keras.ops.convert_to_numpy(state.samples)), 1.0)
-        for key, name in (("act_mean", "abs"), ("apoz", "zero")):
-            unit = np.asarray(keras.ops.convert_to_numpy(state.acts[name]), np.float64) / n
-            stats[key] = broadcast_units(unit, info)
+    for key, unit in unit_stats(state).items():
+        stats[key] = broadcast_units(unit, info)
     return stats
+
+
+def unit_stats(state):
+    """``{"act_mean": ..., "apoz": ...}``: float64 activation statistics per output unit."""
+    if state.acts is None:
+        return {}
+    n = max(float(keras.ops.convert_to_numpy(state.samples)), 1.0)
+    return {key: np.asarray(keras.ops.convert_to_numpy(state.acts[name]), np.float64) / n
+            for key, name in (("act_mean", "abs"), ("apoz", "zero"))}
 
 
 def broadcast_units(unit_values, info, owner="tfprune", key=None):
@@ -343,4 +350,4 @@ def reset(wrapper, state, force=False):
     """Zeroes the accumulators if the criterion's definition says so (or ``force``)."""
     if force or resets(wrapper.criterion):
         for v in state.variables():
-            v.assign(keras.ops.zeros(v.shape, v.dtype))
+            zero_in_place(v)   # no full-size zeros tensor beside a large accumulator

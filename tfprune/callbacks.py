@@ -219,7 +219,7 @@ class PruningCallback(keras.callbacks.Callback):
         joint = [w for w in due if getattr(w, "scope", "layer") == "global"]
         if joint:
             step = max(due[w] for w in joint)
-            masks = _global.global_masks(joint, joint[0].schedule(step))
+            masks = _global.global_masks(joint, joint[0].schedule(step), consume_stats=True)
             for w in joint:
                 w.pruning_step.assign(due[w])
                 w.apply_masks(masks.pop(w))  # popped: its buffers go once assigned

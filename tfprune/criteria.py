@@ -56,8 +56,25 @@ class Criterion(ConfigObject):
     #: the wrapper then scores large weights slice by slice, never holding a
     #: full NumPy copy of the weight next to its scores.
     elementwise = False
+    #: Data criteria: the statistic (a ``stats`` key) that :meth:`score_in_place`
+    #: turns into scores over its own float32 buffer, so a mask update of a
+    #: large weight makes no float64 copies (see ``tfprune._statscores``).
+    in_place_stat = None
+    #: True if :meth:`score_in_place` reads the weight too.
+    in_place_weight = False
 
     def score(self, weight, stats=None):
+        raise NotImplementedError
+
+    def score_in_place(self, stat, weight, batches):
+        """Writes the scores of a slice over ``stat`` (its ``in_place_stat``).
+
+        ``stat``: float32 slice of the statistic's buffer (for activation
+        statistics: float64 values per output unit); ``weight``: the matching
+        slice of the weight (None unless ``in_place_weight``); ``batches``:
+        ``stats["batches"]``. Computed in float64 as :meth:`score` does, then
+        stored: the scores are ``score``'s, rounded to the buffer's dtype.
+        """
         raise NotImplementedError
 
     def get_config(self):
@@ -158,10 +175,14 @@ class Taylor(Criterion):
     """
 
     needs_gradients = True
+    in_place_stat = "wg_abs_sum"
 
     def score(self, weight, stats=None):
         wg, n = _need(stats, ("wg_abs_sum", "batches"), "taylor")
         return wg / max(float(n), 1.0)
+
+    def score_in_place(self, stat, weight, batches):
+        stat[...] = stat.astype(np.float64) / max(float(batches), 1.0)
 
 
 @register("movement")
@@ -183,6 +204,10 @@ class Movement(Criterion):
     """
 
     needs_gradients = True
+    in_place_stat = "wg_sum"
+
+    def score_in_place(self, stat, weight, batches):
+        np.negative(stat, out=stat)   # exact in float32
 
     def score(self, weight, stats=None):
         if stats and "wg_sum" in stats:
@@ -207,10 +232,15 @@ class SNIP(Criterion):
     """
 
     needs_gradients = True
+    in_place_stat, in_place_weight = "grad_sum", True
 
     def score(self, weight, stats=None):
         g, n = _need(stats, ("grad_sum", "batches"), "snip")
         return np.abs(np.asarray(weight, np.float64) * g / max(float(n), 1.0))
+
+    def score_in_place(self, stat, weight, batches):
+        g = stat.astype(np.float64)
+        stat[...] = np.abs(np.asarray(weight, np.float64) * g / max(float(batches), 1.0))
 
 
 @register("fisher")
@@ -227,10 +257,15 @@ class Fisher(Criterion):
     """
 
     needs_gradients = True
+    in_place_stat, in_place_weight = "grad_sq_sum", True
 
     def score(self, weight, stats=None):
         g2, n = _need(stats, ("grad_sq_sum", "batches"), "fisher")
         return 0.5 * np.square(np.asarray(weight, np.float64)) * g2 / max(float(n), 1.0)
+
+    def score_in_place(self, stat, weight, batches):
+        g2 = stat.astype(np.float64)
+        stat[...] = 0.5 * np.square(np.asarray(weight, np.float64)) * g2 / max(float(batches), 1.0)
 
 
 @register("mean_activation", "activation")
@@ -249,10 +284,14 @@ class MeanActivation(Criterion):
     """
 
     needs_activations = True
+    in_place_stat = "act_mean"
 
     def score(self, weight, stats=None):
         (a,) = _need(stats, ("act_mean",), "mean_activation")
         return a
+
+    def score_in_place(self, stat, weight, batches):
+        pass   # the mean itself
 
 
 @register("apoz")
@@ -270,10 +309,14 @@ class APoZ(Criterion):
     """
 
     needs_activations = True
+    in_place_stat = "apoz"
 
     def score(self, weight, stats=None):
         (z,) = _need(stats, ("apoz",), "apoz")
         return 1.0 - z
+
+    def score_in_place(self, stat, weight, batches):
+        np.subtract(1.0, stat, out=stat)
 
 
 class FunctionCriterion(Criterion):

@@ -23,14 +23,13 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune import accumulate
+from tfprune import _statscores, accumulate
 from tfprune import criteria as criteria_lib
 from tfprune import granularity as granularity_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
-from tfprune._masks import (MaskConstraint, UnitMaskConstraint, assign_mask, check_settings,
-                            note_step_masks, read_scores, save_settings, settings, step_dtype,
-                            unit_mask)
+from tfprune._masks import (MaskConstraint, UnitMaskConstraint, check_settings, note_step_masks,
+                            save_settings, settings, step_dtype, unit_mask)
 
 __all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
@@ -295,31 +294,22 @@ class PruneWrapper(keras.layers.Wrapper):
             out[id(variable)] = unit_mask(m, self._weights_info[index], variable.shape)
         return out
 
-    def compute_masks(self, sparsity):
-        """Returns the new masks (NumPy) for ``sparsity`` without applying them."""
-        out = []
-        for i, info in enumerate(self._weights_info):
-            scores, owned = read_scores(info.variable, self.criterion, self.collect_stats(i))
-            if owned and granularity_lib.writes_over(self.granularity):
-                # Large weights: the mask is written over the scores (no second buffer).
-                mask = self.granularity.mask(scores, sparsity, info, out=scores)
-            else:
-                mask = self.granularity.mask(scores, sparsity, info)
-            out.append(np.asarray(mask, np.float32))
-        return out
+    def compute_masks(self, sparsity, consume_stats=False):
+        """Returns the new masks (NumPy) for ``sparsity`` without applying them.
+
+        ``consume_stats``: the statistics are reset right after (the masks
+        are applied), so criteria that reset theirs may score over them.
+        """
+        return _statscores.compute(self, sparsity, consume_stats)
 
     def apply_masks(self, masks):
         """Assigns ``masks`` (a list is emptied then, freeing it) and zeroes what they prune."""
-        for mask_var, m in zip(self._masks, masks):
-            assign_mask(mask_var, m)
-        if isinstance(masks, list):
-            masks[:], m = [], None  # peak memory: the buffers go before the weights are zeroed
+        _statscores.apply(self, masks)   # the NumPy masks freed before the weights are zeroed
         self._zero_pruned()
 
     def _zero_pruned(self):
-        # From the mask variables (NumPy masks already freed): one temporary per weight.
+        # Biases and followers, from the mask variables (the weights are zeroed already).
         for info, mask_var in zip(self._weights_info, self._masks):
-            info.variable.assign(info.variable * keras.ops.cast(mask_var, info.variable.dtype))
             if self._masks_bias(info):
                 b = keras.ops.convert_to_numpy(info.bias)
                 m = keras.ops.convert_to_numpy(mask_var)
@@ -340,13 +330,12 @@ class PruneWrapper(keras.layers.Wrapper):
             sparsity = self.schedule(self.step if step is None else step)
         if step is not None:
             self.pruning_step.assign(step)
-        masks = self.compute_masks(sparsity)
-        if type(self).apply_masks is not PruneWrapper.apply_masks:
-            return self.apply_masks(masks)  # a subclass extends apply_masks (compat)
-        for mask_var, m in zip(self._masks, masks):
-            assign_mask(mask_var, m)
-        del masks, m  # peak memory: the scores/mask buffers go before the weights' update
-        self._zero_pruned()
+        if type(self).compute_masks is PruneWrapper.compute_masks and \
+                type(self).apply_masks is PruneWrapper.apply_masks:   # which resets the stats
+            masks = self.compute_masks(sparsity, consume_stats=True)
+        else:
+            masks = self.compute_masks(sparsity)   # a subclass's own (compat)
+        self.apply_masks(masks)   # empties the list: the buffers go as the weights are zeroed
 
     # -- serialisation ----------------------------------------------------
 

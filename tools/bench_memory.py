@@ -5,6 +5,7 @@
     python tools/bench_memory.py --sizes 1e6,1e7 --kinds dense \
         --granularities channels,block,nm --scopes layer,global   # structured, global
     PYTHONPATH=. python tools/bench_memory.py --compare ../old-checkout   # before/after
+    python tools/bench_memory.py --sizes 4e6 --kinds dense --criterion taylor,snip,movement
 
 Each (model, size) runs in a fresh Python process. The process builds the
 dense model (its weights exist), records its resident memory, resets the
@@ -210,9 +211,10 @@ def main():
     p.add_argument("--granularity", default="unstructured", help=argparse.SUPPRESS)
     p.add_argument("--scope", default="layer", help=argparse.SUPPRESS)
     p.add_argument("--criterion", default="magnitude",
-                   help="data criteria (taylor, fisher, snip, movement, mean_activation) "
-                        "first train one batch (learning rate 0) to fill their statistics; "
-                        "the update's own peak is then reported over what that left")
+                   help="comma-separated; data criteria (taylor, fisher, snip, movement, "
+                        "mean_activation, apoz) first train one batch (learning rate 0) to fill "
+                        "their statistics; the update's own peak is then reported over what "
+                        "that left")
     args = p.parse_args()
     if args.worker:
         return worker(args.worker, int(args.size), args.granularity, args.scope, args.repeats,
@@ -225,25 +227,26 @@ def main():
           "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     trees = [("before", args.compare), ("after", os.environ.get("PYTHONPATH", ""))] \
         if args.compare else [("", None)]
-    print("| model | granularity | scope | parameters | weights MB |"
+    print("| model | criterion | granularity | scope | parameters | weights MB |"
           + (" tfprune |" if args.compare else "")
           + " peak added by prune (x weights) | peak added by prune + first update"
           " (x weights) | mask update s |")
-    print("|---|---|---|---|---|" + ("---|" if args.compare else "") + "---|---|---|")
+    print("|---|---|---|---|---|---|" + ("---|" if args.compare else "") + "---|---|---|")
     for size in (int(float(s)) for s in args.sizes.split(",")):
         for kind in args.kinds.split(","):
             for gran in args.granularities.split(","):
-                for scope in args.scopes.split(","):
+                for scope, crit in ((s, c) for s in args.scopes.split(",")
+                                    for c in args.criterion.split(",")):
                     if gran == "nm" and scope == "global":
                         continue  # N:M fixes the count per group: no global ranking
                     for label, tree in trees:  # one process each, alternating
-                        r = run(kind, size, tree, gran, scope, args.repeats, args.criterion)
+                        r = run(kind, size, tree, gran, scope, args.repeats, crit)
                         col = f" {label} |" if args.compare else ""
-                        print(f"| {kind} | {gran} | {scope} | {r['params']:.2e} | "
+                        print(f"| {kind} | {crit} | {gran} | {scope} | {r['params']:.2e} | "
                               f"{r['weight_mb']:.1f} |{col} {r['prune_x']:.2f} | "
                               f"{r['total_x']:.2f} | {r['update_s']:.3f} |"
                               + ("" if r["update_x"] is None else
-                                 f" {args.criterion}: state {r['state_x']:.2f}, update alone"
+                                 f" state {r['state_x']:.2f}, update alone"
                                  f" {r['update_x']:.2f} |"), flush=True)
     print("load average at the end {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
