@@ -265,8 +265,8 @@ def test_global_masks_over_scores_buffers_are_the_fresh_buffer_masks(monkeypatch
                           scope="global")
         with monkeypatch.context() as m:
             if fresh:  # scores the granularity may not overwrite: the one-shot paths
-                read = global_scope.read_scores
-                m.setattr(global_scope, "read_scores", lambda *a: (read(*a)[0].copy(), False))
+                read = global_scope.weight_scores
+                m.setattr(global_scope, "weight_scores", lambda *a: (read(*a)[0].copy(), False))
             else:
                 m.setattr(_inbuffer, "SLICE", 40)
                 m.setattr(_grouping, "CHUNK", 53)
