@@ -70,6 +70,8 @@ def uninterrupted(tiny):
 
 def _weights(path):
     import keras
+
+    import tfprune  # noqa: F401 - registers PruneWrapper for load_model
     return keras.saving.load_model(path).get_weights()
 
 
@@ -141,6 +143,8 @@ def test_killed_worker_is_reported_and_restarted_bit_exact(tiny, uninterrupted, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [line for line in proc.stderr.splitlines() if "died" in line]
     assert len(reports) == 1, proc.stderr[-3000:]
+    # process 0 lost its peer: no error line of its own (it is not bad input)
+    assert "error:" not in proc.stderr, proc.stderr[-3000:]
     found = re.fullmatch(r"tfprune-prune: process 1 \(pid (\d+)\) died with signal SIGKILL; "
                          r"last checkpoint epoch (\d) \((.*)\); restart 1 of 3", reports[0])
     assert found, reports[0]
@@ -151,6 +155,7 @@ def test_killed_worker_is_reported_and_restarted_bit_exact(tiny, uninterrupted, 
     first, second = record["attempts"]
     assert first["failed"] == {"process": 1, "pid": pid, "exit": "signal SIGKILL"}
     assert first["pids"][1] == pid and first["exit_codes"][1] == -9
+    assert first["exit_codes"][0] != 3  # 4 (lost a peer) or stopped by the chief
     assert second["exit_codes"] == [0, 0] and not set(first["pids"]) & set(second["pids"])
     summary = json.loads((tmp_path / "killed.summary.json").read_text())
     assert summary["resumed_after_epoch"] == epoch and len(summary["history"]) == EPOCHS
@@ -199,3 +204,36 @@ def test_chief_imports_no_tensorflow_keras_or_jax():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
+
+
+class _Done:
+    """A finished Popen stand-in."""
+
+    def __init__(self, code):
+        self.returncode = code
+
+    def poll(self):
+        return self.returncode
+
+
+@pytest.mark.parametrize("codes, reported", [
+    ([4, -9], 1),     # the killed one, not the peer that lost it
+    ([3, -9], 1),
+    ([4, 3], 0),      # a lost peer before bad input
+    ([3, 0], 0),
+    ([0, 1], 1),
+])
+def test_chief_reports_the_cause_not_the_peers_that_lost_it(codes, reported):
+    from tfprune_cli import _supervise
+    assert _supervise._watch([_Done(c) for c in codes]) == reported
+
+
+def test_a_lost_peer_is_not_bad_input():
+    from tfprune.cli._processes import peer_lost
+    gloo = RuntimeError("UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error "
+                        "[127.0.0.1]:40615: Connection reset by peer")
+    wrapped = ValueError("in user code: ...")
+    wrapped.__cause__ = gloo
+    assert peer_lost(gloo) and peer_lost(wrapped)
+    assert not peer_lost(ValueError("--data: y_train must hold class ids 0..9"))
+    assert not peer_lost(None)

@@ -28,6 +28,7 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 BAD_INPUT = 3  # a worker's exit status for input it refuses
+PEER_LOST = 4  # a worker's exit status when a collective lost a peer (a consequence, not a cause)
 # A worker's command: ``import tfprune`` (TensorFlow, Keras) with its C++ log lines kept
 # off the terminal, then the worker module (tfprune.cli._processes).
 WORKER = ("from tfprune_cli._flags import quiet_logs, quiet_stderr\n"
@@ -54,7 +55,7 @@ def describe(code):
             return f"signal {signal.Signals(-code).name}"
         except ValueError:
             return f"signal {-code}"
-    return f"exit code {code}"
+    return f"exit code {code}" + (" (lost a peer)" if code == PEER_LOST else "")
 
 
 def last_checkpoint(work_dir):
@@ -134,14 +135,17 @@ def _start(n, attempt, argv, work_dir, logs):
 def _watch(procs):
     """Waits until every worker exits 0 (returns None) or one fails: returns its index.
 
-    Of several found failed at once, a death (not status 3) is reported first.
+    Of several found failed at once, a death is reported first, then a
+    worker that lost its peer (status 4), then bad input (status 3). A
+    worker that dies is reaped before its peers notice: they find it dead.
     """
     while True:
         codes = [p.poll() for p in procs]
         failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
         if failed:
-            deaths = [i for i in failed if codes[i] != BAD_INPUT]
-            return (deaths or failed)[0]
+            deaths = [i for i in failed if codes[i] not in (BAD_INPUT, PEER_LOST)]
+            lost = [i for i in failed if codes[i] == PEER_LOST]
+            return (deaths or lost or failed)[0]
         if all(c == 0 for c in codes):
             return None
         time.sleep(POLL)

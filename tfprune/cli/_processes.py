@@ -38,6 +38,7 @@ from tfprune.cli._flags import UserError, define
 FLAGS = flags.FLAGS
 PROG = prune.PROG
 BAD_INPUT = 3
+PEER_LOST = 4  # a collective failed because another worker died: the chief reports that one
 TEST_KILL = "TFPRUNE_TEST_KILL"
 
 
@@ -117,18 +118,50 @@ def main(argv):
             _flags.import_tfprune()
         procs = Processes(FLAGS.process_id, FLAGS.processes, FLAGS.attempt)
         prune.prune_and_fine_tune(argv, procs=procs)
-    except (UserError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except Exception as e:  # noqa: BLE001 - sorted below: lost peer, bad input, other
+        _leave(e)
+    except BaseException:  # noqa: BLE001 - KeyboardInterrupt, SystemExit: the chief decides
+        _leave(None)
+    return 0
+
+
+def peer_lost(error):
+    """True when ``error`` (or what caused it) is a collective that lost a peer.
+
+    A dead worker makes its peers' next all-gather fail ("Gloo AllGather
+    failed ... Connection reset by peer"), and Keras may re-raise that as a
+    ValueError: without this check the survivors would report bad input
+    (exit status 3) and the chief would not restart them.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = f"{type(error).__name__}: {error}"
+        if any(k in text for k in ("Gloo", "Connection reset by peer", "Connection closed by peer",
+                                   "coordination service", "Barrier timed out")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _leave(e):
+    """Exits: silently (PEER_LOST) after a lost peer, 3 with one line for bad input, else 1."""
+    if e is not None and peer_lost(e):
+        if (_flags.verbosity() or 0) >= 1:
+            traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(PEER_LOST)
+    if isinstance(e, (UserError, ValueError, TypeError, FileNotFoundError, ImportError)):
         if (_flags.verbosity() or 0) >= 1:
             traceback.print_exc()
         print(f"{PROG}: error: {_flags.one_line(e)}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(BAD_INPUT)
-    except BaseException:  # noqa: BLE001 - any other failure: the chief restarts us
-        traceback.print_exc()
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(1)
-    return 0
+    # any other failure: the chief restarts us
+    traceback.print_exc()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def run(argv=None):
