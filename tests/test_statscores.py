@@ -206,3 +206,20 @@ def test_updates_leave_weights_and_statistics_out_of_copy_on_read_mode():
         assert not keras.ops.convert_to_numpy(stat).any()         # reset
         assert _masks.writable_view(stat) is not None
         assert _masks.writable_view(w.layer.kernel) is not None   # reads alias: no copy
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "snip", "fisher"])
+def test_a_mask_written_over_a_statistic_is_assigned_whole_and_survives_its_reset(criterion):
+    # The mask lives in the statistic's buffer until assigned; it is assigned
+    # whole (not by rows: no copy-on-read mode for the mask), and the mask
+    # variable must hold its own copy, since the statistic is zeroed next.
+    w = _wrapper(criterion)
+    _fill(w, np.random.default_rng(3), ties=False)
+    w.update_masks(sparsity=0.5)
+    mask = keras.ops.convert_to_numpy(w.masks[0])
+    assert mask.mean() == 0.5 and set(np.unique(mask)) == {0.0, 1.0}
+    assert _masks.writable_view(w.masks[0]) is not None         # reads alias: no copy
+    state = w._accumulators.grads[0]
+    assert not any(keras.ops.convert_to_numpy(v).any() for v in state.values())   # reset
+    kernel = keras.ops.convert_to_numpy(w.layer.kernel)
+    assert np.array_equal(kernel != 0, mask != 0)

@@ -195,17 +195,22 @@ def _write_rows(variable, rows):
     return True
 
 
-def assign_mask(variable, mask):
+def assign_mask(variable, mask, by_rows=True):
     """``variable.assign(mask)``, by row slices in place when large (TensorFlow).
 
     A plain ``assign`` of a large NumPy array converts it to a new tensor
-    first (a full-size temporary, two with Keras' conversion); slice-wise
-    strided assignment writes into the variable's buffer. Nothing reads the
-    variable between the slices, so TensorFlow never copies it on write.
+    first (a mask-sized temporary); slice-wise strided assignment writes into
+    the variable's buffer. Nothing reads the variable between the slices, so
+    TensorFlow never copies it on write. But strided writes leave the
+    variable in copy-on-read mode (each training step copies it, and the
+    multiply that zeroes the weights then holds ~0.2x more), so a mask that
+    lives in another variable's buffer (``writable_view``: freed right after)
+    is assigned whole (``by_rows=False``): its conversion is the only copy.
     """
     mask = np.asarray(mask)
     dtype = str(variable.dtype)
-    if mask.ndim == 0 or not _write_rows(variable, lambda a, b: mask[a:b].astype(dtype, copy=False)):
+    if mask.ndim == 0 or not by_rows \
+            or not _write_rows(variable, lambda a, b: mask[a:b].astype(dtype, copy=False)):
         variable.assign(mask)
 
 

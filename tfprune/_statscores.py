@@ -119,9 +119,28 @@ def apply(wrapper, masks):
     """
     if not isinstance(masks, list):
         masks = list(masks)
+    views = _stat_buffers(wrapper)
     for k, (mask_var, m) in enumerate(zip(wrapper.masks, masks)):
-        assign_mask(mask_var, m)
+        # A mask written over a statistic's own buffer is assigned whole (see assign_mask).
+        assign_mask(mask_var, m, by_rows=_address(m) not in views)
         masks[k] = m = None
     masks[:] = []
     for info, mask_var in zip(wrapper.prunable_weights, wrapper.masks):
         info.variable.assign(info.variable * keras.ops.cast(mask_var, info.variable.dtype))
+
+
+def _address(array):
+    return np.asarray(array).__array_interface__["data"][0]
+
+
+def _stat_buffers(wrapper):
+    """Addresses of the buffers of ``wrapper``'s gradient statistics (those ``writable_view`` gives)."""
+    state = getattr(wrapper, "_accumulators", None)
+    out = set()
+    for per_weight in (state.grads if state is not None else []):
+        for variable in per_weight.values():
+            view = writable_view(variable)
+            if view is not None:
+                out.add(_address(view))
+    return out
+
