@@ -28,7 +28,8 @@ Models: ``embedding`` is one ``Embedding(n / 128, 128)``; ``dense`` is one
 square ``Dense(d)`` on ``d`` inputs with ``d * d ~ n`` (``d`` a multiple of 4,
 so 1x4 blocks and 2:4 groups tile it); ``attention`` is one
 ``MultiHeadAttention(8, d / 8)`` on ``d`` features (4 kernels, ``~4 d^2``
-parameters). Granularities: ``unstructured``, ``channels`` (output units),
+parameters); ``conv_transpose`` is one ``Conv2DTranspose(c, 3)`` on ``c``
+channels (kernel ``(3, 3, c, c)``, ``~9 c^2`` parameters). Granularities: ``unstructured``, ``channels`` (output units),
 ``block`` (1x4), ``nm`` (2:4), ``heads`` (attention only), or any shorthand
 (``1x2``, ``2x1``, ``1x16``). Scope ``global``
 computes the masks as ``PruningCallback`` does for ``scope="global"`` (one
@@ -71,6 +72,10 @@ def build(kind, size):
         d = max(8, 8 * int(round((size / 4) ** 0.5 / 8)))
         x = keras.Input((4, d))
         model = keras.Model(x, keras.layers.MultiHeadAttention(8, d // 8)(x, x))
+    elif kind == "conv_transpose":  # kernel (3, 3, out, in): ~9 c^2 parameters
+        c = max(4, 4 * int(round((size / 9) ** 0.5 / 4)))
+        model = keras.Sequential([keras.Input((4, 4, c)),
+                                  keras.layers.Conv2DTranspose(c, 3, use_bias=False)])
     else:
         d = max(4, 4 * int(round(size ** 0.5 / 4)))
         model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(d, use_bias=False)])
