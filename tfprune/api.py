@@ -6,6 +6,7 @@ import warnings
 import keras
 
 import tfprune._checks as checks
+from tfprune import criteria as criteria_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
 from tfprune._followers import link_batchnorms
@@ -222,7 +223,13 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
         raise ValueError("tfprune.prune: scope='global' decides each layer's sparsity "
                          "itself; it cannot be combined with per-layer `sparsity`.")
 
-    pairs, initialisers = [], []
+    pairs, initialisers, unscored = [], [], []
+    scorer = criteria_lib.get(criterion)
+    for _, layer in walk_layers(model):
+        reason = id(layer) in per_layer and scorer.unsupported(layer)
+        if reason:
+            raise ValueError(f"tfprune.prune: `sparsity` names layer '{layer.name}', which "
+                             f"criterion {type(scorer).__name__} cannot score: {reason}.")
 
     def clone_fn(layer):
         new = _clone_layer(layer, initialisers)
@@ -230,6 +237,9 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
         if id(layer) in skipped or not prunable.is_prunable(layer):
             return new
         if not prunable.prunable_weights(layer):
+            return new
+        if scorer.unsupported(layer):   # e.g. wanda on a depthwise conv: left dense, said below
+            unscored.append(f"'{layer.name}' ({type(layer).__name__})")
             return new
         layer_schedule = schedule
         if id(layer) in per_layer:
@@ -241,6 +251,10 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
     for new, saved in initialisers:
         _restore(new, saved)
     _copy_weights(pairs)
+    if unscored:
+        warnings.warn(f"tfprune.prune: criterion {type(scorer).__name__} cannot score "
+                      f"{', '.join(unscored)}: left dense (prune them with another criterion "
+                      "separately, or pass skip=[...] to say so).")
     if not find_wrappers(pruned):
         warnings.warn(f"tfprune.prune: model '{model.name}' has no prunable layer.")
     link_batchnorms(pruned)  # a pruned unit stays 0 after its BatchNorm

@@ -66,6 +66,11 @@ class Criterion(ConfigObject):
     def score(self, weight, stats=None):
         raise NotImplementedError
 
+    def unsupported(self, layer):
+        """Why this criterion cannot score ``layer``'s weights, or None (any layer: the default)."""
+        del layer
+        return None
+
     def score_in_place(self, stat, weight, batches):
         """Writes the scores of a slice over ``stat`` (its ``in_place_stat``).
 

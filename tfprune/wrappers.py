@@ -88,6 +88,12 @@ class PruneWrapper(keras.layers.Wrapper):
         if self.schedule is None:
             raise ValueError(f"Layer '{layer.name}': a pruning schedule is required.")
         self.criterion = criteria_lib.get(criterion)
+        reason = self.criterion.unsupported(layer)
+        if reason:
+            raise ValueError(
+                f"Layer '{layer.name}' cannot be pruned with criterion "
+                f"{type(self.criterion).__name__}: {reason}. Prune it with another criterion "
+                "(e.g. 'magnitude'), or leave it unwrapped.")
         self.granularity = granularity_lib.get(granularity)
         if scope not in ("layer", "global"):
             raise ValueError(f"Layer '{layer.name}': scope must be 'layer' or 'global'; got {scope!r}.")

@@ -23,6 +23,12 @@ from tfprune import criteria
 __all__ = ["Wanda", "SparseGPT"]
 
 
+def _calibration_unsupported(layer):
+    # Imported late: the calibration engine imports the wrappers, which import the criteria.
+    from tfprune.calibration._inputs import unsupported_reason
+    return unsupported_reason(layer)
+
+
 def _stat(stats, key, name):
     if not stats or key not in stats:
         raise ValueError(
@@ -53,6 +59,9 @@ class Wanda(criteria.Criterion):
 
     needs_calibration = True
 
+    def unsupported(self, layer):
+        return _calibration_unsupported(layer)
+
     def score(self, weight, stats=None):
         return np.abs(np.asarray(weight, np.float64)) * _stat(stats, "input_norm", "wanda")
 
@@ -81,6 +90,9 @@ class SparseGPT(criteria.Criterion):
 
     needs_calibration = True
     reconstructs = True
+
+    def unsupported(self, layer):
+        return _calibration_unsupported(layer)
 
     def score(self, weight, stats=None):
         d = _stat(stats, "hinv_diag", "sparsegpt")
