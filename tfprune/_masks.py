@@ -9,6 +9,8 @@ import json
 import keras
 import numpy as np
 
+from tfprune._inbuffer import SLICE  # one slice size for every chunked pass
+
 __all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores",
            "note_step_masks", "mask_value", "step_dtype", "assign_mask", "zero_in_place",
            "writable_view"]
@@ -144,8 +146,6 @@ def unit_mask(mask, info, shape=None):
     return (alive > 0).astype(np.float32).reshape(shape)
 
 
-#: Entries read per slice when scoring a large weight elementwise.
-SLICE = 1 << 16
 
 
 def read_scores(variable, criterion, stats):
