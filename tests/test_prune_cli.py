@@ -264,3 +264,31 @@ def test_channel_shrink_removes_residual_channels(tiny, tmp_path):
     assert small.get_layer("stem").filters == small.get_layer("b").filters == 8
     assert tp.structure.count(small) == tp.structure.count(
         tp.structure.prune_channels(model, 0.5))
+
+
+@pytest.mark.parametrize("softmax, from_logits, warned", [
+    (False, False, "expects probabilities (from_logits=False), but the model's last layer "
+                   "'out' outputs logits (no softmax)"),
+    (True, True, "expects logits (from_logits=True), but the model's last layer 'out' ends "
+                 "in a softmax"),
+    (False, True, None),
+])
+def test_a_loss_that_disagrees_with_the_last_layer_is_warned_about(tiny, tmp_path, softmax,
+                                                                    from_logits, warned):
+    # Found by hand: a compiled from_logits=False loss on a linear last layer
+    # fine-tuned silently to poor accuracy.
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax" if softmax else None,
+                                                 name="out")])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+    model.save(tmp_path / "m.keras")
+    proc = _prune("--model", tmp_path / "m.keras", "--data", tiny / "d.npz", "--epochs", 1,
+                  "--target_sparsity", 0.5, "--output", tmp_path / "p.keras")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("warning: the loss")]
+    if warned is None:
+        assert not lines
+    else:
+        assert len(lines) == 1 and warned in lines[0], proc.stderr[-2000:]

@@ -78,6 +78,21 @@ def resolve_loss(model, keras):
                         "sparse_categorical_crossentropy, mse) or 'auto'.") from None
 
 
+def _check_logits(model, loss):
+    """Warns when a categorical cross-entropy and the last layer disagree on logits."""
+    name = loss if isinstance(loss, str) else type(loss).__name__
+    if "categorical" not in name.lower() or not model.layers:
+        return
+    from_logits = bool(getattr(loss, "from_logits", False))   # a string: the default, False
+    if from_logits == _ends_in_softmax(model):
+        kind = "logits (from_logits=True)" if from_logits else "probabilities (from_logits=False)"
+        has = "ends in a softmax" if from_logits else "outputs logits (no softmax)"
+        print(f"warning: the loss {name} expects {kind}, but the model's last layer "
+              f"'{model.layers[-1].name}' {has}: fine-tuning and accuracy will be wrong. "
+              "Compile the model with the matching from_logits, or pass --loss=sparse_"
+              "categorical_crossentropy (it follows the last layer).", file=sys.stderr)
+
+
 def _check_labels(model, loss, y):
     """``y`` as int64 class ids when the loss takes them, else unchanged; checked."""
     import numpy as np
@@ -245,6 +260,7 @@ def prune_and_fine_tune(argv, procs=None):
     x, y, xt, yt = load_training_data()
     x, xt = _fit_inputs(model, x, xt)
     loss = resolve_loss(model, keras)
+    _check_logits(model, loss)
     y = _check_labels(model, loss, y)
     if yt is not None:
         yt = _check_labels(model, loss, yt)
