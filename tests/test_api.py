@@ -312,3 +312,23 @@ def test_weights_of_other_pruning_settings_fail_to_load_with_a_clear_error(tmp_p
     other = tp.prune(base(), schedule=tp.OneShot(0.5), granularity="channels")
     with pytest.raises(ValueError, match=r"Layer 'a'.*Unstructured\(\).*Channels\(axis='out'"):
         other.load_weights(path)
+
+
+def test_pruning_a_softmax_classifier_and_recalibrating_it_warn_about_nothing(monkeypatch):
+    # Found in a trial on MobileNetV2: probing the softmax logits layer with
+    # one zero made Keras warn about a softmax over an axis of size 1, and
+    # re-estimating BatchNorm (a training-mode pass, not a training step)
+    # warned that the model was trained without PruningCallback.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.BatchNormalization(), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax", name="out")])
+    x = np.random.default_rng(0).random((8, 6, 6, 3), dtype=np.float32)
+    monkeypatch.setattr(wrappers, "_warned_no_callback", False)   # warned once per process
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruned = tp.prune(model, schedule=tp.OneShot(0.5, step=0))
+        tp.recalibrate_batchnorm(pruned, x)
+    with pytest.warns(UserWarning, match="without tfprune.PruningCallback"):   # still said when true
+        pruned.compile("sgd", "mse")
+        pruned.fit(x, np.zeros((8, 3), "float32"), verbose=0)

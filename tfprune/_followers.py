@@ -24,7 +24,9 @@ def _zero_stays_zero(layer):
     if activation is None or activation is keras.activations.linear:
         return True
     try:
-        return bool(keras.ops.convert_to_numpy(activation(np.zeros(1, "float32")))[0] == 0)
+        # Two zeros, not one: softmax over an axis of size 1 makes Keras warn
+        # (every classifier ending in softmax would show it on tfprune.prune).
+        return bool(np.all(keras.ops.convert_to_numpy(activation(np.zeros((1, 2), "float32"))) == 0))
     except Exception:  # noqa: BLE001 - an activation we cannot probe: leave it alone
         return False
 

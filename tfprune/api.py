@@ -252,9 +252,10 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
         _restore(new, saved)
     _copy_weights(pairs)
     if unscored:
+        more = f" and {len(unscored) - 5} more" if len(unscored) > 5 else ""
         warnings.warn(f"tfprune.prune: criterion {type(scorer).__name__} cannot score "
-                      f"{', '.join(unscored)}: left dense (prune them with another criterion "
-                      "separately, or pass skip=[...] to say so).")
+                      f"{', '.join(unscored[:5])}{more}: left dense (prune them with another "
+                      "criterion separately, or pass skip=[...] to say so).")
     if not find_wrappers(pruned):
         warnings.warn(f"tfprune.prune: model '{model.name}' has no prunable layer.")
     link_batchnorms(pruned)  # a pruned unit stays 0 after its BatchNorm

@@ -13,6 +13,7 @@ and no fine-tuning, call :func:`recalibrate_batchnorm` yourself.
 import keras
 
 from tfprune import _data
+from tfprune.wrappers import NOT_A_STEP
 
 __all__ = ["recalibrate_batchnorm", "batchnorms"]
 
@@ -51,6 +52,7 @@ def recalibrate_batchnorm(model, x, batch_size=64):
     if not layers:
         return
     saved = [layer.momentum for layer in layers]
+    not_a_step, NOT_A_STEP.active = NOT_A_STEP.active, True   # no "train without callback" warning
     try:
         batches = _data.as_batches(x, batch_size, "recalibrate_batchnorm", labels=False)
         for k, batch in enumerate(batches):
@@ -59,5 +61,6 @@ def recalibrate_batchnorm(model, x, batch_size=64):
                 layer.momentum = k / (k + 1)
             model(batch[0], training=True)
     finally:
+        NOT_A_STEP.active = not_a_step
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum

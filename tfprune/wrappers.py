@@ -34,6 +34,8 @@ from tfprune._masks import (MaskConstraint, UnitMaskConstraint, check_settings, 
 __all__ = ["PruneWrapper", "MaskConstraint", "UnitMaskConstraint", "unit_mask"]
 
 _warned_no_callback = False
+#: Set while a training-mode forward pass is not a training step (BatchNorm re-estimation).
+NOT_A_STEP = types.SimpleNamespace(active=False)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -192,7 +194,7 @@ class PruneWrapper(keras.layers.Wrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         global _warned_no_callback
         if training and not self._driven and not _warned_no_callback \
-                and not getattr(self.schedule, "static", False):
+                and not NOT_A_STEP.active and not getattr(self.schedule, "static", False):
             _warned_no_callback = True
             warnings.warn(
                 f"Training pruned layer '{self.name}' without "
