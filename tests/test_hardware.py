@@ -107,17 +107,29 @@ def test_clear_errors(tmp_path):
 
 @pytest.mark.slow
 def test_predicted_latency_of_pruned_cnns_is_within_20_percent():
-    # CPU time of the invoking thread: under pytest -n 2 the other worker preempts a
-    # ~0.1 ms invoke, and wall clock then read 0.108 ms for a plan predicted at 0.084.
+    """The table's predicted fraction of dense latency is within 20% of the measured one.
+
+    Fractions, not milliseconds: the table is timed minutes before the pruned models, and
+    other jobs change the speed of both in between (CI read 0.142 ms predicted against
+    0.105 ms measured for the same plan, both honest, at different loads). The measured
+    fraction pairs the dense and pruned model round by round (``latency_fraction``), and
+    the predicted one divides two predictions from the same table, so the load cancels in
+    each. CPU time of the invoking thread, so the other pytest worker's slices are not
+    counted."""
     model = cifar_cnn()
     table = tp.hardware.latency_table(model, widths=(0.25, 0.5, 0.75), progress=False,
                                       clock="cpu")
+    dense = tp.hardware.predict_latency(table, model)
+    assert dense == pytest.approx(table.measured_ms, abs=1e-5)
     plans = [0.5, {"c1": 0.5, "c2": 0.25}]
     pruned = [tp.structure.prune_channels(model, p) for p in plans]
-    measured = tp.export.latency(pruned, clock="cpu", rounds=16, runs=40)
-    for plan, p, seconds in zip(plans, pruned, measured):
-        predicted = tp.hardware.predict_latency(table, p)
-        assert predicted == pytest.approx(seconds * 1e3, rel=0.2), plan
+    for plan, p in zip(plans, pruned):
+        predicted = tp.hardware.predict_latency(table, p) / dense
+        measured, _, _ = tp.hardware.latency_fraction(model, p, rounds=16, runs=40,
+                                                      clock="cpu")
+        print(f"plan {plan}: predicted {predicted:.3f}, measured {measured:.3f} of dense")
+        assert 0 < predicted < 1
+        assert predicted == pytest.approx(measured, rel=0.2), plan
     # A plan is pruned first, then predicted: the same figure.
     assert tp.hardware.predict_latency(table, model, plans[0]) == pytest.approx(
         tp.hardware.predict_latency(table, pruned[0]))
