@@ -37,7 +37,8 @@ JAX_TESTS ?= tests/test_schedules.py tests/test_granularity.py tests/test_criter
 	tests/test_jax_training.py tests/test_backends.py tests/test_accumulate.py \
 	tests/test_sensitivity_sweeping.py tests/test_sensitivity_estimation.py \
 	tests/test_sensitivity_recovery.py tests/test_structure_scores.py \
-	tests/test_structure_shrink.py tests/test_finetune.py tests/test_regularizers_svd.py
+	tests/test_structure_shrink.py tests/test_finetune.py tests/test_regularizers_svd.py \
+	tests/test_jaxbuffers.py
 # Also pass under JAX; left out of `make test` for time (`make test-jax` runs them).
 JAX_TESTS_MORE ?= tests/test_structure_surgery.py tests/test_determinism.py \
 	tests/test_recipes.py tests/test_lottery.py

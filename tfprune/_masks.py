@@ -10,19 +10,11 @@ import keras
 import numpy as np
 
 from tfprune._inbuffer import SLICE  # one slice size for every chunked pass
+from tfprune._jaxbuffers import free, stateless_scope
 
 __all__ = ["MaskConstraint", "UnitMaskConstraint", "unit_mask", "read_scores",
            "note_step_masks", "mask_value", "step_dtype", "assign_mask", "zero_in_place",
-           "writable_view"]
-
-
-def _stateless_scope():
-    """Keras' active ``StatelessScope`` (None outside one)."""
-    try:
-        from keras.src.backend.common.stateless_scope import get_stateless_scope
-    except ImportError:  # a Keras without it: no stateless train step to serve
-        return None
-    return get_stateless_scope()
+           "writable_view", "stateless_scope"]
 
 
 def step_dtype():
@@ -52,7 +44,7 @@ def note_step_masks(masks):
     masks of that step's state, so a mask update between steps takes effect
     without retracing.
     """
-    scope = _stateless_scope()
+    scope = stateless_scope()
     if scope is None:
         return
     for mask in masks:
@@ -71,7 +63,7 @@ def mask_value(mask):
     """
     if keras.backend.backend() != "jax":
         return mask
-    scope = _stateless_scope()
+    scope = stateless_scope()
     if scope is None:
         return mask
     value = scope.get_current_value(mask)
@@ -160,7 +152,10 @@ def read_scores(variable, criterion, stats):
     """
     n = int(np.prod(variable.shape))
     if getattr(criterion, "elementwise", False) and not stats and n:
-        flat = keras.ops.reshape(variable, (-1,))
+        if keras.backend.backend() == "jax":   # a read-only view: no copy (reshape would make one)
+            flat = np.asarray(variable.value).reshape(-1)
+        else:
+            flat = keras.ops.reshape(variable, (-1,))
         scores = None
         for a in range(0, n, SLICE):
             part = np.asarray(criterion.score(keras.ops.convert_to_numpy(flat[a:a + SLICE])))
@@ -209,6 +204,7 @@ def assign_mask(variable, mask, by_rows=True):
     """
     mask = np.asarray(mask)
     dtype = str(variable.dtype)
+    free(variable)   # JAX: the old mask goes before the new one is made
     if mask.ndim == 0 or not by_rows \
             or not _write_rows(variable, lambda a, b: mask[a:b].astype(dtype, copy=False)):
         variable.assign(mask)
@@ -225,6 +221,7 @@ def zero_in_place(variable):
     if view is not None:
         view[...] = 0.0
     else:
+        free(variable)   # JAX: the old values go before the zeros are made
         variable.assign(keras.ops.zeros(tuple(variable.shape), str(variable.dtype)))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from tfprune import accumulate
 from tfprune._grouping import writes_over
 from tfprune._inbuffer import broadcast_expand
+from tfprune._jaxbuffers import free, multiply
 from tfprune._masks import SLICE, assign_mask, read_scores, writable_view
 
 __all__ = ["stat_scores", "weight_scores", "compute", "apply"]
@@ -60,11 +61,19 @@ def stat_scores(wrapper, index, consume=False):
     info = wrapper.prunable_weights[index]
     if key in state.grads[index]:
         variable = state.grads[index][key]
-        buf = writable_view(variable) if consume and accumulate.resets(crit) else None
+        spent = consume and accumulate.resets(crit)   # zeroed after this update anyway
+        buf = writable_view(variable) if spent else None
         if buf is None:   # a fresh float32 copy (one, not two: np.asarray of the variable)
+            if spent:
+                # JAX (immutable arrays): this weight's old mask, replaced by this
+                # update, goes before the copy is made, and the statistic right after,
+                # so the copy takes their room (3x the weights, not 4x).
+                free(wrapper.masks[index])
             buf = np.asarray(variable, np.float32)
             if not (buf.flags.writeable and buf.flags.c_contiguous):
                 buf = np.array(buf, np.float32, order="C")
+            if spent:
+                free(variable)
         flat = buf.reshape(-1)
         weight = keras.ops.reshape(info.variable, (-1,)) if crit.in_place_weight else None
         for a in range(0, flat.size, SLICE):
@@ -126,7 +135,7 @@ def apply(wrapper, masks):
         masks[k] = m = None
     masks[:] = []
     for info, mask_var in zip(wrapper.prunable_weights, wrapper.masks):
-        info.variable.assign(info.variable * keras.ops.cast(mask_var, info.variable.dtype))
+        multiply(info.variable, mask_var)   # JAX: over the weight's own buffer
 
 
 def _address(array):

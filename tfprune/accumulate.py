@@ -61,6 +61,7 @@ import numpy as np
 
 from tfprune import _replicas
 from tfprune import granularity as granularity_lib
+from tfprune._jaxbuffers import stateless_scope
 from tfprune._masks import zero_in_place
 
 __all__ = ["GRADIENT_KEYS", "gradient_keys", "resets", "broadcast_units", "unit_stats"]
@@ -234,14 +235,6 @@ def _activation_sums(out):
             ops.cast(ops.shape(out)[0], "float32"))
 
 
-def _outer_scope():
-    try:
-        from keras.src.backend.common.stateless_scope import get_stateless_scope
-    except ImportError:  # a Keras without it has no stateless train step either
-        return None
-    return get_stateless_scope()
-
-
 def tapped_call(wrapper, state, call):
     """Runs ``call()`` (the inner layer's forward) accumulating statistics."""
     tap_fn = _tap if _side_effects_in_gradients() else _channel_tap
@@ -256,7 +249,7 @@ def tapped_call(wrapper, state, call):
         tapped = {id(v) for v, _ in mapping}
         # A scope does not see its parent's mapping: inside Keras's stateless
         # train step (JAX), hand the layer's other variables their step values.
-        outer = _outer_scope()
+        outer = stateless_scope()
         if outer is not None:
             for v in wrapper.layer.variables:
                 value = outer.get_current_value(v)

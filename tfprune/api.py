@@ -10,6 +10,7 @@ from tfprune import criteria as criteria_lib
 from tfprune import prunable
 from tfprune import schedules as schedules_lib
 from tfprune._followers import link_batchnorms
+from tfprune._jaxbuffers import free
 from tfprune._walk import find_wrappers, is_graph_model, walk_layers
 from tfprune.reporting import sparsity, summary
 from tfprune.wrappers import PruneWrapper
@@ -148,8 +149,10 @@ def _copy_weights(pairs):
         if [tuple(v.shape) for v in src.weights] == [tuple(v.shape) for v in dst.weights]:
             for a, b in zip(src.weights, dst.weights):
                 # Variable to variable: no NumPy copy of large weights. On JAX a
-                # device copy: shared, the buffer would be freed when one model's
-                # fit donates it to its train step.
+                # device copy (shared, the buffer would be freed when one model's
+                # fit donates it to its train step) over the clone's zeros, freed first.
+                if jax_backend:
+                    free(b)
                 b.assign(keras.ops.copy(a.value) if jax_backend else a)
         else:
             dst.set_weights(src.get_weights())  # raises its clear shape error
