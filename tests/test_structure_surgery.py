@@ -185,3 +185,25 @@ def test_prune_channels_says_sparsity_and_keeps_ratio_as_deprecated_name():
         tp.structure.prune_channels(m)
     with pytest.raises(ValueError, match="sparsity=1.0 would remove every channel"):
         tp.structure.prune_channels(m, 1.0)
+
+
+def test_rebuilt_layers_keep_their_initializers():
+    # The rebuild builds layers with zero initial values (overwritten by the
+    # copied weights) and must hand their own initializers back afterwards.
+    seeded = keras.initializers.HeNormal(seed=keras.random.SeedGenerator(3))
+    m = keras.Sequential([keras.Input((6, 6, 3)),
+                          keras.layers.Conv2D(8, 3, name="c",
+                                              kernel_initializer=keras.initializers.HeNormal(7),
+                                              bias_initializer="ones"),
+                          keras.layers.BatchNormalization(name="bn", gamma_initializer="zeros"),
+                          keras.layers.Flatten(),
+                          keras.layers.Dense(2, name="o", kernel_initializer=seeded)])
+    small = tp.structure.prune_channels(m, 0.5)
+    for name in ("c", "bn", "o"):
+        old, new = m.get_layer(name).get_config(), small.get_layer(name).get_config()
+        assert {k: v for k, v in new.items() if k != "filters"} == \
+            {k: v for k, v in old.items() if k != "filters"}
+    assert isinstance(small.get_layer("c").kernel_initializer, keras.initializers.HeNormal)
+    assert isinstance(small.get_layer("bn").moving_variance_initializer, keras.initializers.Ones)
+    k = small.get_layer("c").kernel.numpy()
+    assert k.shape == (3, 3, 3, 4) and np.abs(k).min() > 0

@@ -155,10 +155,25 @@ def _check_data(model, criterion, data, loss):
 
 # -- channels already zero -----------------------------------------------------
 
-def _zero_rows(layers, m):
-    """Per channel of ``m``: is its slice of the weight all zero?"""
-    w = keras.ops.convert_to_numpy(weights_by_key(layers[m.layer])[m.key])
-    return to_matrix(w == 0, (m.axis,)).all(axis=1)[m.index_matrix()].all(axis=1)
+class _ZeroRows:
+    """Per index of a weight's axis: is that slice all zero? Each weight read once per axis.
+
+    A kernel reading a concatenation is a member of every group it reads (a
+    DenseNet201 conv of up to 60), so reading it per member cost seconds.
+    Only the boolean rows are kept, not the weights (large models' weights
+    would double their memory).
+    """
+
+    def __init__(self, g):
+        self.layers, self.rows = g.layers_by_path(), {}
+
+    def __call__(self, m):
+        """Per channel of member ``m``: is its slice of the weight all zero?"""
+        key = (m.layer, m.key, m.axis)
+        if key not in self.rows:
+            w = keras.ops.convert_to_numpy(weights_by_key(self.layers[m.layer])[m.key])
+            self.rows[key] = to_matrix(w == 0, (m.axis,)).all(axis=1)
+        return self.rows[key][m.index_matrix()].all(axis=1)
 
 
 def _maps_zero_to_zero(call, m, g=None):
@@ -178,18 +193,21 @@ def dead_channels(g, group):
     it), or if every producer slice (kernel and bias) is zero and every layer
     on the way maps 0 to 0 (so the channel is identically 0).
     """
+    return _dead(g, group, _ZeroRows(g), {c.path: c for c in g.calls})
+
+
+def _dead(g, group, zero_rows, calls):
+    """:func:`dead_channels` with the zero rows and ``{path: call}`` shared by every group."""
     if any(m.role == "norm" for m in group.members):
         return np.zeros(group.size, bool)  # a LayerNorm mixes every channel in
-    layers = g.layers_by_path()
-    calls = {c.path: c for c in g.calls}
     consumers = [m for m in group.members if m.role == "consumer"]
     unread = np.ones(group.size, bool) if consumers else np.zeros(group.size, bool)
     for m in consumers:
-        unread &= _zero_rows(layers, m)
+        unread &= zero_rows(m)
     silent = np.ones(group.size, bool)
     for m in group.members:
         if m.role in ("producer", "bias"):
-            silent &= _zero_rows(layers, m)
+            silent &= zero_rows(m)
     for m in group.members:
         if m.role == "op" and silent.any():
             silent &= _maps_zero_to_zero(calls[m.layer], m, g)
@@ -230,8 +248,9 @@ def remove_dead_channels(model):
     g = graph(model)
     consts = constant_channels(g) if g.prunable_groups else {}
     removed, offsets = {}, {}
+    zero_rows, calls = _ZeroRows(g), {c.path: c for c in g.calls}
     for group in g.prunable_groups:
-        dead = np.flatnonzero(dead_channels(g, group) | foldable(g, group, consts))
+        dead = np.flatnonzero(_dead(g, group, zero_rows, calls) | foldable(g, group, consts))
         if dead.size >= group.size:
             dead = dead[1:]  # keep one channel: shapes must stay valid
         if dead.size:
