@@ -12,6 +12,7 @@ from tfprune import schedules as schedules_lib
 from tfprune._followers import link_batchnorms
 from tfprune._jaxbuffers import free
 from tfprune._walk import find_wrappers, is_graph_model, walk_layers
+from tfprune._zeroinit import restore_initializers, zero_initializers
 from tfprune.reporting import sparsity, summary
 from tfprune.wrappers import PruneWrapper
 
@@ -92,48 +93,16 @@ def _validate_names(model, sparsity, skip):
     return per_layer, skipped
 
 
-# Leaf layers whose every weight comes from ``*_initializer`` attributes read at build.
-_ZERO_INIT_TYPES = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding,
-                    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-                    keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
-                    keras.layers.SeparableConv2D, keras.layers.BatchNormalization)
-
-
-def _zero_initialisers(layer):
-    """Zeros initialisers on a clone whose weights are copied over right after.
-
-    Keras' random initialisers hold about two kernels of temporaries while
-    drawing one (measured: building a 4e6-weight Dense peaks at 3x its
-    kernel, with zeros at 1x), and ``prune`` would draw values it then
-    overwrites. Returns ``[(attribute, original)]`` for :func:`_restore`, so
-    the clone's ``get_config`` names the original initialisers again.
-    """
-    if type(layer) not in _ZERO_INIT_TYPES:  # exact types: subclasses may build differently
-        return []
-    saved = [(name, value) for name, value in vars(layer).items()
-             if name.endswith("initializer")
-             and isinstance(value, keras.initializers.Initializer)]
-    for name, _ in saved:
-        setattr(layer, name, keras.initializers.Zeros())
-    return saved
-
-
-def _restore(layer, saved):
-    for name, value in saved:
-        setattr(layer, name, value)
-
-
 def _clone_layer(layer, initialisers=None):
     """A fresh copy of ``layer`` from its config, built as it is.
 
     With a list ``initialisers`` the copy is built with zeros initialisers
     (its weights are copied over next) and ``(copy, originals)`` is appended
-    for :func:`_restore`.
+    for :func:`restore_initializers`.
     """
     new = layer.__class__.from_config(layer.get_config())
     if initialisers is not None:
-        initialisers.append((new, _zero_initialisers(new)))
+        initialisers.append((new, zero_initializers(new)))
     if getattr(layer, "built", False) and not new.built:  # keras-hub layers build in __init__
         build_config = layer.get_build_config()
         if build_config:
@@ -252,7 +221,7 @@ def prune(model, *, schedule, criterion="magnitude", granularity="unstructured",
 
     pruned = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
     for new, saved in initialisers:
-        _restore(new, saved)
+        restore_initializers(new, saved)
     _copy_weights(pairs)
     if unscored:
         more = f" and {len(unscored) - 5} more" if len(unscored) > 5 else ""

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from tfprune._walk import is_layer
+from tfprune._zeroinit import restore_initializers, zero_initializers
 from tfprune.prunable import relative_key
 from tfprune.structure import _ops_rules, _rules
 from tfprune.structure.dependency import Member
@@ -119,7 +120,7 @@ def rebuild(model, g, removed, offsets=None):
         new = layer.__class__.from_config(config)
         pairs.append((layer, new))
         if sliced.get(id(layer)):
-            stashed.append((new, _zero_initializers(new)))
+            stashed.append((new, zero_initializers(new)))
         return new
 
     stashed = []
@@ -129,9 +130,8 @@ def rebuild(model, g, removed, offsets=None):
         with unsafe_scope():
             new_model = keras.models.clone_model(model, clone_function=clone_fn)
     finally:
-        for new, initializers in stashed:
-            for attr, init in initializers.items():
-                setattr(new, attr, init)
+        for new, saved in stashed:
+            restore_initializers(new, saved)
     for old, new in pairs:
         values = sliced.get(id(old))
         if values:
@@ -139,39 +139,6 @@ def rebuild(model, g, removed, offsets=None):
             if isinstance(new, keras.layers.Normalization):
                 new.finalize_state()  # its mean/variance tensors are derived from the weights
     return new_model
-
-
-# Layers whose build() only creates their own weights, each from one of their
-# initializer attributes (no sublayers handed those initializers).
-_L = keras.layers
-_ZERO_BUILD = {_L.Dense, _L.Conv1D, _L.Conv2D, _L.Conv3D, _L.Conv1DTranspose, _L.Conv2DTranspose,
-               _L.Conv3DTranspose, _L.DepthwiseConv1D, _L.DepthwiseConv2D, _L.SeparableConv1D,
-               _L.SeparableConv2D, _L.BatchNormalization, _L.LayerNormalization}
-_ZEROS = keras.initializers.Zeros()
-
-
-def _zero_initializers(layer):
-    """Lets ``layer`` build its weights as zeros; returns ``{attribute: initializer}`` to restore.
-
-    Every weight of a rebuilt layer is overwritten by ``set_weights``, so
-    drawing its random initial values only costs time (about half of
-    ``clone_model`` on EfficientNetB6, truncated normals being slow eager
-    ops). The original initializer objects go back once the layer is built,
-    so its config and later re-initialisation are unchanged. Only Keras'
-    own layers and stateless Keras initializers (an integer seed: nothing to
-    advance) are touched.
-    """
-    if type(layer) not in _ZERO_BUILD:
-        return {}
-    stashed = {}
-    for attr, value in vars(layer).items():
-        if isinstance(value, keras.initializers.Initializer) \
-                and type(value).__module__.startswith("keras.") \
-                and not isinstance(getattr(value, "seed", None), keras.random.SeedGenerator):
-            stashed[attr] = value
-    for attr in stashed:
-        setattr(layer, attr, _ZEROS)
-    return stashed
 
 
 def _op_config(op):
