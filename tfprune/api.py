@@ -117,6 +117,8 @@ def _copy_weights(pairs):
             continue
         if [tuple(v.shape) for v in src.weights] == [tuple(v.shape) for v in dst.weights]:
             for a, b in zip(src.weights, dst.weights):
+                if a is b:   # a layer shared by both models: nothing to copy (or free)
+                    continue
                 # Variable to variable: no NumPy copy of large weights. On JAX a
                 # device copy (shared, the buffer would be freed when one model's
                 # fit donates it to its train step) over the clone's zeros, freed first.
